@@ -1,0 +1,84 @@
+"""Checkpoints: atomic writes, safe loads, config checks and RNG state for exact resume.
+
+A checkpoint is a dict saved with torch.save: {"kind", "config" (Config.to_dict()), "step", then state
+dicts and extras}. Only tensors, numbers, strings, lists, tuples and dicts go in, so it loads with
+torch.load(weights_only=True): no pickled code runs on load.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+
+from core.config import arch_fields
+
+
+class CheckpointMismatch(ValueError):
+    """A checkpoint was made for a different model than the one it is loaded into."""
+
+
+def save(path: str | os.PathLike, payload: dict) -> None:
+    """Write atomically: a temp file in the same folder, flushed to disk, then renamed over `path`.
+
+    A crash mid-write leaves the previous checkpoint intact and no partial file under `path`.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(payload, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load(path: str | os.PathLike, kind: str | None = None) -> dict:
+    """Load a checkpoint on the CPU; with `kind`, refuse checkpoints of another kind."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no checkpoint at {path}")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise ValueError(f"{path} is not a readable checkpoint ({type(err).__name__}: {err})") from None
+    if kind is not None and payload.get("kind") != kind:
+        raise CheckpointMismatch(f"{path} holds a {payload.get('kind')!r} checkpoint, expected {kind!r}")
+    return payload
+
+
+def check_arch(payload: dict, sections: dict[str, object], path: str = "checkpoint") -> None:
+    """Raise CheckpointMismatch naming every architecture field that differs.
+
+    sections: {"diffusion": cfg.diffusion, "clip": cfg.clip, ...}, the config the model is built from.
+    """
+    stored = payload["config"]
+    diffs = []
+    for name, section in sections.items():
+        for key, value in arch_fields(section).items():
+            old = stored.get(name, {}).get(key)
+            old = tuple(old) if isinstance(old, list) else old
+            if old != value:
+                diffs.append(f"{name}.{key}: checkpoint has {old!r}, config has {value!r}")
+    if diffs:
+        raise CheckpointMismatch(f"{path} was made with a different model configuration:\n  "
+                                 + "\n  ".join(diffs))
+
+
+def rng_state() -> dict:
+    """Every RNG stream a training loop draws from (CPU, and CUDA where present)."""
+    state = {"cpu": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["cpu"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])

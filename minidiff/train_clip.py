@@ -1,0 +1,100 @@
+"""Train tiny CLIP on the base classes (the held-out concept is never seen) and test it zero-shot.
+
+`python train.py clip` calls `train_clip(cfg)`; it writes runs/<preset>/clip/{clip.pt, metrics.json}.
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from core import captions, checkpoint
+from core.config import Config
+from core.data import base_classes, class_names, load_split, to_float
+from core.training import (cache_dir, check_finite, flip_and_shift, random_batches, setup, stage_dir,
+                           warmup_cosine, write_json)
+from minidiff.clip import TinyClip, class_embeddings, zero_shot_predict
+from minidiff.tokenizer import Tokenizer
+
+
+def build_tokenizer(cfg: Config) -> Tokenizer:
+    return Tokenizer.for_dataset(cfg.data.dataset, class_names(cfg.data), cfg.clip.context_length)
+
+
+def load_clip(path, cfg: Config, device="cpu") -> tuple[TinyClip, Tokenizer]:
+    """A trained tiny CLIP (frozen, eval mode) and its tokenizer; refuses a checkpoint of another shape."""
+    payload = checkpoint.load(path, kind="clip")
+    checkpoint.check_arch(payload, {"data": cfg.data, "clip": cfg.clip}, str(path))
+    tokenizer = Tokenizer(payload["vocab"], cfg.clip.context_length)
+    clip = TinyClip(len(tokenizer), cfg.clip)
+    clip.load_state_dict(payload["model"])
+    return clip.to(device).eval().requires_grad_(False), tokenizer
+
+
+def caption_batch(cfg: Config, labels, attrs, class_names, rng: np.random.Generator) -> list[str]:
+    """One random training caption per image (attributes kept with probability clip.attribute_prob)."""
+    return [captions.random_caption(cfg.data.dataset, class_names[int(y)], None if attrs is None else attrs[i],
+                                    rng, cfg.clip.attribute_prob) for i, y in enumerate(labels)]
+
+
+@torch.no_grad()
+def zero_shot_accuracy(clip: TinyClip, tokenizer: Tokenizer, images, labels, class_names, dataset: str) -> dict:
+    """Accuracy of CLIP zero-shot classification among `class_names`, overall and per class."""
+    class_emb = class_embeddings(clip, tokenizer, class_names, captions.TEMPLATES[dataset])
+    preds = zero_shot_predict(clip, images, class_emb)
+    per_class = {name: (preds[labels == i] == i).float().mean().item() for i, name in enumerate(class_names)}
+    return {"accuracy": (preds == labels).float().mean().item(), "per_class": per_class}
+
+
+def train_clip(cfg: Config) -> dict:
+    device = setup(cfg)
+    out = stage_dir(cfg, "clip")
+    classes = base_classes(cfg.data)
+    train = load_split(cfg.data, "train", cache_dir(cfg)).only(classes)
+    test = load_split(cfg.data, "test", cache_dir(cfg)).only(classes)
+    tokenizer = build_tokenizer(cfg)
+    model = TinyClip(len(tokenizer), cfg.clip).to(device)
+    decay = [p for p in model.parameters() if p.ndim >= 2]
+    no_decay = [p for p in model.parameters() if p.ndim < 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.clip.weight_decay},
+                             {"params": no_decay, "weight_decay": 0.0}], lr=cfg.clip.lr)
+    images = to_float(train.x)
+    rng = np.random.default_rng(cfg.run.seed)
+    gen = torch.Generator().manual_seed(cfg.run.seed)
+    names = train.classes
+    start = time.time()
+    bar = tqdm(enumerate(random_batches(len(train), cfg.clip.batch_size, gen, cfg.clip.steps)),
+               total=cfg.clip.steps, desc="clip")
+    model.train()
+    for step, idx in bar:
+        for group in opt.param_groups:
+            group["lr"] = cfg.clip.lr * warmup_cosine(step, cfg.clip.steps, cfg.clip.warmup)
+        x = flip_and_shift(images[idx], max_shift=2 if cfg.data.dataset == "cifar10" else 1, generator=gen)
+        texts = caption_batch(cfg, train.y[idx], None if train.attrs is None else train.attrs[idx], names, rng)
+        tokens = tokenizer(texts)
+        caption_ids = torch.unique(tokens, dim=0, return_inverse=True)[1]  # equal captions share an id
+        loss = model(x.to(device), tokens.to(device), caption_ids.to(device))
+        check_finite(loss, "clip", step)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if step % 20 == 0:
+            bar.set_postfix(loss=f"{loss.item():.3f}", T=f"{1 / model.logit_scale.exp().item():.3f}")
+    train_seconds = time.time() - start
+    model.eval()
+    test_labels = torch.tensor([classes.index(names[int(y)]) for y in test.y])
+    metrics = {
+        "stage": "clip", "steps": cfg.clip.steps, "train_seconds": train_seconds, "device": str(device),
+        "parameters": sum(p.numel() for p in model.parameters()), "final_loss": loss.item(),
+        "zero_shot_test": zero_shot_accuracy(model, tokenizer, to_float(test.x), test_labels, classes,
+                                             cfg.data.dataset),
+        "n_test_images": len(test), "classes": list(classes),
+    }
+    checkpoint.save(out / "clip.pt", {"kind": "clip", "config": cfg.to_dict(), "step": cfg.clip.steps,
+                                      "model": model.state_dict(), "vocab": tokenizer.words})
+    write_json(out / "metrics.json", metrics)
+    print(f"clip: zero-shot accuracy on {len(test)} test images of {len(classes)} base classes: "
+          f"{metrics['zero_shot_test']['accuracy']:.1%} ({train_seconds:.0f}s training)")
+    return metrics
