@@ -1,0 +1,113 @@
+"""Residual discriminator (StyleGAN2 "resnet" D, Karras et al. 2020, Fig. 7c) with class conditioning.
+
+    from-RGB 1x1 -> residual blocks (R -> R/2 ... 8 -> 4) -> minibatch stddev -> 3x3 conv -> FC
+    -> features f (B, F) -> head
+
+Heads:
+  * n_classes = 0: one logit, D(x) = psi(f).
+  * cond="multihead" (the official hyper-modulation code): one logit per class, D(x, y) = psi_y(f).
+  * cond="projection" (Miyato & Koyama 2018, Eq. 3): D(x, y) = psi(f) + <e_y, f>.
+conditional_from_unconditional() turns a pretrained unconditional D into a conditional one that gives,
+at init, the same logit for every class.
+"""
+import copy
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from minigan.layers import EqualConv2d, EqualLinear, channels_per_resolution, resolutions
+
+
+class ResBlock(nn.Module):
+    """y = (avgpool(conv(conv(x))) + conv1x1(avgpool(x))) / sqrt(2), LeakyReLU(0.2) after each 3x3 conv."""
+
+    def __init__(self, in_channels, out_channels):
+        super().__init__()
+        self.conv1 = EqualConv2d(in_channels, in_channels, 3)
+        self.conv2 = EqualConv2d(in_channels, out_channels, 3)
+        self.skip = EqualConv2d(in_channels, out_channels, 1, bias=False)
+
+    def forward(self, x):
+        y = F.leaky_relu(self.conv1(x), 0.2)
+        y = F.avg_pool2d(F.leaky_relu(self.conv2(y), 0.2), 2)
+        return (y + self.skip(F.avg_pool2d(x, 2))) / math.sqrt(2)
+
+
+def minibatch_stddev(x, group_size=4, eps=1e-8):
+    """Append one channel: the std of each feature over a group of samples, averaged over features and
+    pixels (Karras et al. 2018, Sec. 3). A group is G = gcd(B, group_size) samples b, b + B/G, b + 2B/G..."""
+    B, C, H, W = x.shape
+    G = math.gcd(B, group_size)
+    y = x.reshape(G, B // G, C, H, W)                                 # sample b is in group b % (B // G)
+    y = (y.var(dim=0, unbiased=False) + eps).sqrt().mean(dim=(1, 2, 3))  # (B // G,)
+    y = y.repeat(G).view(B, 1, 1, 1).expand(B, 1, H, W)                  # back to sample order
+    return torch.cat([x, y], dim=1)
+
+
+class Discriminator(nn.Module):
+    """x (B, 3, R, R) [, labels (B,)] -> logits (B,); features(x) -> (B, F), F = channels at 4x4."""
+
+    def __init__(self, resolution=32, channels=64, n_classes=0, cond="multihead", img_channels=3,
+                 mbstd_group=4):
+        super().__init__()
+        if cond not in ("multihead", "projection"):
+            raise ValueError(f"cond must be 'multihead' or 'projection', got {cond!r}")
+        ch = channels_per_resolution(channels, resolution)
+        self.resolution, self.n_classes, self.cond, self.mbstd_group = resolution, n_classes, cond, mbstd_group
+        self.from_rgb = EqualConv2d(img_channels, ch[resolution], 1)
+        self.blocks = nn.ModuleList(ResBlock(ch[r], ch[r // 2]) for r in reversed(resolutions(resolution)[1:]))
+        self.conv = EqualConv2d(ch[4] + 1, ch[4], 3)
+        self.fc = EqualLinear(ch[4] * 4 * 4, ch[4])
+        n_heads = n_classes if n_classes > 0 and cond == "multihead" else 1
+        self.head = EqualLinear(ch[4], n_heads)
+        self.embed = None
+        if n_classes > 0 and cond == "projection":
+            self.embed = nn.Embedding(n_classes, ch[4])
+            nn.init.normal_(self.embed.weight, std=1 / math.sqrt(ch[4]))
+
+    def features(self, x):
+        """The penultimate feature vector (B, F), what the self-supervised losses compare."""
+        x = F.leaky_relu(self.from_rgb(x), 0.2)
+        for block in self.blocks:
+            x = block(x)
+        x = minibatch_stddev(x, self.mbstd_group)
+        x = F.leaky_relu(self.conv(x), 0.2)
+        return F.leaky_relu(self.fc(x.flatten(1)), 0.2)  # (B, F * 4 * 4) -> (B, F)
+
+    def forward(self, x, labels=None, return_features=False):
+        """Logits (B,), and the features (B, F) too when return_features."""
+        if (labels is None) != (self.n_classes == 0):
+            raise ValueError(f"labels must be given exactly when n_classes > 0 (n_classes={self.n_classes})")
+        f = self.features(x)
+        out = self.head(f)                                  # (B, n_heads)
+        if self.n_classes == 0:
+            logits = out[:, 0]
+        elif self.cond == "multihead":
+            logits = out.gather(1, labels.view(-1, 1))[:, 0]  # the label's own logit
+        else:
+            logits = out[:, 0] + (self.embed(labels) * f).sum(dim=1)
+        return (logits, f) if return_features else logits
+
+
+def conditional_from_unconditional(d_uncond, n_classes, cond="multihead"):
+    """A conditional D whose trunk is a copy of d_uncond's and whose logit equals d_uncond's for every
+    class: the single head is replicated to every class (multihead), or the class embedding starts at 0
+    (projection)."""
+    if d_uncond.n_classes != 0:
+        raise ValueError("d_uncond must be unconditional (n_classes=0)")
+    d = copy.deepcopy(d_uncond)
+    d.n_classes, d.cond = n_classes, cond
+    head = d_uncond.head
+    if cond == "multihead":
+        d.head = EqualLinear(head.weight.shape[1], n_classes).to(head.weight.device)
+        with torch.no_grad():
+            d.head.weight.copy_(head.weight.expand(n_classes, -1))
+            d.head.bias.copy_(head.bias.expand(n_classes))
+    elif cond == "projection":
+        d.embed = nn.Embedding(n_classes, head.weight.shape[1]).to(head.weight.device)
+        nn.init.zeros_(d.embed.weight)
+    else:
+        raise ValueError(f"cond must be 'multihead' or 'projection', got {cond!r}")
+    return d

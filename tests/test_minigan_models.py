@@ -1,0 +1,222 @@
+"""minigan models: generator, discriminator, hyper-modulation, self-initialization, DiffAugment."""
+import hashlib
+
+import pytest
+import torch
+
+from minigan.augment import diff_augment
+from minigan.discriminator import Discriminator, conditional_from_unconditional, minibatch_stddev
+from minigan.generator import Generator
+from minigan.hypermod import HyperModulatedGenerator
+from minigan.selfinit import self_initialize
+
+
+def count(params):
+    return sum(p.numel() for p in params)
+
+
+def randomized_generator(resolution=16, channels=16, seed=0):
+    """A generator whose zero-initialized parameters (biases, noise strengths) are random too, so that
+    noise and bias paths matter in comparisons."""
+    torch.manual_seed(seed)
+    g = Generator(resolution, z_dim=16, w_dim=16, channels=channels, mapping_layers=2)
+    with torch.no_grad():
+        for layer in g.conv_layers():
+            layer.bias.normal_(0, 0.3)
+            layer.noise_strength.normal_(0, 0.3)
+    return g
+
+
+def state_hash(module):
+    h = hashlib.sha256()
+    for name, t in sorted(module.state_dict().items()):
+        h.update(name.encode())
+        h.update(t.detach().cpu().numpy().tobytes())
+    return h.hexdigest()
+
+
+# ----------------------------------------------------------------------------------------- generator
+
+@pytest.mark.parametrize("resolution", [16, 32])
+def test_generator_shapes(resolution):
+    g = Generator(resolution, z_dim=16, w_dim=16, channels=[32, 16, 16, 8][: resolution.bit_length() - 2],
+                  mapping_layers=2)
+    img, feats = g(torch.randn(3, 16), return_features=True)
+    assert img.shape == (3, 3, resolution, resolution)
+    assert [f.shape[-1] for f in feats] == [4, 8, 16, 32][: len(feats)]
+    assert feats[-1].shape[-1] == resolution
+    assert len(g.conv_layers()) == 1 + 2 * (len(feats) - 1)
+
+
+def test_generator_same_noise_same_output():
+    g = randomized_generator()
+    z = torch.randn(4, 16)
+    noise = g.make_noise(4, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(g(z, noise=noise), g(z, noise=noise))
+    assert not torch.allclose(g(z, noise=noise), g(z, noise=g.make_noise(4)))
+
+
+def test_generator_weight_override_reproduces_output():
+    g = randomized_generator()
+    z, noise = torch.randn(4, 16), g.make_noise(4)
+    weights = [layer.conv_weight().expand(4, -1, -1, -1, -1) for layer in g.conv_layers()]
+    biases = [layer.bias.expand(4, -1) for layer in g.conv_layers()]
+    ref = g(z, noise=noise)
+    assert torch.allclose(g(z, noise=noise, weights=weights, biases=biases), ref, atol=1e-5)
+    weights[0] = weights[0] * 1.5  # the override is really used
+    assert not torch.allclose(g(z, noise=noise, weights=weights), ref, atol=1e-3)
+
+
+def test_per_sample_weights_are_per_sample():
+    g = randomized_generator()
+    z, noise = torch.randn(3, 16), g.make_noise(3)
+    scales = torch.tensor([0.5, 1.0, 2.0]).view(3, 1, 1, 1, 1)
+    weights = [scales * layer.conv_weight() for layer in g.conv_layers()]  # sample i: its own kernels
+    out = g(z, noise=noise, weights=weights)
+    for i in range(3):
+        single = g(z[i:i + 1], noise=[n[i:i + 1] for n in noise], weights=[w[i:i + 1] for w in weights])
+        assert torch.allclose(out[i:i + 1], single, atol=1e-5)
+
+
+def test_channels_validation():
+    with pytest.raises(ValueError):
+        Generator(12)
+    with pytest.raises(ValueError):
+        Generator(16, channels=[8, 8])
+    assert Generator(16, channels={"4": 8, "8": 8, "16": 4}).to_rgb.in_channels == 4
+
+
+# ----------------------------------------------------------------------------------- hyper-modulation
+
+@pytest.mark.parametrize("head", ["dense", "lowrank"])
+def test_identity_modulation_reproduces_base(head):
+    g = randomized_generator()
+    hg = HyperModulatedGenerator(g, n_classes=5, head=head, rank=4, embed_dim=16)
+    z, noise = torch.randn(5, 16), g.make_noise(5)
+    ref, ref_feats = g(z, noise=noise, return_features=True)
+    labels = torch.arange(5)
+    assert not torch.allclose(hg(z, labels, noise=noise), ref, atol=1e-3)  # random heads: not identity
+    hg.set_identity_modulation()
+    for c in range(5):
+        out, feats = hg(z, torch.full((5,), c), noise=noise, return_features=True)
+        assert torch.allclose(out, ref, atol=1e-5)
+        assert all(torch.allclose(f, r, atol=1e-5) for f, r in zip(feats, ref_feats))
+
+
+@pytest.mark.parametrize("head", ["dense", "lowrank"])
+def test_only_hypernetwork_trains(head):
+    g = randomized_generator()
+    hg = HyperModulatedGenerator(g, n_classes=3, head=head, rank=4, embed_dim=16)
+    before = state_hash(hg.base)
+    trainable = {id(p) for p in hg.trainable_parameters()}
+    optimizer = torch.optim.Adam(hg.parameters(), lr=1e-2)  # all parameters: frozen ones must not move
+    for _ in range(3):
+        optimizer.zero_grad()
+        hg(torch.randn(4, 16), torch.randint(0, 3, (4,))).square().mean().backward()
+        for p in hg.parameters():
+            assert (p.grad is not None) == (id(p) in trainable)
+        optimizer.step()
+    assert state_hash(hg.base) == before
+    assert all(p.grad is not None for p in hg.class_net.parameters())
+    assert count(hg.trainable_parameters()) == count(hg.class_net.parameters()) + count(hg.modulations.parameters())
+
+
+@pytest.mark.parametrize("resolution, channels, embed_dim", [(16, 32, 32), (32, 64, 64)])
+def test_lowrank_head_is_small(resolution, channels, embed_dim):
+    g = Generator(resolution, z_dim=64, w_dim=64, channels=channels, mapping_layers=4)
+    lowrank = HyperModulatedGenerator(g, 10, head="lowrank", rank=8, embed_dim=embed_dim)
+    dense = HyperModulatedGenerator(g, 10, head="dense", embed_dim=embed_dim)
+    assert count(lowrank.trainable_parameters()) <= 0.25 * count(g.parameters())
+    assert count(dense.trainable_parameters()) > 4 * count(g.parameters())
+
+
+def test_copy_embedding_to_all_classes():
+    hg = HyperModulatedGenerator(randomized_generator(), n_classes=4, head="lowrank", rank=2, embed_dim=8)
+    z, noise = torch.randn(4, 16), hg.base.make_noise(4)
+    hg.copy_embedding_to_all_classes(src_class=2)
+    out = hg(z, torch.arange(4), noise=noise)
+    assert torch.allclose(out, hg(z, torch.full((4,), 2), noise=noise), atol=1e-6)
+
+
+@pytest.mark.parametrize("head", ["dense", "lowrank"])
+def test_self_initialization_matches_base(head):
+    torch.manual_seed(0)
+    g = Generator(8, z_dim=16, w_dim=16, channels=16, mapping_layers=2)
+    hg = HyperModulatedGenerator(g, n_classes=3, head=head, rank=4, embed_dim=16)
+    losses = self_initialize(hg, steps=200, batch_size=8, lr=3e-3, generator=torch.Generator().manual_seed(0),
+                             progress=False)
+    start, end = sum(losses[:5]) / 5, sum(losses[-5:]) / 5
+    assert end * 5 <= start, (start, end)
+
+
+# -------------------------------------------------------------------------------------- discriminator
+
+def test_discriminator_shapes_and_labels_required():
+    d = Discriminator(16, channels=16)
+    logits, feats = d(torch.randn(6, 3, 16, 16), return_features=True)
+    assert logits.shape == (6,) and feats.shape == (6, 16)
+    with pytest.raises(ValueError):
+        d(torch.randn(2, 3, 16, 16), torch.zeros(2, dtype=torch.long))
+    with pytest.raises(ValueError):
+        Discriminator(16, channels=16, n_classes=3)(torch.randn(2, 3, 16, 16))
+
+
+def test_multihead_selects_label_logit():
+    torch.manual_seed(0)
+    d = Discriminator(16, channels=16, n_classes=4)
+    x, labels = torch.randn(8, 3, 16, 16), torch.tensor([0, 1, 2, 3, 3, 2, 1, 0])
+    all_logits = d.head(d.features(x))  # (8, 4)
+    assert torch.allclose(d(x, labels), all_logits[torch.arange(8), labels])
+    assert not torch.allclose(all_logits[:, 0], all_logits[:, 1])
+
+
+@pytest.mark.parametrize("cond", ["multihead", "projection"])
+def test_conditional_from_unconditional_keeps_logits(cond):
+    torch.manual_seed(0)
+    d = Discriminator(16, channels=16)
+    with torch.no_grad():
+        d.head.bias.fill_(0.3)
+    dc = conditional_from_unconditional(d, 5, cond=cond)
+    x = torch.randn(4, 3, 16, 16)
+    ref = d(x)
+    for c in range(5):
+        assert torch.allclose(dc(x, torch.full((4,), c)), ref, atol=1e-6)
+    assert dc.from_rgb.weight is not d.from_rgb.weight  # the trunk is a copy, not shared
+
+
+def test_minibatch_stddev_groups():
+    x = torch.arange(16.0).view(4, 1, 2, 2) ** 2
+    y = minibatch_stddev(x, group_size=2)          # groups {0, 2} and {1, 3}
+    assert y.shape == (4, 2, 2, 2) and torch.equal(y[:, :1], x)
+    for b in range(4):
+        pair = x[[b % 2, b % 2 + 2]]
+        expected = (pair.var(0, unbiased=False) + 1e-8).sqrt().mean()
+        assert torch.allclose(y[b, 1], expected.expand(2, 2))
+    assert minibatch_stddev(torch.randn(3, 5, 4, 4), group_size=4).shape == (3, 6, 4, 4)  # gcd(3, 4) = 1
+
+
+# ------------------------------------------------------------------------------------------- augment
+
+def test_diff_augment_deterministic_differentiable_shape():
+    x = torch.randn(4, 3, 16, 16, requires_grad=True)
+    a = diff_augment(x, generator=torch.Generator().manual_seed(3))
+    b = diff_augment(x, generator=torch.Generator().manual_seed(3))
+    c = diff_augment(x, generator=torch.Generator().manual_seed(4))
+    assert a.shape == x.shape and torch.equal(a, b) and not torch.equal(a, c)
+    a.square().sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+    assert torch.equal(diff_augment(x, policy=""), x)
+    with pytest.raises(ValueError):
+        diff_augment(x, policy="color,flip")
+
+
+def test_translation_and_cutout_geometry():
+    x = torch.ones(8, 3, 16, 16)
+    cut = diff_augment(x, policy="cutout", generator=torch.Generator().manual_seed(0))
+    zeros = (cut == 0).all(dim=1).flatten(1).sum(1)             # zeroed pixels per sample
+    assert (zeros > 0).all() and (zeros <= 64).all()              # at most an 8x8 square
+    moved = diff_augment(x, policy="translation", generator=torch.Generator().manual_seed(0))
+    assert ((moved == 0) | (moved == 1)).all()                    # zeros come only from padding
+    assert (moved == 0).all(dim=1).flatten(1).sum(1).max() <= 16 * 16 - 14 * 14
+    reflect = diff_augment(x, policy="translation", padding="reflect", generator=torch.Generator().manual_seed(0))
+    assert torch.equal(reflect, x)
