@@ -21,10 +21,11 @@ STAGES = {
     "clip": "minidiff.train_clip:train_clip",
     "eval-net": "eval.evaluator:train_evaluator",
     "diffusion": "minidiff.train_diffusion:train_diffusion",
+    "customize": "minidiff.train_customize:customize",
     "gan-pretrain": "minigan.pretrain:pretrain_gan",
     "gan-transfer": "minigan.transfer:transfer_gan",
 }
-DEFAULT_ORDER = ("clip",)
+DEFAULT_ORDER = ("clip", "eval-net", "diffusion")
 SHORTCUTS = {"--method": "customize.method", "--reg": "customize.reg", "--variant": "transfer.variant",
              "--head": "transfer.head"}
 

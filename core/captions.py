@@ -46,6 +46,13 @@ def random_caption(dataset: str, class_name: str, attrs, rng: np.random.Generato
                              background if keep[1] else None, texture if keep[1] and keep[2] else None)
 
 
+def random_captions(dataset: str, class_names, labels, attrs, rng: np.random.Generator,
+                    attribute_prob: float) -> list[str]:
+    """One random training caption per image; labels index class_names, attrs is (N, 3) or None."""
+    return [random_caption(dataset, class_names[int(y)], None if attrs is None else attrs[i], rng, attribute_prob)
+            for i, y in enumerate(labels)]
+
+
 def vocabulary(dataset: str, class_names) -> list[str]:
     """Every word the grammar can produce for these class names, sorted."""
     words = {w for t in TEMPLATES[dataset] for w in t.replace("{}", " ").split()}

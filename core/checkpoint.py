@@ -6,6 +6,7 @@ torch.load(weights_only=True): no pickled code runs on load.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from pathlib import Path
@@ -68,6 +69,15 @@ def check_arch(payload: dict, sections: dict[str, object], path: str = "checkpoi
     if diffs:
         raise CheckpointMismatch(f"{path} was made with a different model configuration:\n  "
                                  + "\n  ".join(diffs))
+
+
+def fingerprint(path: str | os.PathLike) -> str:
+    """First 12 hex digits of the file's sha256: names the exact weights a cache or a delta was made from."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:12]
 
 
 def rng_state() -> dict:

@@ -63,13 +63,15 @@ class ClipConfig:
 
 @dataclass
 class EvalNetConfig:
-    channels: tuple[int, ...] = arch((32, 64, 128))
-    blocks_per_stage: int = arch(1)
+    channels: tuple[int, ...] = arch((16, 32, 64))   # stem, then one stage per entry (each halves H, W)
+    blocks_per_stage: int = arch(1)                  # residual blocks after each stage's downsampling
     epochs: int = 4
-    batch_size: int = 256
-    lr: float = 2e-3
+    batch_size: int = 128
+    lr: float = 0.2                                  # SGD + Nesterov, peak of warm-up/cosine
+    warmup_epochs: float = 0.5
     weight_decay: float = 5e-4
     label_smoothing: float = 0.1
+    max_shift: int = 1                               # random translation (pixels), with horizontal flips
 
 
 @dataclass
@@ -123,7 +125,6 @@ class CustomizeConfig:
     n_prior_images: int = 32
     lambda_fr: float = 1.0
     anchor_images: str = "concept"       # concept | generated
-    n_anchor_images: int = 32
     fidelity_samples: int = 64
 
 
@@ -148,29 +149,42 @@ class DriftConfig:
 class GanConfig:
     z_dim: int = arch(64)
     w_dim: int = arch(64)
-    channels: int = arch(64)
+    channels: int = arch(32)             # generator width at every resolution
     mapping_layers: int = arch(4)
-    d_channels: int = arch(64)
+    mapping_lr_mul: float = arch(0.01)   # StyleGAN's slower mapping MLP (also scales the stored weights)
+    d_channels: int = arch(32)
     steps: int = 2000
     batch_size: int = 32
-    lr: float = 2e-3
+    lr: float = 2e-3                     # Adam, betas (0, 0.99) as StyleGAN; same for G and D
     r1_gamma: float = 1.0
+    r1_every: int = 4                    # lazy R1 (StyleGAN2): every N D steps, scaled by N
     ema_decay: float = 0.99
-    augment: str = "color,translation"
+    augment: str = "color,translation"   # DiffAugment policy
+    checkpoint_every: int = 500
+    eval_samples: int = 1000             # generated images for FD-eval
 
 
 @dataclass
 class TransferConfig:
-    variant: str = "hypermod+selfinit+ssl"
-    head: str = "lowrank"                # dense | lowrank
-    rank: int = 8
-    embed_dim: int = 64
+    variant: str = "hypermod+selfinit+ssl"  # scratch | finetune | hypermod | hypermod+selfinit | hypermod+selfinit+ssl
+    head: str = arch("lowrank")          # dense | lowrank (hyper-modulation heads)
+    rank: int = arch(8)
+    embed_dim: int = arch(32)            # class embedding of the hypernetwork (32 keeps lowrank < 25% of G)
+    d_cond: str = arch("multihead")      # multihead | projection
     selfinit_steps: int = 200
-    steps: int = 1000
+    selfinit_batch: int = 16
+    selfinit_lr: float = 3e-3
+    steps: int = 400
     batch_size: int = 32
-    lr: float = 2e-3
+    lr: float = 2e-3                     # generator's trainable parameters
+    d_lr: float = 2e-3
+    r1_gamma: float = 1.0
+    ema_decay: float = 0.99
+    augment: str = "color,translation,cutout"
     ssl: str = "barlow"                  # barlow | ntxent
     ssl_weight: float = 0.01
+    checkpoint_every: int = 200
+    eval_samples: int = 200              # generated images per class for FD-eval, KID and accuracy
 
 
 @dataclass
@@ -215,7 +229,8 @@ def cifar10() -> Config:
                           target_classes=("airplane", "automobile", "ship", "truck"), k_per_target=100)
     cfg.clip = ClipConfig(width=256, layers=4, heads=8, embed_dim=256, image_channels=(64, 128, 256),
                           steps=3000, batch_size=512, lr=1e-3, warmup=200)
-    cfg.evalnet = EvalNetConfig(channels=(64, 128, 256), blocks_per_stage=2, epochs=12, batch_size=512)
+    cfg.evalnet = EvalNetConfig(channels=(64, 128, 256, 512), blocks_per_stage=1, epochs=16, batch_size=512,
+                                lr=0.2, warmup_epochs=2, label_smoothing=0.2, max_shift=2)  # ResNet-9-like
     cfg.diffusion = DiffusionConfig(base_channels=128, channel_mults=(1, 2, 2), num_res_blocks=2,
                                     attention_resolutions=(16, 8), heads=8, dropout=0.1, steps=40000,
                                     batch_size=128, lr=2e-4, warmup=1000, ema_decay=0.9995,
@@ -226,9 +241,12 @@ def cifar10() -> Config:
                                         lr_ti=5e-3, batch_size=5)
     cfg.classifier = ClassifierConfig(n_timesteps=100, stages=(20, 100), keep=(3, 1),
                                       prompt="a blurry photo of a {}", n_images=900, batch_size=16)
-    cfg.gan = GanConfig(z_dim=128, w_dim=128, channels=256, d_channels=256, steps=20000, batch_size=64,
-                        lr=2e-3, r1_gamma=0.1, ema_decay=0.999)
-    cfg.transfer = dataclasses.replace(cfg.transfer, selfinit_steps=1000, steps=5000, batch_size=64)
+    cfg.gan = GanConfig(z_dim=128, w_dim=128, channels=128, d_channels=128, steps=20000, batch_size=64,
+                        lr=2e-3, r1_gamma=0.1, ema_decay=0.999, augment="color,translation,cutout",
+                        checkpoint_every=2000, eval_samples=5000)
+    cfg.transfer = dataclasses.replace(cfg.transfer, embed_dim=64, selfinit_steps=1000, selfinit_batch=32, steps=4000,
+                                       batch_size=64, r1_gamma=0.1, ema_decay=0.999, checkpoint_every=1000,
+                                       eval_samples=1000)
     return cfg
 
 

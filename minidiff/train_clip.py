@@ -33,12 +33,6 @@ def load_clip(path, cfg: Config, device="cpu") -> tuple[TinyClip, Tokenizer]:
     return clip.to(device).eval().requires_grad_(False), tokenizer
 
 
-def caption_batch(cfg: Config, labels, attrs, class_names, rng: np.random.Generator) -> list[str]:
-    """One random training caption per image (attributes kept with probability clip.attribute_prob)."""
-    return [captions.random_caption(cfg.data.dataset, class_names[int(y)], None if attrs is None else attrs[i],
-                                    rng, cfg.clip.attribute_prob) for i, y in enumerate(labels)]
-
-
 @torch.no_grad()
 def zero_shot_accuracy(clip: TinyClip, tokenizer: Tokenizer, images, labels, class_names, dataset: str) -> dict:
     """Accuracy of CLIP zero-shot classification among `class_names`, overall and per class."""
@@ -72,7 +66,8 @@ def train_clip(cfg: Config) -> dict:
         for group in opt.param_groups:
             group["lr"] = cfg.clip.lr * warmup_cosine(step, cfg.clip.steps, cfg.clip.warmup)
         x = flip_and_shift(images[idx], max_shift=2 if cfg.data.dataset == "cifar10" else 1, generator=gen)
-        texts = caption_batch(cfg, train.y[idx], None if train.attrs is None else train.attrs[idx], names, rng)
+        texts = captions.random_captions(cfg.data.dataset, names, train.y[idx],
+                                        None if train.attrs is None else train.attrs[idx], rng, cfg.clip.attribute_prob)
         tokens = tokenizer(texts)
         caption_ids = torch.unique(tokens, dim=0, return_inverse=True)[1]  # equal captions share an id
         loss = model(x.to(device), tokens.to(device), caption_ids.to(device))

@@ -15,3 +15,52 @@ def tiny_cfg(tmp_path):
     """The quick preset shrunk to seconds: 8x8-class shapes at 16x16, few images, tiny models."""
     return make_config("quick", [f"--run.out_dir={tmp_path}", "--data.shapes_train_size=400",
                                  "--data.shapes_test_size=200"])
+
+
+def tiny_diffusion_overrides(out_dir) -> list[str]:
+    """A text-to-image setup small enough to train for a few steps inside a test."""
+    return [f"--run.out_dir={out_dir}", "--data.shapes_train_size=200", "--data.shapes_test_size=100",
+            "--clip.width=16", "--clip.layers=1", "--clip.heads=2", "--clip.embed_dim=16",
+            "--clip.image_channels=8,16", "--diffusion.base_channels=8", "--diffusion.channel_mults=1,2",
+            "--diffusion.attention_resolutions=8", "--diffusion.heads=2", "--diffusion.batch_size=8",
+            "--diffusion.warmup=2", "--diffusion.sample_every=0", "--diffusion.sample_steps=2",
+            "--diffusion.timesteps=100"]
+
+
+def save_untrained_clip(cfg) -> None:
+    """Write an (untrained) tiny CLIP checkpoint where the diffusion stage looks for it."""
+    from core import checkpoint
+    from core.training import stage_dir
+    from minidiff.clip import TinyClip
+    from minidiff.train_clip import build_tokenizer
+    tok = build_tokenizer(cfg)
+    with torch.random.fork_rng():
+        torch.manual_seed(0)  # the same text encoder every time it is written
+        clip = TinyClip(len(tok), cfg.clip)
+    checkpoint.save(stage_dir(cfg, "clip") / "clip.pt", {"kind": "clip", "config": cfg.to_dict(), "step": 0,
+                                                          "model": clip.state_dict(), "vocab": tok.words})
+
+
+def save_untrained_evaluator(cfg) -> None:
+    """Write an (untrained) evaluator checkpoint where stages look for it."""
+    from core import checkpoint
+    from core.data import class_names
+    from eval.evaluator import Evaluator, evaluator_path
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        net = Evaluator(cfg.evalnet, len(class_names(cfg.data)))
+    checkpoint.save(evaluator_path(cfg), {"kind": "evaluator", "config": cfg.to_dict(), "step": 0,
+                                          "model": net.state_dict()})
+
+
+def tiny_base_model(out_dir, *extra):
+    """Config, and a 2-step base diffusion checkpoint (plus CLIP and evaluator) under out_dir."""
+    from core.config import make_config
+    from minidiff.train_diffusion import train_diffusion
+    cfg = make_config("quick", tiny_diffusion_overrides(out_dir) + [
+        "--diffusion.steps=2", "--evalnet.channels=8,16", "--customize.fidelity_samples=4",
+        "--customize.k_images=2", "--customize.n_prior_images=3"] + list(extra))
+    save_untrained_clip(cfg)
+    save_untrained_evaluator(cfg)
+    train_diffusion(cfg)
+    return cfg

@@ -7,7 +7,8 @@ from core.config import make_config
 from core.data import base_classes, load_split, to_float
 from minidiff.clip import TinyClip, clip_loss
 from minidiff.tokenizer import Tokenizer
-from minidiff.train_clip import build_tokenizer, caption_batch, zero_shot_accuracy
+from core.captions import random_captions
+from minidiff.train_clip import build_tokenizer, zero_shot_accuracy
 
 
 def test_infonce_matches_hand_computation():
@@ -59,7 +60,7 @@ def test_tiny_clip_learns_shapes_in_seconds(tmp_path):
     x = to_float(train.x)
     for step in range(150):
         idx = torch.randint(len(train), (64,))
-        tokens = tok(caption_batch(cfg, train.y[idx], train.attrs[idx], train.classes, rng))
+        tokens = tok(random_captions("shapes", train.classes, train.y[idx], train.attrs[idx], rng, 0.2))
         loss = clip(x[idx], tokens, torch.unique(tokens, dim=0, return_inverse=True)[1])
         opt.zero_grad()
         loss.backward()

@@ -1,0 +1,62 @@
+"""How good are a text-to-image model's samples? Judged by the project's evaluator network (eval/).
+
+For each prompt, DDIM + classifier-free-guidance samples from fixed seeds; the evaluator (trained on all
+classes of the dataset, never on generated images) says how often they look like the prompted class, and
+FD-eval compares them with real test images of those classes.
+"""
+from __future__ import annotations
+
+import torch
+
+from core import captions
+from core.config import Config
+from core.data import class_names
+from eval.evaluator import evaluator_path, extract_features, judge, load_evaluator
+from eval.reference import fd_eval, reference_statistics
+from minidiff.diffusion import Diffusion
+from minidiff.text2img import TextToImage, generate
+
+
+def recognition(cfg: Config, model: TextToImage, diffusion: Diffusion, prompts: list[str], labels: list[int],
+                n_per_prompt: int, evaluator, seed0: int = 10_000) -> tuple[dict, torch.Tensor]:
+    """Evaluator accuracy on n_per_prompt samples of each prompt (labels index the dataset's classes)."""
+    dc = cfg.diffusion
+    all_prompts = [p for p in prompts for _ in range(n_per_prompt)]
+    seeds = [seed0 + i for i in range(len(all_prompts))]
+    images = generate(model, diffusion, all_prompts, seeds, cfg.data.resolution, dc.sample_steps, dc.guidance,
+                      dc.eta)
+    all_labels = torch.tensor([lab for lab in labels for _ in range(n_per_prompt)])
+    return judge(evaluator, images, all_labels, list(class_names(cfg.data))), images
+
+
+def sample_quality(cfg: Config, model: TextToImage, diffusion: Diffusion, classes, device,
+                   n_per_class: int = 50) -> dict:
+    """Recognition accuracy and FD-eval of CFG DDIM samples of every class prompt; {} without an evaluator."""
+    if not evaluator_path(cfg).exists():
+        return {}
+    evaluator = load_evaluator(cfg, device)
+    names = class_names(cfg.data)
+    prompts = [captions.class_caption(captions.TEMPLATES[cfg.data.dataset][0], c) for c in classes]
+    judged, images = recognition(cfg, model, diffusion, prompts, [names.index(c) for c in classes], n_per_class,
+                                 evaluator)
+    fd = fd_eval(evaluator, images, reference_statistics(cfg, evaluator, "test", classes))
+    dc = cfg.diffusion
+    return {"recognised": judged, "fd_eval_vs_test": fd, "n_samples": len(images),
+            "sampler": f"DDIM {dc.sample_steps} steps, eta {dc.eta}, guidance {dc.guidance}",
+            "summary": f"evaluator recognises {judged['accuracy']:.1%} of {len(images)} samples "
+                       f"(DDIM-{dc.sample_steps}, guidance {dc.guidance}); FD-eval vs real test {fd:.2f}"}
+
+
+
+def concept_fidelity(cfg: Config, model: TextToImage, diffusion: Diffusion, prompt: str, evaluator,
+                     concept_real: torch.Tensor) -> tuple[dict, torch.Tensor]:
+    """Does the customized model draw the concept? Evaluator accuracy (10-way, the concept class counts as
+    correct) on cfg.customize.fidelity_samples samples of `prompt`, and the cosine similarity between the
+    mean evaluator features of those samples and of real held-out concept images (uint8 (N, H, W, 3))."""
+    label = class_names(cfg.data).index(cfg.data.concept_class)
+    judged, images = recognition(cfg, model, diffusion, [prompt], [label], cfg.customize.fidelity_samples,
+                                 evaluator)
+    fake, real = extract_features(evaluator, images).mean(0), extract_features(evaluator, concept_real).mean(0)
+    similarity = torch.nn.functional.cosine_similarity(fake, real, dim=0).item()
+    return {"recognised": judged["accuracy"], "mean_confidence": judged["mean_confidence"],
+            "feature_similarity": similarity, "n_samples": len(images)}, images

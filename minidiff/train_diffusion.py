@@ -1,0 +1,162 @@
+"""Train the base text-to-image DDPM on the base classes (`python train.py diffusion`).
+
+AdamW with warm-up and cosine decay, gradient clipping, EMA weights, classifier-free-guidance caption
+dropout, bf16 autocast and channels_last on CUDA (optional torch.compile), a clear stop on NaN/inf,
+per-class sample grids, and exact resume from runs/<preset>/diffusion/last.pt (model, EMA, optimizer,
+step and every RNG stream). Writes metrics.json with throughput and, when the evaluator exists, how often
+it recognises CFG DDIM samples as the prompted class.
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from core import captions, checkpoint
+from core.config import Config
+from core.data import base_classes, load_split, to_float
+from core.images import save_grid
+from core.training import (EMA, autocast, cache_dir, check_finite, count_parameters, random_batches, setup,
+                           stage_dir, warmup_cosine, write_json)
+from minidiff.clip import TextEncoder
+from minidiff.diffusion import Diffusion
+from minidiff.quality import sample_quality
+from minidiff.text2img import TextToImage, generate
+from minidiff.tokenizer import Tokenizer
+from minidiff.train_clip import load_clip
+from minidiff.unet import UNet
+
+
+def build_model(cfg: Config, text: TextEncoder, tokenizer: Tokenizer) -> TextToImage:
+    unet = UNet(cfg.diffusion, cfg.data.resolution, context_dim=cfg.clip.width, pooled_dim=cfg.clip.embed_dim)
+    return TextToImage(unet, text, tokenizer)
+
+
+def load_diffusion(path, device="cpu", ema: bool = True) -> tuple[TextToImage, Diffusion, Config, dict]:
+    """The model stored in a diffusion checkpoint, built from the checkpoint's own config (EMA weights by
+    default), with its Diffusion process, config and raw payload."""
+    payload = checkpoint.load(path, kind="diffusion")
+    cfg = Config.from_dict(payload["config"])
+    tokenizer = Tokenizer(payload["vocab"], cfg.clip.context_length)
+    text = TextEncoder(len(tokenizer), cfg.clip)
+    text.load_state_dict(payload["text"])
+    model = build_model(cfg, text, tokenizer)
+    model.unet.load_state_dict(payload["ema"]["model"] if ema else payload["model"])
+    return model.to(device).eval(), Diffusion(cfg.diffusion.timesteps, cfg.diffusion.schedule), cfg, payload
+
+
+def class_prompts(cfg: Config, classes) -> list[str]:
+    """The plain prompt of each class, e.g. 'a photo of a star'."""
+    return [captions.class_caption(captions.TEMPLATES[cfg.data.dataset][0], c) for c in classes]
+
+
+def train_diffusion(cfg: Config) -> dict:
+    device = setup(cfg)
+    out = stage_dir(cfg, "diffusion")
+    dc = cfg.diffusion
+    clip_path = stage_dir(cfg, "clip") / "clip.pt"
+    if not clip_path.exists():
+        raise FileNotFoundError(f"{clip_path} is missing: run `python train.py clip --preset {cfg.run.preset}` first")
+    clip, tokenizer = load_clip(clip_path, cfg, device)
+    classes = base_classes(cfg.data)
+    train = load_split(cfg.data, "train", cache_dir(cfg)).only(classes)
+    images = to_float(train.x).to(device)
+
+    model = build_model(cfg, clip.text, tokenizer).to(device)
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    unet_step = torch.compile(model.unet) if cfg.run.compile and device.type == "cuda" else model.unet
+    diffusion = Diffusion(dc.timesteps, dc.schedule)
+    opt = torch.optim.AdamW(model.unet.parameters(), lr=dc.lr, weight_decay=dc.weight_decay)
+    ema = EMA(model.unet, dc.ema_decay)
+    data_gen = torch.Generator().manual_seed(cfg.run.seed)
+    start_step = 0
+    last = out / "last.pt"
+    if last.exists():
+        payload = checkpoint.load(last, kind="diffusion")
+        checkpoint.check_arch(payload, {"data": cfg.data, "clip": cfg.clip, "diffusion": dc}, str(last))
+        model.unet.load_state_dict(payload["model"])
+        ema.load_state_dict(payload["ema"])
+        opt.load_state_dict(payload["optimizer"])
+        data_gen.set_state(payload["data_rng"])
+        checkpoint.set_rng_state(payload["rng"])
+        start_step = payload["step"]
+        print(f"diffusion: resuming from step {start_step} ({last})")
+
+    def save(step: int) -> None:
+        checkpoint.save(last, {"kind": "diffusion", "config": cfg.to_dict(), "step": step,
+                               "model": model.unet.state_dict(), "ema": ema.state_dict(),
+                               "optimizer": opt.state_dict(), "text": clip.text.state_dict(),
+                               "vocab": tokenizer.words, "rng": checkpoint.rng_state(),
+                               "data_rng": data_gen.get_state()})
+
+    prompts = class_prompts(cfg, classes)
+    model.train()
+    start, loss = time.time(), torch.tensor(float("nan"))
+    bar = tqdm(range(start_step, dc.steps), initial=start_step, total=dc.steps, desc="diffusion")
+    batches = random_batches(len(train), dc.batch_size, data_gen, dc.steps - start_step)
+    for step, idx in zip(bar, batches):
+        loss = training_step(cfg, model, unet_step, diffusion, opt, ema, images, train, idx, step, device)
+        check_finite(loss, "diffusion", step)
+        if step % 25 == 0:
+            seen = (step + 1 - start_step) * dc.batch_size
+            bar.set_postfix(loss=f"{loss.item():.4f}", img_s=f"{seen / (time.time() - start):.0f}")
+        done = step + 1
+        if dc.checkpoint_every and done % dc.checkpoint_every == 0 and done < dc.steps:
+            save(done)
+        if dc.sample_every and done % dc.sample_every == 0 and done < dc.steps:
+            sample_grid(cfg, ema_model(model, ema), diffusion, prompts, out / f"samples_{done:06d}.png")
+    seconds = time.time() - start
+    save(dc.steps)
+    final = ema_model(model, ema)
+    sample_grid(cfg, final, diffusion, prompts, out / "samples.png")
+    metrics = {"stage": "diffusion", "steps": dc.steps, "resumed_from": start_step, "train_seconds": seconds,
+               "train_images_per_second": (dc.steps - start_step) * dc.batch_size / max(seconds, 1e-9),
+               "final_loss": loss.item(), "unet_parameters": count_parameters(model.unet.parameters()),
+               "device": str(device), "classes": list(classes)}
+    metrics["samples"] = sample_quality(cfg, final, diffusion, classes, device)
+    write_json(out / "metrics.json", metrics)
+    summary = metrics["samples"].get("summary", "no evaluator yet: run `python train.py eval-net`")
+    print(f"diffusion: {dc.steps} steps in {seconds:.0f}s, final loss {loss.item():.4f}; {summary}")
+    return metrics
+
+
+def training_step(cfg, model, unet_step, diffusion, opt, ema, images, train, idx, step, device) -> torch.Tensor:
+    """One optimizer step of Algorithm 1 on a batch of images with random (or dropped) captions."""
+    dc = cfg.diffusion
+    rng = np.random.default_rng([cfg.run.seed, step])  # per-step stream: resume replays it exactly
+    texts = captions.random_captions(cfg.data.dataset, train.classes, train.y[idx],
+                                     None if train.attrs is None else train.attrs[idx], rng, dc.attribute_prob)
+    texts = ["" if drop else t for t, drop in zip(texts, rng.random(len(texts)) < dc.cond_drop_prob)]
+    x0 = images[idx.to(device)]
+    x0 = torch.where(torch.rand(len(x0), 1, 1, 1, device=device) < 0.5, x0.flip(3), x0)  # horizontal flip
+    if device.type == "cuda":
+        x0 = x0.contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        cond = model.encode(texts)
+    for group in opt.param_groups:
+        group["lr"] = dc.lr * warmup_cosine(step, dc.steps, dc.warmup)
+    with autocast(device):
+        loss = diffusion.loss(lambda x, t: unet_step(x, t, *cond), x0)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.unet.parameters(), dc.grad_clip)
+    opt.step()
+    ema.update(model.unet)
+    return loss.detach()
+
+
+def ema_model(model: TextToImage, ema: EMA) -> TextToImage:
+    """A TextToImage sharing the text encoder and tokenizer, with the EMA UNet."""
+    return TextToImage(ema.model, model.text, model.tokenizer).eval()
+
+
+def sample_grid(cfg: Config, model: TextToImage, diffusion: Diffusion, prompts: list[str], path, per_row: int = 8):
+    """One row per class prompt, same seeds in every row: a PNG of the model's current samples."""
+    dc = cfg.diffusion
+    seeds = list(range(per_row)) * len(prompts)
+    images = generate(model, diffusion, [p for p in prompts for _ in range(per_row)], seeds, cfg.data.resolution,
+                      dc.sample_steps, dc.guidance, dc.eta, progress=False)
+    save_grid(images, path, nrow=per_row, scale=max(1, 64 // cfg.data.resolution))

@@ -1,0 +1,134 @@
+"""Customization: each method trains exactly its parameters, LoRA identities, the functional regularizer
+is zero at step 0, prior images are cached, and a delta refuses the wrong base."""
+import dataclasses
+import hashlib
+
+import pytest
+import torch
+
+import minidiff.regularizers as regs
+from core import checkpoint
+from core.data import base_classes
+from core.training import cache_dir, stage_dir
+from minidiff.customize import load_customized, prepare
+from minidiff.lora import LoRA, add_lora, merge_lora, unmerge_lora
+from minidiff.regularizers import functional_regularization
+from minidiff.train_customize import customize, run_dir
+from minidiff.train_diffusion import load_diffusion
+from tests.conftest import tiny_base_model
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory):
+    return tiny_base_model(tmp_path_factory.mktemp("base"))
+
+
+def with_method(cfg, method, reg="none"):
+    return dataclasses.replace(cfg, customize=dataclasses.replace(cfg.customize, method=method, reg=reg, steps=2))
+
+
+def digests(model) -> dict[str, str]:
+    return {k: hashlib.sha256(v.detach().cpu().numpy().tobytes()).hexdigest() for k, v in model.state_dict().items()}
+
+
+EXPECTED = {  # which state-dict entries each method may change
+    "full": lambda name: name.startswith("unet."),
+    "lora": lambda name: name.endswith(".A") or name.endswith(".B"),
+    "custom": lambda name: name.startswith("placeholders.") or (
+        ".attn2.to_k." in name or ".attn2.to_v." in name),
+    "ti": lambda name: name.startswith("placeholders."),
+}
+
+
+@pytest.mark.parametrize("method", ["full", "lora", "custom", "ti"])
+def test_each_method_trains_exactly_its_parameters(base, method):
+    cfg = with_method(base, method)
+    model, diffusion, _, _ = load_diffusion(stage_dir(cfg, "diffusion") / "last.pt")
+    params = prepare(model, cfg, base_classes(cfg.data))
+    before = digests(model)
+    opt = torch.optim.SGD(params, lr=0.1)
+    x0 = torch.randn(2, 3, 16, 16)
+    for _ in range(2):
+        loss = regs.noise_prediction_loss(model, diffusion, x0, ["a photo of a <new0>"] * 2)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    after = digests(model)
+    changed = {k for k in before if before[k] != after[k]}
+    allowed = {k for k in before if EXPECTED[method](k)}
+    assert changed and changed <= allowed, sorted(changed - allowed)[:5]
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert all(EXPECTED[method](n) for n in trainable)
+    if method == "custom":
+        assert any("to_k" in n for n in trainable) and not any("attn1" in n or "to_q" in n for n in trainable)
+
+
+def test_lora_starts_as_the_base_and_merge_unmerge_round_trips(base):
+    model, _, _, _ = load_diffusion(stage_dir(base, "diffusion") / "last.pt")
+    x, t = torch.randn(2, 3, 16, 16), torch.tensor([3, 70])
+    cond = model.encode(["a photo of a star", ""])
+    reference = model(x, t, cond)
+    adapters = add_lora(model.unet, rank=2, convs=True)
+    assert all(isinstance(a, LoRA) for a in adapters) and len(adapters) > 8
+    assert torch.equal(model(x, t, cond), reference)  # B = 0: exactly the base model
+    with torch.no_grad():
+        for a in adapters:
+            a.B.normal_(0, 0.1)
+    adapted = model(x, t, cond)
+    assert not torch.allclose(adapted, reference)
+    weights = {n: p.clone() for n, p in model.unet.named_parameters() if ".base." in n}
+    merge_lora(model.unet)
+    assert torch.allclose(model(x, t, cond), adapted, atol=1e-5)  # merged weights, same function
+    unmerge_lora(model.unet)
+    assert all(torch.allclose(p, weights[n], atol=1e-6) for n, p in model.unet.named_parameters() if ".base." in n)
+    assert torch.allclose(model(x, t, cond), adapted, atol=1e-6)
+
+
+def test_functional_regularization_is_zero_at_step_zero_then_positive(base):
+    cfg = with_method(base, "lora", "functional")
+    model, diffusion, _, _ = load_diffusion(stage_dir(cfg, "diffusion") / "last.pt")
+    frozen = load_diffusion(stage_dir(cfg, "diffusion") / "last.pt")[0].requires_grad_(False)
+    prepare(model, cfg, base_classes(cfg.data))
+    x0, prompts = torch.randn(3, 3, 16, 16), ["a photo of a star", "", "a drawing of a ring"]
+    assert functional_regularization(model, frozen, diffusion, x0, prompts).item() == 0.0
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if n.endswith(".B"):
+                p.normal_(0, 0.1)
+    assert functional_regularization(model, frozen, diffusion, x0, prompts).item() > 0
+
+
+def test_stage_runs_each_regularizer_and_records_zero_at_start(base):
+    metrics = customize(with_method(base, "custom", "functional"))
+    assert metrics["functional_reg_first"] == 0.0 and metrics["trainable_parameters"] > 0
+    assert 0.0 <= metrics["fidelity"]["recognised"] <= 1.0
+
+
+def test_prior_images_are_generated_once_and_reused(base, monkeypatch):
+    cfg = with_method(base, "full+prior")
+    customize(cfg)
+    assert list((cache_dir(cfg) / "generations").glob("generations-*.pt"))
+
+    def no_generation(*args, **kwargs):
+        raise AssertionError("prior images should come from the cache")
+
+    monkeypatch.setattr(regs, "generate", no_generation)
+    customize(cfg)
+
+
+def test_customized_checkpoint_loads_on_its_base_only(base, tmp_path):
+    cfg = with_method(base, "ti")
+    customize(cfg)
+    path = run_dir(cfg) / "custom.pt"
+    model, _, _ = load_customized(path)
+    assert "<new0>" in model.placeholders
+    payload = checkpoint.load(path, kind="customized")
+    assert set(payload["delta"]) == {"placeholders.<new0>"}  # only what changed is stored
+    other = tiny_base_model(tmp_path / "other", "--run.seed=1")
+    with pytest.raises(checkpoint.CheckpointMismatch, match="fingerprint"):
+        load_customized(path, base_path=stage_dir(other, "diffusion") / "last.pt")
+
+
+def test_unknown_method_is_a_clear_error(base):
+    with pytest.raises(ValueError, match="valid choices: full, full\\+prior, lora, custom, ti"):
+        customize(with_method(base, "dreambooth"))
