@@ -1,0 +1,138 @@
+"""Evaluate images and models, one subcommand per measurement.
+
+    python evaluate.py fid --images samples.npz --ref shapes:train
+    python evaluate.py fid --images pngs/ --ref cifar10:test:cat,dog --out fid.json
+    python evaluate.py fid --images samples.npz --ref cifar10:train --net inception --download
+
+fid: FD, KID and precision/recall of a set of images against real images, in the feature space of the
+project's evaluator (--net eval, "FD-eval"; train it with `python train.py eval-net`) or of torchvision's
+Inception-v3 (--net inception; not the TF-FID network, so not the papers' numbers). --ref is
+DATASET:SPLIT[:CLASS1,CLASS2,...]; the preset defaults to the one for DATASET.
+
+Any config field can be overridden with --section.field=value (see core/config.py). To add a subcommand,
+write add_<name>(subparsers) and run_<name>(args, overrides) -> dict, and list add_<name> in SUBCOMMANDS.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from core.config import PRESETS, make_config
+from core.data import class_names
+from core.training import pick_device, write_json
+
+
+def read_images(path: str) -> np.ndarray:
+    """uint8 (N, H, W, 3) from an .npz (key `x` or `images`) or a folder of .png files (sorted by name)."""
+    p = Path(path)
+    if p.is_dir():
+        files = sorted(p.glob("*.png"))
+        if not files:
+            raise ValueError(f"no .png files in {p}")
+        images = [np.asarray(Image.open(f).convert("RGB")) for f in files]
+        if len({im.shape for im in images}) > 1:
+            raise ValueError(f"the images in {p} do not all have the same size")
+        x = np.stack(images)
+    elif p.suffix == ".npz" and p.exists():
+        with np.load(p) as f:
+            key = next((k for k in ("x", "images") if k in f), None)
+            if key is None:
+                raise ValueError(f"{p} has no array named 'x' or 'images' (it has {', '.join(f.files)})")
+            x = f[key]
+    else:
+        raise ValueError(f"--images {path!r} is neither a folder of .png files nor an existing .npz file")
+    if x.dtype != np.uint8 or x.ndim != 4 or x.shape[-1] != 3:
+        raise ValueError(f"{p}: expected uint8 images (N, H, W, 3), got {x.dtype} {x.shape}")
+    return x
+
+
+def parse_ref(ref: str) -> tuple[str, str, tuple[str, ...] | None]:
+    """'cifar10:test:cat,dog' -> ('cifar10', 'test', ('cat', 'dog')); no class list means every class."""
+    parts = ref.split(":")
+    if len(parts) not in (2, 3) or not all(parts[:2]):
+        raise ValueError(f"--ref {ref!r}: expected DATASET:SPLIT[:CLASS1,CLASS2,...], e.g. cifar10:train")
+    classes = tuple(c.strip() for c in parts[2].split(",") if c.strip()) if len(parts) == 3 else None
+    return parts[0], parts[1], classes
+
+
+def preset_for(dataset: str) -> str:
+    """The first preset whose data is `dataset`."""
+    for name, make in PRESETS.items():
+        if make().data.dataset == dataset:
+            return name
+    raise ValueError(f"no preset uses dataset {dataset!r}; presets: {', '.join(PRESETS)}")
+
+
+# ------------------------------------------------------------------------------------------ fid
+
+def add_fid(subparsers) -> None:
+    p = subparsers.add_parser("fid", help="FD, KID, precision/recall of images against real images",
+                              allow_abbrev=False)
+    p.add_argument("--images", required=True, help="an .npz (x or images: uint8 N,H,W,3) or a folder of PNGs")
+    p.add_argument("--ref", required=True, help="DATASET:SPLIT[:CLASS1,CLASS2,...], e.g. cifar10:train")
+    p.add_argument("--preset", default=None, help=f"one of {', '.join(PRESETS)} (default: the ref dataset's)")
+    p.add_argument("--net", choices=("eval", "inception"), default="eval", help="feature network")
+    p.add_argument("--download", action="store_true", help="--net inception: download the weights if missing")
+    p.add_argument("--out", default=None, help="JSON file (default: <out_dir>/<preset>/evaluate/fid.json)")
+    p.set_defaults(run=run_fid)
+
+
+def run_fid(args, overrides) -> dict:
+    from eval.evaluator import describe_evaluator, load_evaluator
+    from eval.inception import load_inception
+    from eval.reference import distances_to_reference
+
+    dataset, split, classes = parse_ref(args.ref)
+    cfg = make_config(args.preset or preset_for(dataset), overrides)
+    if cfg.data.dataset != dataset:
+        raise ValueError(f"--ref names {dataset} but preset {cfg.run.preset} uses {cfg.data.dataset}; "
+                         f"use --preset {preset_for(dataset)}")
+    images = read_images(args.images)
+    if images.shape[1:3] != (cfg.data.resolution,) * 2:
+        raise ValueError(f"images are {images.shape[1]}x{images.shape[2]} but the reference is at "
+                         f"data.resolution={cfg.data.resolution}; set --data.resolution or resize the images")
+    device = pick_device(cfg.run.device)
+    if args.net == "eval":
+        net, network = load_evaluator(cfg, device), describe_evaluator(cfg)
+    else:
+        net = load_inception(device, download=args.download)
+        network = {"name": "torchvision inception_v3 IMAGENET1K_V1 (not the TF-FID network)",
+                   "hash": net.checkpoint_hash}
+    result = distances_to_reference(cfg, net, images, split, classes, seed=cfg.run.seed)
+    summary = {"command": "fid", "images": str(args.images), "ref": args.ref, "preset": cfg.run.preset,
+               "classes": list(classes or class_names(cfg.data)), "net": args.net, "network": network, **result}
+    out = Path(args.out) if args.out else Path(cfg.run.out_dir) / cfg.run.preset / "evaluate" / "fid.json"
+    write_json(out, summary)
+    kid, pr = result["kid"], result["precision_recall"]
+    label = "FD-eval" if args.net == "eval" else "FID (torchvision Inception)"
+    print(f"{label} {result['fd']:.4g} ({result['n_images']} images vs {result['n_reference']} {args.ref}) | "
+          f"KID {kid['mean']:.4g} +- {kid['std']:.2g} ({kid['n_subsets']} subsets of {kid['subset_size']}) | "
+          f"precision {pr['precision']:.3f} recall {pr['recall']:.3f} (k={pr['k']}, {pr['n_fake']} vs "
+          f"{pr['n_real']}) -> {out}")
+    return summary
+
+
+# ------------------------------------------------------------------------------------------ main
+
+SUBCOMMANDS = (add_fid,)
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     allow_abbrev=False)
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in SUBCOMMANDS:
+        add(subparsers)
+    args, overrides = parser.parse_known_args(argv)
+    try:
+        return args.run(args, overrides)
+    except (ValueError, FileNotFoundError) as err:  # bad input: one clear line, no traceback
+        sys.exit(f"error: {err}")
+
+
+if __name__ == "__main__":
+    main()
