@@ -3,6 +3,10 @@
     python evaluate.py fid --images samples.npz --ref shapes:train
     python evaluate.py fid --images pngs/ --ref cifar10:test:cat,dog --out fid.json
     python evaluate.py fid --images samples.npz --ref cifar10:train --net inception --download
+    python evaluate.py sample --ckpt runs/quick/diffusion/last.pt --prompt "a photo of a star" --n 64
+    python evaluate.py classify --preset quick
+    python evaluate.py drift --custom runs/quick/customize/full-none/custom.pt
+    python evaluate.py report --preset quick
 
 fid: FD, KID and precision/recall of a set of images against real images, in the feature space of the
 project's evaluator (--net eval, "FD-eval"; train it with `python train.py eval-net`) or of torchvision's
@@ -116,9 +120,116 @@ def run_fid(args, overrides) -> dict:
     return summary
 
 
+# ------------------------------------------------------------------------------------------ sample
+
+def add_sample(subparsers) -> None:
+    p = subparsers.add_parser("sample", help="DDIM samples of a prompt: a PNG grid and an .npz", allow_abbrev=False)
+    p.add_argument("--ckpt", required=True, help="a diffusion checkpoint (runs/<preset>/diffusion/last.pt)")
+    p.add_argument("--custom", default=None, help="a customized checkpoint to load on top of --ckpt")
+    p.add_argument("--prompt", required=True, help='e.g. "a photo of a star" or "a photo of a <new0>"')
+    p.add_argument("--n", type=int, default=64)
+    p.add_argument("--seed", type=int, default=0, help="image i uses seed + i")
+    p.add_argument("--steps", type=int, default=None, help="DDIM steps (default: the checkpoint's config)")
+    p.add_argument("--guidance", type=float, default=None)
+    p.add_argument("--eta", type=float, default=0.0)
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    p.add_argument("--out", default="samples", help="output path without extension (.png and .npz are written)")
+    p.set_defaults(run=run_sample)
+
+
+def run_sample(args, overrides) -> dict:
+    from core.images import save_grid
+    from minidiff.customize import load_customized
+    from minidiff.text2img import generate
+    from minidiff.train_diffusion import load_diffusion
+
+    device = pick_device(args.device)
+    if args.custom:
+        model, diffusion, cfg = load_customized(args.custom, args.ckpt, device)
+    else:
+        model, diffusion, cfg, _ = load_diffusion(args.ckpt, device)
+    dc = cfg.diffusion
+    steps, guidance = args.steps or dc.sample_steps, dc.guidance if args.guidance is None else args.guidance
+    images = generate(model, diffusion, [args.prompt] * args.n, range(args.seed, args.seed + args.n),
+                      cfg.data.resolution, steps, guidance, args.eta)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(out.with_suffix(".npz"), x=images.numpy())
+    save_grid(images, out.with_suffix(".png"), nrow=8, scale=max(1, 64 // cfg.data.resolution))
+    print(f"{args.n} samples of {args.prompt!r} (DDIM {steps} steps, eta {args.eta}, guidance {guidance}) -> "
+          f"{out.with_suffix('.png')}, {out.with_suffix('.npz')}")
+    return {"png": str(out.with_suffix(".png")), "npz": str(out.with_suffix(".npz"))}
+
+
+# ------------------------------------------------------------------------------------------ classify
+
+def add_classify(subparsers) -> None:
+    p = subparsers.add_parser("classify", help="diffusion classifier accuracy: full grid vs adaptive",
+                              allow_abbrev=False)
+    p.add_argument("--preset", default="quick", help=f"one of {', '.join(PRESETS)}")
+    p.add_argument("--ckpt", default=None, help="diffusion checkpoint (default: the preset's base model)")
+    p.add_argument("--out", default=None, help="JSON (default: <out_dir>/bench/classifier_<preset>.json)")
+    p.set_defaults(run=run_classify)
+
+
+def run_classify(args, overrides) -> dict:
+    from core.training import setup, stage_dir
+    from minidiff.open_world import benchmark_classifier
+
+    cfg = make_config(args.preset, overrides)
+    result = benchmark_classifier(cfg, args.ckpt or stage_dir(cfg, "diffusion") / "last.pt", setup(cfg))
+    out = Path(args.out or Path(cfg.run.out_dir) / "bench" / f"classifier_{cfg.run.preset}.json")
+    write_json(out, result)
+    f, a = result["full"], result["adaptive"]
+    print(f"diffusion classifier on {result['n_images']} test images: full grid {f['accuracy']:.1%} "
+          f"({f['unet_passes_per_image']} UNet passes/image, {f['seconds']:.0f}s), adaptive {a['accuracy']:.1%} "
+          f"({a['unet_passes_per_image']}, {a['seconds']:.0f}s): {result['pass_reduction']:.1f}x fewer passes, "
+          f"{100 * result['accuracy_lost']:+.1f} points; tiny-CLIP zero-shot {result['clip_zero_shot_accuracy']:.1%}"
+          f" -> {out}")
+    return result
+
+
+# ------------------------------------------------------------------------------------------ drift
+
+def add_drift(subparsers) -> None:
+    p = subparsers.add_parser("drift", help="semantic and appearance drift of a customized model",
+                              allow_abbrev=False)
+    p.add_argument("--custom", required=True, nargs="+", help="customized checkpoint(s) (custom.pt)")
+    p.add_argument("--base", default=None, help="base diffusion checkpoint (default: the one each was made from)")
+    p.add_argument("--preset", default="quick", help=f"one of {', '.join(PRESETS)}")
+    p.set_defaults(run=run_drift)
+
+
+def run_drift(args, overrides) -> dict:
+    from minidiff.open_world import drift_stage
+
+    cfg = make_config(args.preset, overrides)
+    return {path: drift_stage(cfg, path, args.base) for path in args.custom}
+
+
+# ------------------------------------------------------------------------------------------ report
+
+def add_report(subparsers) -> None:
+    p = subparsers.add_parser("report", help="one self-contained HTML page of a preset's results",
+                              allow_abbrev=False)
+    p.add_argument("--preset", default="quick", help=f"one of {', '.join(PRESETS)}")
+    p.add_argument("--out", default=None, help="HTML file (default: runs/<preset>/report.html)")
+    p.set_defaults(run=run_report)
+
+
+def run_report(args, overrides) -> dict:
+    from eval.report import diffusion_section, write_report
+
+    cfg = make_config(args.preset, overrides)
+    run = Path(cfg.run.out_dir) / cfg.run.preset
+    out = write_report(run, Path(args.out or run / "report.html"), [diffusion_section(run)])
+    print(f"report -> {out}")
+    return {"report": str(out)}
+
+
 # ------------------------------------------------------------------------------------------ main
 
-SUBCOMMANDS = (add_fid,)
+SUBCOMMANDS = (add_fid, add_sample, add_classify, add_drift, add_report)
 
 
 def main(argv=None) -> dict:

@@ -109,8 +109,8 @@ class CustomizeConfig:
     placeholder: str = "<new0>"
     prompt: str = "a photo of a {}"
     batch_size: int = 5
-    steps: int = 0                       # 0: the method's default below
-    lr: float = 0.0                      # 0: the method's default below
+    steps: int = -1                      # < 0: the method's default below (0 is a valid no-op control)
+    lr: float = -1.0                     # < 0: the method's default below (0 is the drift control)
     steps_full: int = 200
     lr_full: float = 5e-4
     steps_lora: int = 200
@@ -316,7 +316,8 @@ def _coerce(value, typ, key: str):
     """Parse a string (or check a stored value) as the field type int, float, str, bool or tuple[...]."""
     if typing.get_origin(typ) is tuple:
         item_type = typing.get_args(typ)[0]
-        items = value.split(",") if isinstance(value, str) else list(value)
+        items = value.split(",") if isinstance(value, str) else list(value) if isinstance(value, (list, tuple)) \
+            else [value]
         return tuple(_coerce(v.strip() if isinstance(v, str) else v, item_type, key)
                      for v in items if not (isinstance(v, str) and v.strip() == ""))
     if typ is bool:

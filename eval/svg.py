@@ -9,7 +9,9 @@ PALETTE = ("#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3", "#937860", "#d
 
 def nice_ticks(low: float, high: float, count: int = 5) -> list[float]:
     """Round tick values spanning [low, high] (step 1, 2 or 5 times a power of ten)."""
-    span = max(high - low, 1e-12)
+    if high <= low:
+        high = low + 1.0
+    span = high - low
     raw = span / count
     magnitude = 10 ** math.floor(math.log10(raw))
     step = next(m * magnitude for m in (1, 2, 5, 10) if m * magnitude >= raw)

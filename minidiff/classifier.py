@@ -30,7 +30,7 @@ def check_schedule(cfg: ClassifierConfig, n_classes: int) -> None:
     elif any(n % s for s in stages) or any(b % a for a, b in zip(stages, stages[1:])):
         problems.append(f"every stage size must divide the next and n_timesteps={n}")
     elif list(keep) != sorted(keep, reverse=True) or keep[-1] != 1 or keep[0] > n_classes:
-        problems.append(f"keep must decrease to 1 and start at most at {n_classes} classes")
+        problems.append(f"keep must decrease to 1 and never exceed the {n_classes} classes (at most {n_classes})")
     if cfg.loss not in ("l1", "l2"):
         problems.append(f"classifier.loss={cfg.loss!r}; valid choices: l1, l2")
     if problems:

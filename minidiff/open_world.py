@@ -23,7 +23,8 @@ from tqdm import tqdm
 from core import checkpoint
 from core.config import Config
 from core.data import base_classes, class_names, load_split, to_float
-from core.training import cache_dir, stage_dir
+from core.images import save_grid
+from core.training import cache_dir, setup, stage_dir, write_json
 from eval.drift import appearance_drift, class_distances, semantic_drift
 from eval.evaluator import _batched, extract_features, load_evaluator
 from minidiff.classifier import DiffusionClassifier, classify_images
@@ -82,8 +83,9 @@ def base_reference(cfg: Config, base_path, device) -> dict:
     return ref
 
 
-def measure_drift(cfg: Config, custom_path, base_path=None, device="cpu") -> dict:
-    """Semantic drift, appearance drift and concept fidelity of one customized checkpoint."""
+def measure_drift(cfg: Config, custom_path, base_path=None, device="cpu") -> tuple[dict, torch.Tensor, torch.Tensor]:
+    """Semantic drift, appearance drift and concept fidelity of one customized checkpoint; also the paired
+    generations (base, customized), uint8 (N, H, W, 3) each, prompt-major."""
     model, diffusion, custom_cfg = load_customized(custom_path, base_path, device)
     base_path = Path(base_path or checkpoint.load(custom_path)["base_path"])
     ref = base_reference(cfg, base_path, device)
@@ -108,7 +110,7 @@ def measure_drift(cfg: Config, custom_path, base_path=None, device="cpu") -> dic
     concept_imgs = concept.per_class(cfg.classifier.n_images // len(classes)).x
     with_concept = classify(cfg, model, diffusion, prompts + [concept_prompt], concept_imgs, 0)
     metrics = checkpoint.load(custom_path, kind="customized")["metrics"]
-    return {
+    result = {
         "method": cc.method, "reg": cc.reg, "custom_checkpoint": str(custom_path), "base_checkpoint": str(base_path),
         "classifier": {"schedule": {"n_timesteps": cfg.classifier.n_timesteps, "stages": cfg.classifier.stages,
                                     "keep": cfg.classifier.keep, "loss": cfg.classifier.loss,
@@ -125,3 +127,48 @@ def measure_drift(cfg: Config, custom_path, base_path=None, device="cpu") -> dic
         "customization": {k: metrics[k] for k in ("steps", "lr", "trainable_parameters", "train_seconds")},
         "concept_class": cfg.data.concept_class, "class_names": list(names),
     }
+    return result, ref["images"], images
+
+
+def drift_stage(cfg: Config, custom_path, base_path=None) -> dict:
+    """measure_drift, written to runs/<preset>/drift/<method>-<reg>.json with a before/after PNG: one row per
+    base-class prompt, the base model's images on the left, the customized model's (same seeds) on the right."""
+    device = setup(cfg)
+    result, before, after = measure_drift(cfg, custom_path, base_path, device)
+    out = stage_dir(cfg, "drift")
+    name = f"{result['method']}-{result['reg']}"
+    n, shown = cfg.drift.seeds, min(cfg.drift.seeds, 6)
+    rows = [torch.cat([before[i * n:i * n + shown], after[i * n:i * n + shown]]) for i in range(len(before) // n)]
+    save_grid(torch.cat(rows), out / f"{name}.png", nrow=2 * shown, scale=max(1, 64 // cfg.data.resolution))
+    write_json(out / f"{name}.json", result)
+    sem, app = result["semantic"], result["appearance"]
+    print(f"drift {name}: accuracy {sem['accuracy_before']:.1%} -> {sem['accuracy_after']:.1%} (worst class "
+          f"{sem['worst_class']} {100 * sem['worst_change']:+.0f} pts, flip rate {sem['flip_rate']:.1%}); "
+          f"CDI {app['cdi']:.2f} (unrelated pairs {result['appearance_unrelated']['cdi']:.2f}); "
+          f"concept recognised {result['fidelity']['recognised']:.0%}")
+    return result
+
+
+def benchmark_classifier(cfg: Config, ckpt, device="cpu") -> dict:
+    """Accuracy and UNet passes per image of the full timestep grid vs the adaptive schedule on the same
+    test images, with the tiny-CLIP zero-shot accuracy as a reference (`python evaluate.py classify`)."""
+    import time
+    model, diffusion, _, _ = load_diffusion(ckpt, device)
+    classes = base_classes(cfg.data)
+    prompts = [cfg.classifier.prompt.format(c) for c in classes]
+    test, labels = test_images(cfg)
+    clip, tokenizer = load_clip(stage_dir(cfg, "clip") / "clip.pt", cfg, device)
+    clip_pred = zero_shot_predict(clip, to_float(test.x), class_embeddings(clip, tokenizer, classes,
+                                                                            [cfg.classifier.prompt]))
+    result = {"checkpoint": str(ckpt), "n_images": len(labels), "n_classes": len(classes),
+              "threads": torch.get_num_threads(), "device": str(device),
+              "clip_zero_shot_accuracy": (clip_pred == labels).double().mean().item(),
+              "schedule": {k: getattr(cfg.classifier, k) for k in ("n_timesteps", "stages", "keep", "loss", "prompt")}}
+    for name, adaptive in (("full", False), ("adaptive", True)):
+        start = time.time()
+        out = classify(cfg, model, diffusion, prompts, test.x, seed=0, adaptive=adaptive)
+        result[name] = {"accuracy": (out["pred"] == labels).double().mean().item(),
+                        "unet_passes_per_image": out["unet_passes"], "seconds": time.time() - start}
+    result["pass_reduction"] = result["full"]["unet_passes_per_image"] / result["adaptive"]["unet_passes_per_image"]
+    result["accuracy_lost"] = result["full"]["accuracy"] - result["adaptive"]["accuracy"]
+    return result

@@ -29,10 +29,19 @@ from minidiff.train_diffusion import load_diffusion
 
 
 def method_schedule(cfg: Config) -> tuple[int, float]:
-    """Steps and learning rate: customize.steps/lr if set, else the method's own defaults."""
+    """Steps and learning rate: customize.steps/lr where set (>= 0), else the method's own defaults."""
     cc = cfg.customize
     name = {"full+prior": "full"}.get(cc.method, cc.method)
-    return cc.steps or getattr(cc, f"steps_{name}"), cc.lr or getattr(cc, f"lr_{name}")
+    steps = cc.steps if cc.steps >= 0 else getattr(cc, f"steps_{name}")
+    return steps, cc.lr if cc.lr >= 0 else getattr(cc, f"lr_{name}")
+
+
+def first(values: list):
+    return values[0] if values else None
+
+
+def last(values: list):
+    return values[-1] if values else None
 
 
 def run_dir(cfg: Config):
@@ -92,9 +101,9 @@ def customize(cfg: Config) -> dict:
                "k_images": cc.k_images, "prompt": prompt, "train_seconds": seconds,
                "trainable_parameters": count_parameters(params),
                "unet_parameters": count_parameters(p for n, p in model.unet.named_parameters() if ".base." not in n),
-               "first_loss": history["loss"][0], "final_loss": history["loss"][-1],
-               "functional_reg_first": history["functional"][0] if history["functional"] else None,
-               "functional_reg_final": history["functional"][-1] if history["functional"] else None,
+               "first_loss": first(history["loss"]), "final_loss": last(history["loss"]),
+               "functional_reg_first": first(history["functional"]),
+               "functional_reg_final": last(history["functional"]),
                "base_checkpoint": str(base_path), "base_fingerprint": fingerprint}
     concept_test = load_split(cfg.data, "test", cache_dir(cfg)).only([cfg.data.concept_class])
     fidelity, samples = concept_fidelity(cfg, model, diffusion, prompt, load_evaluator(cfg, device), concept_test.x)
