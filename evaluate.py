@@ -7,6 +7,7 @@
     python evaluate.py classify --preset quick
     python evaluate.py drift --custom runs/quick/customize/full-none/custom.pt
     python evaluate.py report --preset quick
+    python evaluate.py table --preset quick
 
 fid: FD, KID and precision/recall of a set of images against real images, in the feature space of the
 project's evaluator (--net eval, "FD-eval"; train it with `python train.py eval-net`) or of torchvision's
@@ -227,9 +228,27 @@ def run_report(args, overrides) -> dict:
     return {"report": str(out)}
 
 
+# ------------------------------------------------------------------------------------------ table
+
+def add_table(subparsers) -> None:
+    p = subparsers.add_parser("table", help="the results tables of a preset's run, as markdown", allow_abbrev=False)
+    p.add_argument("--preset", default="quick", help=f"one of {', '.join(PRESETS)}")
+    p.set_defaults(run=run_table)
+
+
+def run_table(args, overrides) -> dict:
+    from eval.report import DRIFT_HEADER, drift_results, drift_rows, markdown_table
+
+    cfg = make_config(args.preset, overrides)
+    run = Path(cfg.run.out_dir) / cfg.run.preset
+    text = markdown_table(DRIFT_HEADER, drift_rows(drift_results(run)))
+    print(text)
+    return {"markdown": text}
+
+
 # ------------------------------------------------------------------------------------------ main
 
-SUBCOMMANDS = (add_fid, add_sample, add_classify, add_drift, add_report)
+SUBCOMMANDS = (add_fid, add_sample, add_classify, add_drift, add_report, add_table)
 
 
 def main(argv=None) -> dict:

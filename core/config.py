@@ -108,21 +108,20 @@ class CustomizeConfig:
     k_images: int = 5
     placeholder: str = "<new0>"
     prompt: str = "a photo of a {}"
-    batch_size: int = 5
     steps: int = -1                      # < 0: the method's default below (0 is a valid no-op control)
     lr: float = -1.0                     # < 0: the method's default below (0 is the drift control)
-    steps_full: int = 200
-    lr_full: float = 5e-4
-    steps_lora: int = 200
-    lr_lora: float = 5e-3
+    steps_full: int = 400                # per-method defaults, tuned on the quick preset so that each
+    lr_full: float = 3e-4                # method learns the concept (see README)
+    steps_lora: int = 300
+    lr_lora: float = 3e-3
     steps_custom: int = 200
-    lr_custom: float = 5e-3
+    lr_custom: float = 3e-3
     steps_ti: int = 300
     lr_ti: float = 5e-2
     lora_rank: int = 4
-    lora_convs: bool = False
+    lora_convs: bool = True              # adapters on the residual-block convolutions too
     lambda_pp: float = 1.0
-    prior_prompt: str = ""               # empty: a base-class prompt, see minidiff.customize
+    prior_prompt: str = ""               # empty: the first base class, see minidiff.regularizers
     n_prior_images: int = 32
     lambda_fr: float = 1.0
     anchor_images: str = "concept"       # concept | generated
@@ -245,7 +244,7 @@ def cifar10() -> Config:
                                     guidance=3.0)
     cfg.customize = dataclasses.replace(cfg.customize, steps_full=400, lr_full=1e-4, steps_lora=400,
                                         lr_lora=1e-3, steps_custom=400, lr_custom=1e-3, steps_ti=1000,
-                                        lr_ti=5e-3, batch_size=5)
+                                        lr_ti=5e-3)
     cfg.classifier = ClassifierConfig(n_timesteps=100, stages=(20, 100), keep=(3, 1),
                                       prompt="a blurry photo of a {}", n_images=900, batch_size=16)
     cfg.gan = GanConfig(z_dim=128, w_dim=128, channels=(128,), d_channels=(128,), steps=20000, batch_size=64,

@@ -55,6 +55,21 @@ def read_json(path: Path):
 
 # ------------------------------------------------------------------------------------------ diffusion
 
+DRIFT_HEADER = ["method / reg", "trainable", "concept recognised", "concept (diff. classifier)", "base accuracy",
+                "mean change (pts)", "worst change (pts)", "flip rate", "CDI", "delta-E", "PSNR (dB)",
+                "texture (Gram)", "FD-eval per class"]
+
+
+def markdown_table(header: list[str], rows: list[list]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows])
+
+
+def drift_results(run: Path) -> list[dict]:
+    """Every runs/<preset>/drift/<method>-<reg>.json."""
+    return [json.loads(p.read_text()) for p in sorted((run / "drift").glob("*.json"))]
+
+
 def drift_rows(results: list[dict]) -> list[list]:
     rows = []
     for r in results:
@@ -75,7 +90,7 @@ def drift_rows(results: list[dict]) -> list[list]:
 
 
 def diffusion_section(run: Path) -> str:
-    results = [json.loads(p.read_text()) for p in sorted((run / "drift").glob("*.json"))]
+    results = drift_results(run)
     base = read_json(run / "diffusion" / "metrics.json") or {}
     clip = read_json(run / "clip" / "metrics.json") or {}
     parts = ["<h2>1. Open-world forgetting in diffusion customization</h2>"]
@@ -90,14 +105,12 @@ def diffusion_section(run: Path) -> str:
         return "\n".join(parts + ["<p>No drift results yet: run <code>python evaluate.py drift</code>.</p>"])
     r0 = results[0]
     parts.append(f"<p>Concept: <b>{esc(r0['concept_class'])}</b>, learned from "
-                 f"{esc(r0['customization'].get('steps', ''))} steps on k images. Semantic drift: the diffusion "
+                 f"{esc(r0.get('k_images', 5))} images with the prompt '{esc(r0.get('prompt', ''))}'. Semantic drift: the diffusion "
                  f"classifier ({r0['classifier']['unet_passes_per_image']} UNet passes per image) on "
                  f"{r0['classifier']['n_images']} real test images of the base classes; tiny-CLIP zero-shot on the "
                  f"same images: {pct(r0['clip_zero_shot_accuracy'])}. Appearance drift: "
                  f"{r0['appearance']['n_pairs']} paired DDIM (eta = 0) generations, same prompt and seed.</p>")
-    parts.append(table(["method / reg", "trainable", "concept recognised", "concept (diff. classifier)",
-                        "base accuracy", "mean change (pts)", "worst change (pts)", "flip rate", "CDI", "delta-E",
-                        "PSNR (dB)", "texture (Gram)", "FD-eval per class"], drift_rows(results)))
+    parts.append(table(DRIFT_HEADER, drift_rows(results)))
     parts.append('<p class="note">Concept recognised: share of samples for the concept prompt that the evaluator '
                  "labels as the concept class. CDI: Colour Drift Index (sum over CIELAB channels of the per-pair "
                  "1-D Wasserstein distance), lower is less drift; PSNR: higher is less drift. The last row is "

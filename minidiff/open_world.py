@@ -125,7 +125,8 @@ def measure_drift(cfg: Config, custom_path, base_path=None, device="cpu") -> tup
                      (with_concept["pred"] == len(classes)).double().mean().item(),
                      "n_concept_images": len(concept_imgs)},
         "customization": {k: metrics[k] for k in ("steps", "lr", "trainable_parameters", "train_seconds")},
-        "concept_class": cfg.data.concept_class, "class_names": list(names),
+        "concept_class": cfg.data.concept_class, "class_names": list(names), "k_images": cc.k_images,
+        "prompt": concept_prompt,
     }
     return result, ref["images"], images
 
