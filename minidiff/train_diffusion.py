@@ -2,9 +2,10 @@
 
 AdamW with warm-up and cosine decay, gradient clipping, EMA weights, classifier-free-guidance caption
 dropout, bf16 autocast and channels_last on CUDA (optional torch.compile), a clear stop on NaN/inf,
-per-class sample grids, and exact resume from runs/<preset>/diffusion/last.pt (model, EMA, optimizer,
-step and every RNG stream). Writes metrics.json with throughput and, when the evaluator exists, how often
-it recognises CFG DDIM samples as the prompted class.
+per-class sample grids, and exact resume from runs/<preset>/diffusion/last.pt (model, EMA, optimizer and
+step; every random draw is seeded by (seed, rank, step)). Multi-GPU through torchrun (core/distributed.py).
+Writes metrics.json with throughput and, when the evaluator exists, how often it recognises CFG DDIM
+samples as the prompted class.
 """
 from __future__ import annotations
 
@@ -14,12 +15,12 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from core import captions, checkpoint
+from core import captions, checkpoint, distributed
 from core.config import Config
 from core.data import base_classes, load_split, to_float
 from core.images import save_grid
-from core.training import (EMA, autocast, cache_dir, check_finite, count_parameters, random_batches, setup,
-                           stage_dir, warmup_cosine, write_json)
+from core.training import (EMA, autocast, cache_dir, check_finite, count_parameters, setup, stage_dir, step_seed,
+                           warmup_cosine, write_json)
 from minidiff.clip import TextEncoder
 from minidiff.diffusion import Diffusion
 from minidiff.quality import sample_quality
@@ -53,9 +54,11 @@ def class_prompts(cfg: Config, classes) -> list[str]:
 
 
 def train_diffusion(cfg: Config) -> dict:
-    device = setup(cfg)
+    device = distributed.init(setup(cfg))
     out = stage_dir(cfg, "diffusion")
     dc = cfg.diffusion
+    if dc.batch_size % distributed.world_size():
+        raise ValueError(f"diffusion.batch_size={dc.batch_size} must divide among {distributed.world_size()} ranks")
     clip_path = stage_dir(cfg, "clip") / "clip.pt"
     if not clip_path.exists():
         raise FileNotFoundError(f"{clip_path} is missing: run `python train.py clip --preset {cfg.run.preset}` first")
@@ -67,11 +70,11 @@ def train_diffusion(cfg: Config) -> dict:
     model = build_model(cfg, clip.text, tokenizer).to(device)
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
-    unet_step = torch.compile(model.unet) if cfg.run.compile and device.type == "cuda" else model.unet
+    unet = torch.compile(model.unet) if cfg.run.compile and device.type == "cuda" else model.unet
+    unet = distributed.wrap(unet, device)
     diffusion = Diffusion(dc.timesteps, dc.schedule)
     opt = torch.optim.AdamW(model.unet.parameters(), lr=dc.lr, weight_decay=dc.weight_decay)
     ema = EMA(model.unet, dc.ema_decay)
-    data_gen = torch.Generator().manual_seed(cfg.run.seed)
     start_step = 0
     last = out / "last.pt"
     if last.exists():
@@ -80,25 +83,24 @@ def train_diffusion(cfg: Config) -> dict:
         model.unet.load_state_dict(payload["model"])
         ema.load_state_dict(payload["ema"])
         opt.load_state_dict(payload["optimizer"])
-        data_gen.set_state(payload["data_rng"])
-        checkpoint.set_rng_state(payload["rng"])
         start_step = payload["step"]
-        print(f"diffusion: resuming from step {start_step} ({last})")
+        if distributed.is_main():
+            print(f"diffusion: resuming from step {start_step} ({last})")
 
     def save(step: int) -> None:
-        checkpoint.save(last, {"kind": "diffusion", "config": cfg.to_dict(), "step": step,
-                               "model": model.unet.state_dict(), "ema": ema.state_dict(),
-                               "optimizer": opt.state_dict(), "text": clip.text.state_dict(),
-                               "vocab": tokenizer.words, "rng": checkpoint.rng_state(),
-                               "data_rng": data_gen.get_state()})
+        if distributed.is_main():
+            checkpoint.save(last, {"kind": "diffusion", "config": cfg.to_dict(), "step": step,
+                                   "model": model.unet.state_dict(), "ema": ema.state_dict(),
+                                   "optimizer": opt.state_dict(), "text": clip.text.state_dict(),
+                                   "vocab": tokenizer.words})
 
     prompts = class_prompts(cfg, classes)
     model.train()
     start, loss = time.time(), torch.tensor(float("nan"))
-    bar = tqdm(range(start_step, dc.steps), initial=start_step, total=dc.steps, desc="diffusion")
-    batches = random_batches(len(train), dc.batch_size, data_gen, dc.steps - start_step)
-    for step, idx in zip(bar, batches):
-        loss = training_step(cfg, model, unet_step, diffusion, opt, ema, images, train, idx, step, device)
+    bar = tqdm(range(start_step, dc.steps), initial=start_step, total=dc.steps, desc="diffusion",
+               disable=not distributed.is_main())
+    for step in bar:
+        loss = training_step(cfg, model, unet, diffusion, opt, ema, images, train, step)
         check_finite(loss, "diffusion", step)
         if step % 25 == 0:
             seen = (step + 1 - start_step) * dc.batch_size
@@ -106,16 +108,19 @@ def train_diffusion(cfg: Config) -> dict:
         done = step + 1
         if dc.checkpoint_every and done % dc.checkpoint_every == 0 and done < dc.steps:
             save(done)
-        if dc.sample_every and done % dc.sample_every == 0 and done < dc.steps:
+        if distributed.is_main() and dc.sample_every and done % dc.sample_every == 0 and done < dc.steps:
             sample_grid(cfg, ema_model(model, ema), diffusion, prompts, out / f"samples_{done:06d}.png")
     seconds = time.time() - start
     save(dc.steps)
+    distributed.barrier()
+    if not distributed.is_main():
+        return {}
     final = ema_model(model, ema)
     sample_grid(cfg, final, diffusion, prompts, out / "samples.png")
     metrics = {"stage": "diffusion", "steps": dc.steps, "resumed_from": start_step, "train_seconds": seconds,
                "train_images_per_second": (dc.steps - start_step) * dc.batch_size / max(seconds, 1e-9),
                "final_loss": loss.item(), "unet_parameters": count_parameters(model.unet.parameters()),
-               "device": str(device), "classes": list(classes)}
+               "device": str(device), "world_size": distributed.world_size(), "classes": list(classes)}
     metrics["samples"] = sample_quality(cfg, final, diffusion, classes, device)
     write_json(out / "metrics.json", metrics)
     summary = metrics["samples"].get("summary", "no evaluator yet: run `python train.py eval-net`")
@@ -123,10 +128,18 @@ def train_diffusion(cfg: Config) -> dict:
     return metrics
 
 
-def training_step(cfg, model, unet_step, diffusion, opt, ema, images, train, idx, step, device) -> torch.Tensor:
-    """One optimizer step of Algorithm 1 on a batch of images with random (or dropped) captions."""
+def training_step(cfg, model, unet, diffusion, opt, ema, images, train, step) -> torch.Tensor:
+    """One optimizer step of Algorithm 1 on this rank's share of the batch, random (or dropped) captions.
+
+    Every random draw of the step (images, captions, flips, t, noise) comes from a seed of (run seed, rank,
+    step), so a resumed run replays exactly what an uninterrupted one does, and ranks draw different batches.
+    """
     dc = cfg.diffusion
-    rng = np.random.default_rng([cfg.run.seed, step])  # per-step stream: resume replays it exactly
+    seed = step_seed(cfg.run.seed, step, distributed.rank())
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    device = images.device
+    idx = torch.randint(len(train), (dc.batch_size // distributed.world_size(),))
     texts = captions.random_captions(cfg.data.dataset, train.classes, train.y[idx],
                                      None if train.attrs is None else train.attrs[idx], rng, dc.attribute_prob)
     texts = ["" if drop else t for t, drop in zip(texts, rng.random(len(texts)) < dc.cond_drop_prob)]
@@ -139,7 +152,7 @@ def training_step(cfg, model, unet_step, diffusion, opt, ema, images, train, idx
     for group in opt.param_groups:
         group["lr"] = dc.lr * warmup_cosine(step, dc.steps, dc.warmup)
     with autocast(device):
-        loss = diffusion.loss(lambda x, t: unet_step(x, t, *cond), x0)
+        loss = diffusion.loss(lambda x, t: unet(x, t, *cond), x0)
     opt.zero_grad(set_to_none=True)
     loss.backward()
     torch.nn.utils.clip_grad_norm_(model.unet.parameters(), dc.grad_clip)
