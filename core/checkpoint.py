@@ -7,6 +7,7 @@ torch.load(weights_only=True): no pickled code runs on load.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -78,6 +79,12 @@ def fingerprint(path: str | os.PathLike) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()[:12]
+
+
+def key_digest(key) -> str:
+    """16 hex digits naming a cache entry: the sha256 of `key` (anything JSON can write, e.g. a list of the
+    settings and fingerprints the cached thing depends on)."""
+    return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def rng_state() -> dict:

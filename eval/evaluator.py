@@ -17,7 +17,6 @@ with residual block x + relu(bn(conv(relu(bn(conv(x)))))). `python train.py eval
 """
 from __future__ import annotations
 
-import hashlib
 import time
 from pathlib import Path
 
@@ -98,15 +97,6 @@ def evaluator_path(cfg: Config) -> Path:
     return Path(cfg.run.out_dir) / cfg.run.preset / "eval-net" / "evaluator.pt"
 
 
-def evaluator_hash(path) -> str:
-    """First 12 hex digits of the sha256 of the checkpoint file: changes whenever the evaluator does."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()[:12]
-
-
 def load_evaluator(cfg: Config, device="cpu") -> Evaluator:
     """The trained evaluator of cfg's preset, in eval mode and frozen (requires_grad False)."""
     path = evaluator_path(cfg)
@@ -117,7 +107,7 @@ def load_evaluator(cfg: Config, device="cpu") -> Evaluator:
     checkpoint.check_arch(payload, {"data": cfg.data, "evalnet": cfg.evalnet}, str(path))
     model = Evaluator(cfg.evalnet, len(class_names(cfg.data)))
     model.load_state_dict(payload["model"])
-    model.checkpoint_hash = evaluator_hash(path)
+    model.checkpoint_hash = checkpoint.fingerprint(path)
     return model.to(device).eval().requires_grad_(False)
 
 
@@ -127,7 +117,7 @@ def describe_evaluator(cfg: Config) -> dict:
     path = evaluator_path(cfg)
     metrics_path = path.with_name("metrics.json")
     metrics = read_json(metrics_path) if metrics_path.exists() else {}
-    return {"path": str(path), "hash": evaluator_hash(path), "test_accuracy": metrics.get("test_accuracy"),
+    return {"path": str(path), "hash": checkpoint.fingerprint(path), "test_accuracy": metrics.get("test_accuracy"),
             "n_test": metrics.get("n_test"), "trained_on": metrics.get("device"),
             "train_seconds": metrics.get("train_seconds")}
 
@@ -165,6 +155,11 @@ def extract_features(evaluator: Evaluator, images, batch_size: int = 500) -> tor
     Works with any module that has a `features(x)` method taking [-1, 1] images (e.g. eval.inception).
     """
     return _batched(evaluator, "features", images, batch_size)
+
+
+def extract_early_features(evaluator: Evaluator, images, batch_size: int = 500) -> torch.Tensor:
+    """uint8 images (N, H, W, 3) -> first-stage feature maps (N, C, H/2, W/2): texture statistics (Gram)."""
+    return _batched(evaluator, "early_features", images, batch_size)
 
 
 def judge(evaluator: Evaluator, images, labels, class_names) -> dict:

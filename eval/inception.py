@@ -22,7 +22,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torchvision.models import Inception_V3_Weights, inception_v3
 
-from eval.evaluator import evaluator_hash
+from core import checkpoint
 
 WEIGHTS = Inception_V3_Weights.IMAGENET1K_V1
 INPUT_SIZE = 299
@@ -77,5 +77,5 @@ def load_inception(device="cpu", download: bool = False) -> InceptionFeatures:
         except Exception as err:  # no network, proxy, disk full: say what to do instead
             raise _missing(path, f"could not be downloaded ({type(err).__name__}: {err})") from None
     model = InceptionFeatures(torch.load(path, map_location="cpu", weights_only=True))
-    model.checkpoint_hash = "inception-" + evaluator_hash(path)
+    model.checkpoint_hash = "inception-" + checkpoint.fingerprint(path)
     return model.to(device).eval().requires_grad_(False)

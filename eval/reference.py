@@ -5,7 +5,7 @@ network (the project's evaluator, or Inception-v3 via eval.inception). The refer
 every evaluation, so its features, mean and covariance are computed once and cached as
 <run.out_dir>/cache/refstats/<dataset>-r<res>-<split>-<net>-<key>.npz, where <key> hashes everything
 they depend on: dataset, resolution, split, class subset, data source (shapes seed and size, or the
-CIFAR-10 folder) and the network's identity (its checkpoint file hash, see evaluator_hash). Retraining the
+CIFAR-10 folder) and the network's identity (its checkpoint file's fingerprint, core.checkpoint.fingerprint). Retraining the
 evaluator therefore invalidates the cache by itself.
 
 Reference images are the raw split: no flips, no shifts, no augmentation of any kind (augmented reference
@@ -14,13 +14,13 @@ statistics would make real test images look "off-distribution" and bias every FD
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from core import checkpoint
 from core.config import Config
 from core.data import class_names, load_split
 from core.training import cache_dir
@@ -56,8 +56,7 @@ def cache_path(cfg: Config, net, split: str, classes=None) -> Path:
     d = cfg.data
     source = (f"seed{d.seed}-n{d.shapes_train_size if split == 'train' else d.shapes_test_size}"
               if d.dataset == "shapes" else str(Path(d.root).resolve()))
-    key = json.dumps([d.dataset, d.resolution, split, classes or "all", source, network_key(net)])
-    tag = hashlib.sha256(key.encode()).hexdigest()[:10]
+    tag = checkpoint.key_digest([d.dataset, d.resolution, split, classes or "all", source, network_key(net)])
     return cache_dir(cfg) / "refstats" / f"{d.dataset}-r{d.resolution}-{split}-{network_key(net)}-{tag}.npz"
 
 

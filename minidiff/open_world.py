@@ -13,8 +13,6 @@ Everything about the base model is computed once and cached per base checkpoint.
 """
 from __future__ import annotations
 
-import hashlib
-import json
 from pathlib import Path
 
 import torch
@@ -26,7 +24,7 @@ from core.data import base_classes, class_names, load_split, to_float
 from core.images import save_grid
 from core.training import cache_dir, setup, stage_dir, write_json
 from eval.drift import appearance_drift, class_distances, semantic_drift
-from eval.evaluator import _batched, extract_features, load_evaluator
+from eval.evaluator import extract_early_features, extract_features, load_evaluator
 from minidiff.classifier import DiffusionClassifier, classify_images
 from minidiff.clip import class_embeddings, zero_shot_predict
 from minidiff.customize import load_customized
@@ -62,9 +60,9 @@ def paired_generations(cfg: Config, model: TextToImage, diffusion, seed0: int = 
 
 def base_reference(cfg: Config, base_path, device) -> dict:
     """Everything drift compares against that depends only on the base model; cached per base checkpoint."""
-    key = json.dumps([checkpoint.fingerprint(base_path), cfg.classifier.__dict__, cfg.drift.__dict__,
-                      cfg.diffusion.sample_steps, cfg.diffusion.guidance, cfg.data.seed])
-    path = cache_dir(cfg) / "drift" / f"base-{hashlib.sha256(key.encode()).hexdigest()[:16]}.pt"
+    key = [checkpoint.fingerprint(base_path), cfg.classifier.__dict__, cfg.drift.__dict__,
+           cfg.diffusion.sample_steps, cfg.diffusion.guidance, cfg.data.seed]
+    path = cache_dir(cfg) / "drift" / f"base-{checkpoint.key_digest(key)}.pt"
     if path.exists():
         return checkpoint.load(path, kind="drift-base")
     model, diffusion, _, _ = load_diffusion(base_path, device)
@@ -102,7 +100,7 @@ def measure_drift(cfg: Config, custom_path, base_path=None, device="cpu") -> tup
 
     def appearance(before, after_images):
         feats = [extract_features(evaluator, x) for x in (before, after_images)]
-        early = [_batched(evaluator, "early_features", x, 500) for x in (before, after_images)]
+        early = [extract_early_features(evaluator, x) for x in (before, after_images)]
         return appearance_drift(before, after_images, gen_labels, classes, *feats, *early)
 
     cc = custom_cfg.customize

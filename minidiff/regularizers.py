@@ -16,8 +16,6 @@ At step 0 theta = theta_0, so the term is exactly 0.
 """
 from __future__ import annotations
 
-import hashlib
-import json
 from pathlib import Path
 
 import numpy as np
@@ -34,8 +32,8 @@ def cached_generations(cache: Path, model: TextToImage, diffusion: Diffusion, pr
     """Base-model DDIM samples for `prompts` (seed i for prompt i), generated once and cached on disk under
     a key of (base checkpoint, prompts, sampler): (N, H, W, 3) uint8."""
     dc = cfg.diffusion
-    key = json.dumps([base_fingerprint, prompts, dc.sample_steps, dc.guidance, dc.eta])
-    path = Path(cache) / f"generations-{hashlib.sha256(key.encode()).hexdigest()[:16]}.pt"
+    key = [base_fingerprint, prompts, dc.sample_steps, dc.guidance, dc.eta]
+    path = Path(cache) / f"generations-{checkpoint.key_digest(key)}.pt"
     if path.exists():
         return checkpoint.load(path, kind="generations")["images"]
     images = generate(model, diffusion, prompts, list(range(len(prompts))), cfg.data.resolution, dc.sample_steps,

@@ -11,7 +11,7 @@ from core.config import make_config
 from core.data import load_split
 from core.training import cache_dir
 from eval import reference
-from eval.evaluator import (Evaluator, evaluator_hash, evaluator_path, extract_features, judge, load_evaluator,
+from eval.evaluator import (Evaluator, evaluator_path, extract_features, judge, load_evaluator,
                             predict_logits, train_evaluator)
 from eval.inception import InceptionFeatures, load_inception
 from eval.metrics import feature_statistics
@@ -104,10 +104,10 @@ def test_load_evaluator_missing_and_mismatched(tmp_path):
 def test_evaluator_hash_follows_the_file(tmp_path):
     cfg = tiny(tmp_path)
     save_evaluator(cfg, seed=0)
-    h0 = evaluator_hash(evaluator_path(cfg))
+    h0 = checkpoint.fingerprint(evaluator_path(cfg))
     assert len(h0) == 12 and load_evaluator(cfg).checkpoint_hash == h0
     save_evaluator(cfg, seed=1)
-    assert evaluator_hash(evaluator_path(cfg)) != h0
+    assert checkpoint.fingerprint(evaluator_path(cfg)) != h0
 
 
 def test_reference_statistics_are_of_the_raw_split(tmp_path):
