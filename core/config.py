@@ -173,11 +173,13 @@ class TransferConfig:
     d_cond: str = arch("multihead")      # multihead | projection
     selfinit_steps: int = 200
     selfinit_batch: int = 16
-    selfinit_lr: float = 3e-3
+    selfinit_lr: float = 1e-2            # cosine-decayed to 0 over selfinit_steps
     steps: int = 300
     batch_size: int = 32
-    lr: float = 2e-3                     # generator's trainable parameters
-    d_lr: float = 2e-3
+    lr: float = 1e-2                     # generator's trainable parameters
+    d_lr: float = 1e-2
+    d_class_lr_mul: float = 10.0         # D's per-class logits learn this much faster (1 = as the rest):
+                                         # they start as copies and must break that symmetry in a short run
     r1_gamma: float = 0.1
     ema_decay: float = 0.99
     augment: str = "color,translation,cutout"  # DiffAugment's few-shot policy
@@ -253,8 +255,8 @@ def cifar10() -> Config:
                         steps=20000, batch_size=64, r1_gamma=0.01, ema_decay=0.999,
                         augment="color,translation,cutout", checkpoint_every=2000, eval_samples=5000)
     cfg.transfer = dataclasses.replace(cfg.transfer, embed_dim=64, selfinit_steps=1000, selfinit_batch=32,
-                                       steps=2000, batch_size=64, r1_gamma=0.01, ema_decay=0.999,
-                                       checkpoint_every=500, eval_samples=1000)
+                                       steps=2000, batch_size=64, lr=2e-3, d_lr=2e-3, r1_gamma=0.01,
+                                       ema_decay=0.999, checkpoint_every=500, eval_samples=1000)
     return cfg
 
 

@@ -76,6 +76,13 @@ class Discriminator(nn.Module):
         x = F.leaky_relu(self.conv(x), 0.2)
         return F.leaky_relu(self.fc(x.flatten(1)), 0.2)  # (B, F * 4 * 4) -> (B, F)
 
+    def class_parameters(self):
+        """The class-specific parameters: the per-class logits (multihead) or the class embedding
+        (projection); none when unconditional."""
+        if self.n_classes == 0:
+            return []
+        return list((self.head if self.cond == "multihead" else self.embed).parameters())
+
     def forward(self, x, labels=None, return_features=False):
         """Logits (B,), and the features (B, F) too when return_features."""
         if (labels is None) != (self.n_classes == 0):

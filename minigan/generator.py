@@ -10,6 +10,9 @@ how hyper-modulation (hypermod.py) runs the frozen generator with class-dependen
 convolution with one group per sample. The output is linear (no tanh), roughly in [-1, 1] once trained,
 as in StyleGAN; clamp it for display. All layers use the equalized learning rate (layers.py); the
 mapping MLP also has StyleGAN's learning-rate multiplier 0.01 (mapping_lr_mul).
+
+ConditionalGenerator is the plain class-conditional baseline (class embedding added to w), used by the
+"scratch" and "finetune" transfer variants.
 """
 import math
 
@@ -114,14 +117,17 @@ class Generator(nn.Module):
         weights: list of per-sample kernels (B, O, I, 3, 3), one per conv_layers() entry, or None.
         biases:  list of per-sample biases (B, O), one per conv layer, or None.
         """
+        return self.synthesis(self.mapping(z), noise, weights, biases, return_features)
+
+    def synthesis(self, w, noise=None, weights=None, biases=None, return_features=False):
+        """The synthesis network alone, from styles w (B, w_dim); arguments as forward()."""
         n = len(self.conv_layers())
-        noise = self.make_noise(z.shape[0]) if noise is None else noise
+        noise = self.make_noise(w.shape[0]) if noise is None else noise
         weights = [None] * n if weights is None else weights
         biases = [None] * n if biases is None else biases
         if not len(noise) == len(weights) == len(biases) == n:
             raise ValueError(f"noise, weights and biases need one entry per conv layer ({n})")
-        w = self.mapping(z)
-        x = self.const.expand(z.shape[0], -1, -1, -1)
+        x = self.const.expand(w.shape[0], -1, -1, -1)
         features, i = [], 0
         for block in self.blocks:
             for layer in block:
@@ -130,3 +136,24 @@ class Generator(nn.Module):
             features.append(x)
         img = self.to_rgb(x)
         return (img, features) if return_features else img
+
+
+class ConditionalGenerator(nn.Module):
+    """The "finetune" and "scratch" baselines: a Generator made class-conditional by a learned class
+    embedding added to the style, w(z, c) = mapping(z) + e_c, as simple as conditioning gets. The embedding
+    starts at 0, so a pretrained generator is unchanged at step 0 for every class; every parameter trains.
+    """
+
+    def __init__(self, generator, n_classes):
+        super().__init__()
+        self.base, self.n_classes = generator, n_classes
+        self.class_embed = nn.Embedding(n_classes, generator.w_dim)
+        nn.init.zeros_(self.class_embed.weight)
+        self.to(generator.const.device)
+
+    def trainable_parameters(self):
+        return list(self.parameters())
+
+    def forward(self, z, labels, noise=None, return_features=False):
+        w = self.base.mapping(z) + self.class_embed(labels)              # (B, w_dim)
+        return self.base.synthesis(w, noise, return_features=return_features)

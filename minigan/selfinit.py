@@ -5,13 +5,16 @@ With one class embedding (label 0 for every sample), the same z and the same noi
 
     L = sum_blocks mean | G_hyper(z, 0)_block - G_base(z)_block |
 
-over the class network and heads only. The caller then copies embedding 0 to every class
-(HyperModulatedGenerator.copy_embedding_to_all_classes), so transfer starts from the pretrained generator
-for every class. Unlike set_identity_modulation(), the result is a hypernetwork whose heads were trained
+over the class network and heads only, with Adam and a cosine decay of the learning rate to 0 (the
+last steps settle the heads instead of jittering around the optimum). The caller then copies embedding 0
+to every class (HyperModulatedGenerator.copy_embedding_to_all_classes), so transfer starts from the
+pretrained generator for every class. Unlike set_identity_modulation(), the result is a hypernetwork whose heads were trained
 from their random init, which is the paper's procedure.
 """
 import torch
 from tqdm import tqdm
+
+from core.training import warmup_cosine
 
 
 def block_l1(features, reference):
@@ -25,6 +28,7 @@ def self_initialize(hyper_gen, steps, batch_size, lr, generator=None, progress=T
     base = hyper_gen.base
     device = base.const.device
     optimizer = torch.optim.Adam(hyper_gen.trainable_parameters(), lr=lr)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: warmup_cosine(step, steps, 0, 0.0))
     labels = torch.zeros(batch_size, dtype=torch.long, device=device)
     losses = []
     bar = tqdm(range(steps), desc="self-init", disable=not progress)
@@ -38,6 +42,7 @@ def self_initialize(hyper_gen, steps, batch_size, lr, generator=None, progress=T
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        schedule.step()
         losses.append(loss.item())
         bar.set_postfix(l1=f"{losses[-1]:.4f}")
     return losses

@@ -6,7 +6,7 @@ import torch
 
 from minigan.augment import diff_augment
 from minigan.discriminator import Discriminator, conditional_from_unconditional, minibatch_stddev
-from minigan.generator import Generator
+from minigan.generator import ConditionalGenerator, Generator
 from minigan.hypermod import HyperModulatedGenerator
 from minigan.selfinit import self_initialize
 
@@ -86,6 +86,17 @@ def test_channels_validation():
     assert Generator(16, channels={"4": 8, "8": 8, "16": 4}).to_rgb.in_channels == 4
 
 
+def test_conditional_generator_starts_as_base_and_learns_classes():
+    g = randomized_generator()
+    cg = ConditionalGenerator(g, n_classes=3)
+    z, noise = torch.randn(3, 16), g.make_noise(3)
+    ref = g(z, noise=noise)
+    assert torch.equal(cg(z, torch.tensor([0, 1, 2]), noise=noise), ref)   # zero embedding: the base G
+    cg.class_embed.weight.data[1] = 1.0
+    out = cg(z, torch.tensor([0, 1, 2]), noise=noise)
+    assert torch.equal(out[[0, 2]], ref[[0, 2]]) and not torch.allclose(out[1], ref[1], atol=1e-3)
+
+
 # ----------------------------------------------------------------------------------- hyper-modulation
 
 @pytest.mark.parametrize("head", ["dense", "lowrank"])
@@ -143,7 +154,7 @@ def test_self_initialization_matches_base(head):
     torch.manual_seed(0)
     g = Generator(8, z_dim=16, w_dim=16, channels=16, mapping_layers=2)
     hg = HyperModulatedGenerator(g, n_classes=3, head=head, rank=4, embed_dim=16)
-    losses = self_initialize(hg, steps=200, batch_size=8, lr=3e-3, generator=torch.Generator().manual_seed(0),
+    losses = self_initialize(hg, steps=200, batch_size=8, lr=1e-2, generator=torch.Generator().manual_seed(0),
                              progress=False)
     start, end = sum(losses[:5]) / 5, sum(losses[-5:]) / 5
     assert end * 5 <= start, (start, end)
@@ -182,6 +193,8 @@ def test_conditional_from_unconditional_keeps_logits(cond):
     for c in range(5):
         assert torch.allclose(dc(x, torch.full((4,), c)), ref, atol=1e-6)
     assert dc.from_rgb.weight is not d.from_rgb.weight  # the trunk is a copy, not shared
+    class_params = dc.head.parameters() if cond == "multihead" else dc.embed.parameters()
+    assert {id(p) for p in dc.class_parameters()} == {id(p) for p in class_params} and d.class_parameters() == []
 
 
 def test_minibatch_stddev_groups():

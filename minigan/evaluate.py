@@ -1,0 +1,129 @@
+"""Evaluation of the GAN side with the project's evaluator network (eval/evaluator.py, the offline
+stand-in for Inception).
+
+  * quality per class and overall: FD-eval (Frechet distance of evaluator features) and KID against the
+    real images of the *test* split (never the k training images), with every sample count stated;
+  * recognition: evaluator accuracy on generated images, 10-way (argmax over every dataset class must be
+    the requested class) and restricted to the target classes (argmax among them);
+  * self-initialization check (Laria et al. Sec. 3.3): FD-eval between the modulated generator's samples
+    and the base generator's, next to FD-eval between two independent base sample sets (the floor).
+Samples come from fixed seeds, so every number is reproducible.
+"""
+from __future__ import annotations
+
+import torch
+
+from core.config import Config
+from core.data import class_names, load_split, to_uint8
+from core.training import cache_dir
+from eval.evaluator import extract_features, judge, load_evaluator, predict_logits
+from eval.metrics import fd_from_features, kernel_inception_distance
+
+REFERENCE_SPLIT = "test"
+
+
+def base_generator(G):
+    """The plain Generator inside G (G itself, or the .base of a conditional wrapper)."""
+    return getattr(G, "base", G)
+
+
+@torch.no_grad()
+def sample_images(G, n, labels=None, seed=0, batch_size=500) -> torch.Tensor:
+    """n uint8 images (n, H, W, 3) from G with z and noise drawn from `seed`; labels (n,) for a
+    conditional G. Runs in eval mode and restores G's mode."""
+    base = base_generator(G)
+    device = base.const.device
+    gen = torch.Generator(device=device).manual_seed(seed)
+    was_training = G.training
+    G.eval()
+    out = []
+    for start in range(0, n, batch_size):
+        b = min(batch_size, n - start)
+        z = torch.randn(b, base.z_dim, generator=gen, device=device)
+        noise = base.make_noise(b, generator=gen)
+        if labels is None:
+            x = G(z, noise=noise)
+        else:
+            x = G(z, labels[start:start + b].to(device), noise=noise)
+        out.append(to_uint8(x.float()))
+    G.train(was_training)
+    return torch.cat(out)
+
+
+def load_evaluator_or_none(cfg: Config, device):
+    """The preset's evaluator, or None (with a note) when it has not been trained yet."""
+    try:
+        return load_evaluator(cfg, device)
+    except FileNotFoundError as err:
+        print(f"note: no GAN metrics that need the evaluator: {err}")
+        return None
+
+
+def real_images(cfg: Config, classes, split=REFERENCE_SPLIT):
+    return load_split(cfg.data, split, cache_dir(cfg)).only(classes)
+
+
+def set_distance(fake_feats, real_feats) -> dict:
+    """FD-eval and KID between two feature sets, with their sizes."""
+    kid = kernel_inception_distance(fake_feats, real_feats, subset_size=1000, n_subsets=50)
+    return {"fd_eval": fd_from_features(fake_feats, real_feats), "kid": kid["mean"], "kid_std": kid["std"],
+            "n_fake": len(fake_feats), "n_real": len(real_feats)}
+
+
+def pretrain_quality(cfg: Config, evaluator, G) -> dict:
+    """FD-eval / KID of the unconditional generator against the source classes' test images, and the
+    share of its samples that the evaluator assigns to some source class."""
+    names = class_names(cfg.data)
+    real = real_images(cfg, cfg.data.source_classes)
+    fake = sample_images(G, cfg.gan.eval_samples, seed=cfg.run.seed + 1)
+    dist = set_distance(extract_features(evaluator, fake), extract_features(evaluator, real.x))
+    source = torch.tensor([names.index(c) for c in cfg.data.source_classes])
+    rate = torch.isin(predict_logits(evaluator, fake).argmax(1), source).float().mean().item()
+    return {"fd_eval_vs_source": dist["fd_eval"], "kid_vs_source": dist["kid"], "kid_std": dist["kid_std"],
+            "n_fake": dist["n_fake"], "n_real": dist["n_real"], "reference": f"{REFERENCE_SPLIT} split",
+            "recognised_as_a_source_class": rate}
+
+
+def transfer_quality(cfg: Config, evaluator, G) -> dict:
+    """Per-class and overall FD-eval / KID against the target classes' test images, and evaluator
+    accuracy on transfer.eval_samples images per class (G's labels index cfg.data.target_classes)."""
+    names, targets = class_names(cfg.data), cfg.data.target_classes
+    n = cfg.transfer.eval_samples
+    local = torch.arange(len(targets)).repeat_interleave(n)                      # (C * n,) 0..C-1
+    fake = sample_images(G, len(local), local, seed=cfg.run.seed + 1)
+    global_labels = torch.tensor([names.index(c) for c in targets])[local]
+    real = real_images(cfg, targets)
+    fake_f, real_f = extract_features(evaluator, fake), extract_features(evaluator, real.x)
+    per_class = {}
+    for i, c in enumerate(targets):
+        per_class[c] = set_distance(fake_f[local == i], real_f[real.y == names.index(c)])
+    judged = judge(evaluator, fake, global_labels, names)
+    target_logits = predict_logits(evaluator, fake)[:, [names.index(c) for c in targets]]
+    real_judged = judge(evaluator, real.x, real.y, names)
+    return {
+        "reference": f"{REFERENCE_SPLIT} split images of the target classes",
+        "accuracy": judged["accuracy"],
+        "accuracy_among_targets": (target_logits.argmax(1) == local).float().mean().item(),
+        "mean_confidence": judged["mean_confidence"], "per_class_accuracy": judged["per_class"],
+        "evaluator_accuracy_on_real_targets": real_judged["accuracy"],
+        "fd_eval_intra": sum(d["fd_eval"] for d in per_class.values()) / len(targets),
+        "kid_intra": sum(d["kid"] for d in per_class.values()) / len(targets),
+        "overall": set_distance(fake_f, real_f), "per_class": per_class,
+        "samples_per_class": n,
+    }
+
+
+def selfinit_check(evaluator, hyper_gen, n, seed=0) -> dict:
+    """FD-eval(modulated G, base G) next to FD-eval(base G, base G) for two independent base sample sets.
+
+    The modulated samples (class 0) use the same z and noise as the first base set (seed + 1), the second
+    base set is independent (seed + 2): fd_modulated_vs_base = FD(mod(seed+1), base(seed+2)) and the
+    floor fd_base_vs_base = FD(base(seed+1), base(seed+2)). Pairing the z removes most of the sampling
+    noise from the comparison, so ratio = fd_modulated_vs_base / fd_base_vs_base is 1 exactly when the
+    modulated generator reproduces the base one and grows with any difference."""
+    labels = torch.zeros(n, dtype=torch.long)
+    mod = extract_features(evaluator, sample_images(hyper_gen, n, labels, seed=seed + 1))
+    base1 = extract_features(evaluator, sample_images(hyper_gen.base, n, seed=seed + 1))
+    base2 = extract_features(evaluator, sample_images(hyper_gen.base, n, seed=seed + 2))
+    fd_mod, fd_floor = fd_from_features(mod, base2), fd_from_features(base1, base2)
+    return {"fd_modulated_vs_base": fd_mod, "fd_base_vs_base": fd_floor, "ratio": fd_mod / fd_floor, "n": n}

@@ -1,0 +1,179 @@
+"""The GAN training loop shared by unconditional pretraining and every conditional transfer variant.
+
+One step (StyleGAN2 schedule, Karras et al. 2020, App. B; A = DiffAugment with fresh draws per call):
+
+    D step:  L_D = E softplus(-D(A(x), y)) + E softplus(D(A(G(z, y')), y'))                (losses.py)
+                   + every r1_every steps: r1_every * gamma/2 E ||grad_x D(A(x), y)||^2    (lazy R1)
+                   + ssl_weight * [SSL(f(A(x)), f(A'(x))) + SSL(f(A(G)), f(A'(G)))]   (SSL on D, Laria et al.)
+    G step:  L_G = E softplus(-D(A(G(z, y')), y'))       only the generator's trainable parameters move
+    EMA of the generator after every G step.
+
+f is D's penultimate feature vector; A and A' are two independent augmentations of the same images, and
+A is the batch D just scored, so the self-supervised loss costs one extra D pass per batch.
+Unconditional training passes labels=None.
+Adam with StyleGAN's betas (0, 0.99); D's class-specific parameters (Discriminator.class_parameters) may
+get a larger learning rate: in transfer they start identical for every class, and until they differ D
+gives G no class signal at all. Real batches, z, noise and augmentations all draw from torch's
+global RNG, so a checkpoint that stores it (core.checkpoint.rng_state) resumes bit for bit.
+On CUDA every G and D pass runs under bf16 autocast except the R1 pass, whose input gradient is squared
+and summed and stays in float32; losses are computed in float32.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from core import checkpoint
+from core.training import EMA, autocast, check_finite
+from minigan.augment import diff_augment
+from minigan.losses import barlow_twins_loss, d_logistic_loss, g_nonsaturating_loss, nt_xent_loss, r1_penalty
+
+SSL_LOSSES = {"barlow": barlow_twins_loss, "ntxent": nt_xent_loss}
+ADAM_BETAS = (0.0, 0.99)
+
+
+@dataclass
+class LoopSpec:
+    steps: int
+    batch_size: int
+    lr_g: float
+    lr_d: float
+    r1_gamma: float
+    r1_every: int
+    ema_decay: float
+    augment: str
+    ssl: str = ""                      # "" (none) | barlow | ntxent
+    ssl_weight: float = 0.0
+    d_class_lr_mul: float = 1.0        # learning-rate multiplier of D's class-specific parameters
+    checkpoint_every: int = 0          # 0: only at the end
+    log_every: int = 25
+
+
+class GanTrainer:
+    """Holds G (anything called as G(z) or G(z, labels)), D, their optimizers and G's EMA.
+
+    g_params: the generator parameters that train (the rest of G stays as it is). real: (N, 3, H, W) in
+    [-1, 1] on the device; labels: (N,) class indices in [0, n_classes) or None (unconditional).
+    """
+
+    def __init__(self, G, D, g_params, z_dim, real, labels, n_classes, spec: LoopSpec, stage: str):
+        if spec.ssl and spec.ssl not in SSL_LOSSES:
+            raise ValueError(f"unknown self-supervised loss {spec.ssl!r}; choose from {', '.join(SSL_LOSSES)}")
+        if spec.r1_every < 1:
+            raise ValueError(f"r1_every must be >= 1, got {spec.r1_every}")
+        self.G, self.D, self.z_dim, self.real, self.labels, self.n_classes = G, D, z_dim, real, labels, n_classes
+        self.spec, self.stage, self.device = spec, stage, real.device
+        self.opt_g = torch.optim.Adam(g_params, lr=spec.lr_g, betas=ADAM_BETAS)
+        class_ids = {id(p) for p in D.class_parameters()}
+        groups = [{"params": [p for p in D.parameters() if id(p) not in class_ids]},
+                  {"params": D.class_parameters(), "lr": spec.lr_d * spec.d_class_lr_mul}]
+        self.opt_d = torch.optim.Adam(groups, lr=spec.lr_d, betas=ADAM_BETAS)
+        self.ema = EMA(G, spec.ema_decay)
+        self.step, self.log, self.seconds = 0, [], 0.0
+
+    # -------------------------------------------------------------------------------------- one step
+
+    def generate(self, module, z, labels):
+        return module(z) if labels is None else module(z, labels)
+
+    def sample_inputs(self, n):
+        """z (n, z_dim) and fake labels (n,) uniform over the classes (None when unconditional)."""
+        z = torch.randn(n, self.z_dim, device=self.device)
+        labels = None if self.labels is None else torch.randint(self.n_classes, (n,), device=self.device)
+        return z, labels
+
+    def d_step(self):
+        s = self.spec
+        idx = torch.randint(len(self.real), (s.batch_size,), device=self.device)
+        real_raw, real_labels = self.real[idx], None if self.labels is None else self.labels[idx]
+        z, fake_labels = self.sample_inputs(s.batch_size)
+        with torch.no_grad(), autocast(self.device):
+            fake_raw = self.generate(self.G, z, fake_labels).float()
+        real, fake = diff_augment(real_raw, s.augment), diff_augment(fake_raw, s.augment)
+        do_r1 = s.r1_gamma > 0 and self.step % s.r1_every == 0
+        real.requires_grad_(do_r1)
+        if do_r1:                                       # the R1 pass stays in float32
+            real_logits, real_f = self.D(real, real_labels, return_features=True)
+        else:
+            with autocast(self.device):
+                real_logits, real_f = self.D(real, real_labels, return_features=True)
+        with autocast(self.device):
+            fake_logits, fake_f = self.D(fake, fake_labels, return_features=True)
+        loss = d_logistic_loss(real_logits.float(), fake_logits.float())
+        out = {"d": loss.item()}
+        if do_r1:
+            r1 = r1_penalty(real_logits.float(), real, s.r1_gamma)
+            loss = loss + s.r1_every * r1
+            out["r1"] = r1.item()
+        if s.ssl:
+            ssl = self.ssl_loss(real_raw, real_f) + self.ssl_loss(fake_raw, fake_f)
+            loss = loss + s.ssl_weight * ssl
+            out["ssl"] = ssl.item()
+        check_finite(loss, self.stage, self.step)
+        self.opt_d.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt_d.step()
+        return out
+
+    def ssl_loss(self, images, features1):
+        """SSL between features1 (D's features of one augmentation of images) and a second one."""
+        with autocast(self.device):
+            features2 = self.D.features(diff_augment(images, self.spec.augment))
+        return SSL_LOSSES[self.spec.ssl](features1.float(), features2.float())
+
+    def g_step(self):
+        s = self.spec
+        z, labels = self.sample_inputs(s.batch_size)
+        self.D.requires_grad_(False)
+        with autocast(self.device):
+            logits = self.D(diff_augment(self.generate(self.G, z, labels), s.augment), labels)
+        loss = g_nonsaturating_loss(logits.float())
+        check_finite(loss, self.stage, self.step)
+        self.opt_g.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt_g.step()
+        self.D.requires_grad_(True)
+        self.ema.update(self.G)
+        return {"g": loss.item()}
+
+    # ----------------------------------------------------------------------------- loop and resume
+
+    def train(self, ckpt_path: Path, payload_extra: dict, progress=True):
+        """Run to spec.steps, checkpointing every checkpoint_every steps and at the end."""
+        s = self.spec
+        bar = tqdm(range(self.step, s.steps), initial=self.step, total=s.steps, desc=self.stage,
+                   disable=not progress)
+        start = time.time() - self.seconds
+        for _ in bar:
+            self.G.train()
+            losses = {**self.d_step(), **self.g_step()}
+            self.step += 1
+            self.seconds = time.time() - start
+            if self.step % s.log_every == 0 or self.step == s.steps:
+                self.log.append({"step": self.step, **losses})
+                bar.set_postfix({k: f"{v:.3f}" for k, v in losses.items()})
+            if self.step == s.steps or (s.checkpoint_every and self.step % s.checkpoint_every == 0):
+                self.save(ckpt_path, payload_extra)
+        return self.log
+
+    def state(self) -> dict:
+        return {"step": self.step, "seconds": self.seconds, "log": self.log, "G": self.G.state_dict(),
+                "D": self.D.state_dict(), "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(),
+                "ema": self.ema.state_dict(), "rng": checkpoint.rng_state()}
+
+    def save(self, path: Path, payload_extra: dict):
+        checkpoint.save(path, {**payload_extra, **self.state()})
+
+    def load_state(self, payload: dict):
+        """Resume from a payload written by save(): weights, optimizers, EMA, RNG, step, log."""
+        self.G.load_state_dict(payload["G"])
+        self.D.load_state_dict(payload["D"])
+        self.opt_g.load_state_dict(payload["opt_g"])
+        self.opt_d.load_state_dict(payload["opt_d"])
+        self.ema.load_state_dict(payload["ema"])
+        checkpoint.set_rng_state(payload["rng"])
+        self.step, self.seconds, self.log = payload["step"], payload["seconds"], payload["log"]

@@ -1,0 +1,100 @@
+"""Stage gan-pretrain: the unconditional GAN on the source classes (the "pretrained StyleGAN" of the paper).
+
+`python train.py gan-pretrain` calls `pretrain_gan(cfg)`: non-saturating loss + lazy R1, EMA generator,
+DiffAugment, Adam (0, 0.99), on every train-split image of cfg.data.source_classes, labels ignored. It
+writes runs/<preset>/gan-pretrain/{checkpoint.pt, grid.png, metrics.json}; rerunning resumes from the
+checkpoint (and only re-evaluates when training is complete). The transfer stage starts from this
+checkpoint: load_pretrained() gives its EMA generator and its discriminator.
+"""
+from __future__ import annotations
+
+import torch
+
+from core import checkpoint
+from core.config import Config
+from core.data import check_splits, load_split, to_float
+from core.images import save_grid
+from core.training import cache_dir, count_parameters, setup, stage_dir, write_json
+from minigan.discriminator import Discriminator
+from minigan.evaluate import load_evaluator_or_none, pretrain_quality, sample_images
+from minigan.generator import Generator
+from minigan.loop import GanTrainer, LoopSpec
+
+KIND = "gan-pretrain"
+
+
+def widths(channels: tuple[int, ...]):
+    """Config widths (4x4 upwards) -> what channels_per_resolution takes: one entry = the same everywhere."""
+    return channels[0] if len(channels) == 1 else list(channels)
+
+
+def build_generator(cfg: Config) -> Generator:
+    g = cfg.gan
+    return Generator(cfg.data.resolution, g.z_dim, g.w_dim, widths(g.channels), g.mapping_layers,
+                     g.mapping_lr_mul)
+
+
+def build_discriminator(cfg: Config, n_classes: int = 0) -> Discriminator:
+    return Discriminator(cfg.data.resolution, widths(cfg.gan.d_channels), n_classes, cfg.transfer.d_cond)
+
+
+def pretrain_spec(cfg: Config) -> LoopSpec:
+    g = cfg.gan
+    return LoopSpec(steps=g.steps, batch_size=g.batch_size, lr_g=g.lr, lr_d=g.lr, r1_gamma=g.r1_gamma,
+                    r1_every=g.r1_every, ema_decay=g.ema_decay, augment=g.augment,
+                    checkpoint_every=g.checkpoint_every)
+
+
+def checkpoint_path(cfg: Config):
+    return stage_dir(cfg, KIND) / "checkpoint.pt"
+
+
+def load_pretrained(cfg: Config, device) -> tuple[Generator, Discriminator]:
+    """The finished pretraining run's EMA generator and its discriminator, on `device`."""
+    path = checkpoint_path(cfg)
+    if not path.exists():
+        raise FileNotFoundError(f"no pretrained GAN at {path}; run `python train.py gan-pretrain "
+                                f"--preset {cfg.run.preset}` (same overrides) first")
+    payload = checkpoint.load(path, kind=KIND)
+    checkpoint.check_arch(payload, {"data": cfg.data, "gan": cfg.gan}, str(path))
+    if payload["step"] < payload["config"]["gan"]["steps"]:
+        raise ValueError(f"{path} is an unfinished pretraining run (step {payload['step']}); "
+                         f"finish it with `python train.py gan-pretrain` first")
+    G, D = build_generator(cfg), build_discriminator(cfg)
+    G.load_state_dict(payload["ema"]["model"])
+    D.load_state_dict(payload["D"])
+    return G.to(device).eval(), D.to(device)
+
+
+def pretrain_gan(cfg: Config) -> dict:
+    device = setup(cfg)
+    check_splits(cfg.data)
+    out = stage_dir(cfg, KIND)
+    train = load_split(cfg.data, "train", cache_dir(cfg)).only(cfg.data.source_classes)
+    if len(train) < cfg.gan.batch_size:
+        raise ValueError(f"only {len(train)} source images for gan.batch_size={cfg.gan.batch_size}")
+    G, D = build_generator(cfg).to(device), build_discriminator(cfg).to(device)
+    trainer = GanTrainer(G, D, G.parameters(), cfg.gan.z_dim, to_float(train.x).to(device), None, 0,
+                         pretrain_spec(cfg), KIND)
+    path = checkpoint_path(cfg)
+    if path.exists():
+        payload = checkpoint.load(path, kind=KIND)
+        checkpoint.check_arch(payload, {"data": cfg.data, "gan": cfg.gan}, str(path))
+        trainer.load_state(payload)
+        print(f"{KIND}: resuming from {path} at step {trainer.step}")
+    trainer.train(path, {"kind": KIND, "config": cfg.to_dict()})
+    G_ema = trainer.ema.model
+    save_grid(sample_images(G_ema, 64, seed=cfg.run.seed), out / "grid.png", nrow=8, scale=4)
+    metrics = {"stage": KIND, "steps": trainer.step, "train_seconds": trainer.seconds, "device": str(device),
+               "torch_threads": torch.get_num_threads(), "g_parameters": count_parameters(G.parameters()),
+               "d_parameters": count_parameters(D.parameters()), "n_train_images": len(train),
+               "source_classes": list(cfg.data.source_classes), "final_losses": trainer.log[-1],
+               "loss_log": trainer.log}
+    evaluator = load_evaluator_or_none(cfg, device)
+    if evaluator is not None:
+        metrics.update(pretrain_quality(cfg, evaluator, G_ema))
+    write_json(out / "metrics.json", metrics)
+    fd = metrics.get("fd_eval_vs_source")
+    print(f"{KIND}: {trainer.step} steps in {trainer.seconds:.0f}s"
+          + (f", FD-eval vs source test images {fd:.2f}" if fd is not None else ""))
+    return metrics

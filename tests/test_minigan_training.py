@@ -1,0 +1,150 @@
+"""minigan stages: pretraining and transfer end to end on a tiny config, exact resume, and which
+parameters each transfer variant trains."""
+import hashlib
+
+import pytest
+import torch
+
+from core import checkpoint
+from core.config import make_config
+from core.training import read_json
+from eval.evaluator import load_evaluator, train_evaluator
+from minigan.evaluate import selfinit_check
+from minigan.hypermod import HyperModulatedGenerator
+from minigan.loop import GanTrainer
+from minigan.pretrain import load_pretrained, pretrain_gan
+from minigan.transfer import (ABLATION, VARIANTS, build_models, few_shot_targets, gan_table, transfer_ablation,
+                              transfer_gan, transfer_spec)
+
+TINY = ["--data.shapes_train_size=300", "--data.shapes_test_size=100", "--data.k_per_target=4",
+        "--evalnet.channels=8,16", "--evalnet.epochs=1", "--evalnet.batch_size=50",
+        "--gan.z_dim=16", "--gan.w_dim=16", "--gan.channels=8", "--gan.d_channels=8", "--gan.mapping_layers=2",
+        "--gan.steps=4", "--gan.batch_size=8", "--gan.r1_every=2", "--gan.eval_samples=40",
+        "--transfer.embed_dim=8", "--transfer.rank=2", "--transfer.selfinit_steps=3", "--transfer.selfinit_batch=4",
+        "--transfer.steps=3", "--transfer.batch_size=8", "--transfer.eval_samples=10", "--run.threads=1"]
+
+
+def tiny_config(out_dir, *extra):
+    return make_config("quick", [f"--run.out_dir={out_dir}", *TINY, *extra])
+
+
+def state_hash(tensors):
+    h = hashlib.sha256()
+    for name, t in sorted(tensors.items()):
+        h.update(name.encode())
+        h.update(t.detach().cpu().numpy().tobytes())
+    return h.hexdigest()
+
+
+@pytest.fixture(scope="module")
+def pretrained(tmp_path_factory):
+    """A tiny evaluator and a tiny pretrained GAN in one run folder (built once for this module)."""
+    out = tmp_path_factory.mktemp("runs")
+    cfg = tiny_config(out)
+    torch.manual_seed(0)
+    train_evaluator(cfg)
+    metrics = pretrain_gan(cfg)
+    return out, metrics
+
+
+def test_pretrain_writes_checkpoint_grid_and_metrics(pretrained):
+    out, metrics = pretrained
+    stage = out / "quick" / "gan-pretrain"
+    assert {"checkpoint.pt", "grid.png", "metrics.json"} <= {p.name for p in stage.iterdir()}
+    assert read_json(stage / "metrics.json")["steps"] == 4 == metrics["steps"]
+    assert metrics["fd_eval_vs_source"] >= 0 and 0 <= metrics["recognised_as_a_source_class"] <= 1
+    payload = checkpoint.load(stage / "checkpoint.pt", kind="gan-pretrain")
+    assert payload["step"] == 4 and {"G", "D", "opt_g", "opt_d", "ema", "rng"} <= set(payload)
+
+
+def test_pretrain_resume_matches_uninterrupted_run(tmp_path, pretrained):
+    src = pretrained[0] / "quick" / "gan-pretrain" / "checkpoint.pt"     # stopped after 4 steps
+    resumed = tiny_config(tmp_path / "a", "--gan.steps=6")
+    (tmp_path / "a" / "quick" / "gan-pretrain").mkdir(parents=True)
+    (tmp_path / "a" / "quick" / "gan-pretrain" / "checkpoint.pt").write_bytes(src.read_bytes())
+    straight = tiny_config(tmp_path / "b", "--gan.steps=6")
+    a, b = pretrain_gan(resumed), pretrain_gan(straight)
+    assert a["final_losses"] == b["final_losses"]          # step 6, bit for bit
+    ckpt_a = checkpoint.load(tmp_path / "a" / "quick" / "gan-pretrain" / "checkpoint.pt")
+    ckpt_b = checkpoint.load(tmp_path / "b" / "quick" / "gan-pretrain" / "checkpoint.pt")
+    assert state_hash(ckpt_a["ema"]["model"]) == state_hash(ckpt_b["ema"]["model"])
+
+
+def test_pretrain_refuses_other_architecture(pretrained):
+    cfg = tiny_config(pretrained[0], "--gan.channels=16")
+    with pytest.raises(checkpoint.CheckpointMismatch, match="gan.channels"):
+        pretrain_gan(cfg)
+
+
+@pytest.mark.parametrize("variant", ["hypermod+selfinit+ssl", "finetune"])
+def test_transfer_smoke_and_resume(tmp_path, pretrained, variant):
+    out = pretrained[0]
+    straight = transfer_gan(tiny_config(out, f"--transfer.variant={variant}", "--transfer.steps=5"))
+    run = out / "quick" / "gan-transfer" / straight["run"]
+    assert {"checkpoint.pt", "grid.png", "real.png", "metrics.json"} <= {p.name for p in run.iterdir()}
+    q = straight["quality"]
+    assert 0 <= q["accuracy"] <= 1 and set(q["per_class"]) == {"star", "cross", "heart", "crescent", "arrow"}
+    (run / "checkpoint.pt").unlink()
+    transfer_gan(tiny_config(out, f"--transfer.variant={variant}", "--transfer.steps=3"))
+    resumed = transfer_gan(tiny_config(out, f"--transfer.variant={variant}", "--transfer.steps=5"))
+    assert resumed["final_losses"] == straight["final_losses"]
+    if variant.startswith("hypermod"):
+        check = resumed["start_check"]
+        assert check["after_selfinit"]["ratio"] > 0 and check["random_heads"]["ratio"] > 0
+    assert variant in gan_table(tiny_config(out))
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_each_variant_trains_what_it_claims(pretrained, variant):
+    cfg = tiny_config(pretrained[0], f"--transfer.variant={variant}")
+    _, images, labels = few_shot_targets(cfg)
+    G, D, g_params, base = build_models(cfg, torch.device("cpu"))
+    trainable = {id(p) for p in g_params}
+    if isinstance(G, HyperModulatedGenerator):
+        assert trainable == {id(p) for p in G.trainable_parameters()}
+        assert not any(id(p) in trainable for p in G.base.parameters())
+    else:
+        assert trainable == {id(p) for p in G.parameters()}          # scratch and finetune: everything
+    frozen = {n: p.detach().clone() for n, p in G.named_parameters() if id(p) not in trainable}
+    frozen.update({f"buffer {n}": b.clone() for n, b in G.named_buffers()})
+    moving = {n: p.detach().clone() for n, p in G.named_parameters() if id(p) in trainable}
+    d_before = {n: p.detach().clone() for n, p in D.named_parameters()}
+    trainer = GanTrainer(G, D, g_params, cfg.gan.z_dim, images, labels, 5, transfer_spec(cfg), variant)
+    for _ in range(2):
+        trainer.d_step()
+        trainer.g_step()
+        trainer.step += 1
+    now = dict(G.named_parameters())
+    now.update({f"buffer {n}": b for n, b in G.named_buffers()})
+    assert state_hash({n: now[n] for n in frozen}) == state_hash(frozen)   # bitwise unchanged
+    assert all(not torch.equal(now[n], moving[n]) for n in moving)            # every claimed tensor moves
+    assert any(not torch.equal(p, d_before[n]) for n, p in D.named_parameters())
+
+
+def test_bad_variant_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="transfer.variant"):
+        transfer_gan(tiny_config(tmp_path, "--transfer.variant=hyper"))
+    with pytest.raises(ValueError, match="transfer.ssl"):
+        transfer_gan(tiny_config(tmp_path, "--transfer.ssl=simclr"))
+
+
+@pytest.mark.slow
+def test_ablation_runs_every_variant_and_writes_the_table(pretrained):
+    out = pretrained[0]
+    results = transfer_ablation(tiny_config(out))
+    assert len(results) == len(ABLATION)
+    table = (out / "quick" / "gan-transfer" / "table.md").read_text()
+    rows = [line for line in table.splitlines() if line.startswith("| ") and not line.startswith("| variant")]
+    assert len(rows) >= len(ABLATION)
+    dense, lowrank = results["hypermod+selfinit+ssl-dense"], results["hypermod+selfinit+ssl-lowrank"]
+    assert lowrank["trainable_parameters"] < dense["trainable_parameters"]
+
+
+def test_selfinit_check_is_one_for_the_identity_and_large_for_random_heads(pretrained):
+    cfg = tiny_config(pretrained[0])
+    evaluator = load_evaluator(cfg)
+    G, _ = load_pretrained(cfg, "cpu")
+    hg = HyperModulatedGenerator(G, 5, head="dense", embed_dim=8)
+    assert selfinit_check(evaluator, hg, 40)["ratio"] > 2            # random dense heads: far from G
+    hg.set_identity_modulation()
+    assert selfinit_check(evaluator, hg, 40)["ratio"] == pytest.approx(1, abs=1e-3)
