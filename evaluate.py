@@ -218,12 +218,31 @@ def add_report(subparsers) -> None:
     p.set_defaults(run=run_report)
 
 
+def gan_section(cfg) -> str:
+    from core.training import read_json
+    from eval.report import results_section
+    from minigan.transfer import GAN_HEADER, GAN_NOTE, gan_results, gan_rows
+
+    run = Path(cfg.run.out_dir) / cfg.run.preset
+    pretrain_json = run / "gan-pretrain" / "metrics.json"
+    pretrain = read_json(pretrain_json) if pretrain_json.exists() else {}
+    results = gan_results(cfg)
+    intro = (f"A GAN pretrained unconditionally on {', '.join(cfg.data.source_classes)} becomes a conditional GAN of "
+             f"{', '.join(cfg.data.target_classes)} from k = {cfg.data.k_per_target} images per class. ")
+    if "fd_eval_vs_source" in pretrain:
+        intro += (f"Pretraining: {pretrain['steps']} steps in {pretrain['train_seconds']:.0f} s, FD-eval vs the source "
+                  f"test images {pretrain['fd_eval_vs_source']:.2f}.")
+    images = [(run / "gan-pretrain" / "grid.png", "pretrained unconditional generator")]
+    images += [(run / "gan-transfer" / r["run"] / "grid.png", f"{r['run']}: one row per target class") for r in results]
+    return results_section("2. Hyper-modulated GAN transfer", intro, GAN_HEADER, gan_rows(results), GAN_NOTE, images)
+
+
 def run_report(args, overrides) -> dict:
     from eval.report import diffusion_section, write_report
 
     cfg = make_config(args.preset, overrides)
     run = Path(cfg.run.out_dir) / cfg.run.preset
-    out = write_report(run, Path(args.out or run / "report.html"), [diffusion_section(run)])
+    out = write_report(run, Path(args.out or run / "report.html"), [diffusion_section(run), gan_section(cfg)])
     print(f"report -> {out}")
     return {"report": str(out)}
 
@@ -241,7 +260,11 @@ def run_table(args, overrides) -> dict:
 
     cfg = make_config(args.preset, overrides)
     run = Path(cfg.run.out_dir) / cfg.run.preset
-    text = markdown_table(DRIFT_HEADER, drift_rows(drift_results(run)))
+    from minigan.transfer import gan_results, gan_table
+
+    text = "## Open-world forgetting\n\n" + markdown_table(DRIFT_HEADER, drift_rows(drift_results(run)))
+    if gan_results(cfg):
+        text += "\n\n## GAN transfer\n\n" + gan_table(cfg)
     print(text)
     return {"markdown": text}
 

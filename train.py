@@ -61,7 +61,7 @@ def pipeline(cfg, overrides: list[str], all_methods: bool) -> list[Step]:
     from minidiff.customize import METHODS, REGULARIZERS
     from minidiff.open_world import drift_stage
     from minidiff.train_customize import run_dir
-    from minigan.transfer import DEFAULT_VARIANTS, variant_dir
+    from minigan.transfer import ABLATION, run_name
 
     run = Path(cfg.run.out_dir) / cfg.run.preset
     extra = " ".join([f"--preset {cfg.run.preset}"] + [shlex.quote(o) for o in overrides])
@@ -79,10 +79,10 @@ def pipeline(cfg, overrides: list[str], all_methods: bool) -> list[Step]:
                               f"python evaluate.py drift --custom {run_dir(c) / 'custom.pt'} {extra}"))
     steps.append(Step("gan-pretrain", lambda: run_stage("gan-pretrain", cfg), run / "gan-pretrain" / "metrics.json",
                       f"python train.py gan-pretrain {extra}"))
-    for variant, head in DEFAULT_VARIANTS:
+    for variant, head in ABLATION:
         c = with_section(cfg, "transfer", variant=variant, head=head)
-        steps.append(Step(f"gan-transfer {variant}/{head}", lambda c=c: run_stage("gan-transfer", c),
-                          variant_dir(c) / "metrics.json",
+        steps.append(Step(f"gan-transfer {run_name(c)}", lambda c=c: run_stage("gan-transfer", c),
+                          run / "gan-transfer" / run_name(c) / "metrics.json",
                           f"python train.py gan-transfer --variant {variant} --head {head} {extra}"))
     steps.append(Step("report", lambda: report(cfg), run / "report.html", f"python evaluate.py report {extra}"))
     return steps

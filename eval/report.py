@@ -139,6 +139,17 @@ def diffusion_section(run: Path) -> str:
     return "\n".join(parts)
 
 
+def results_section(title: str, intro: str, header: list[str], rows: list[list], note: str = "",
+                    images: list[tuple[Path, str]] = ()) -> str:
+    """A titled table of results with a note and embedded images (e.g. the GAN ablation)."""
+    parts = [f"<h2>{esc(title)}</h2>", f"<p>{esc(intro)}</p>"]
+    parts.append(table(header, rows) if rows else "<p>No results yet.</p>")
+    if note:
+        parts.append(f'<p class="note">{esc(note)}</p>')
+    parts += [image(path, caption, width=320) for path, caption in images]
+    return "\n".join(parts)
+
+
 def write_report(run: Path, out: Path, sections: list[str]) -> Path:
     """runs/<preset>/ -> one HTML file with the given sections."""
     stamp = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")

@@ -31,6 +31,7 @@ from core.config import Config
 from core.data import check_splits, class_names, load_split, to_float
 from core.images import save_grid
 from core.training import cache_dir, count_parameters, read_json, setup, stage_dir, write_json
+from eval.report import markdown_table
 from minigan.discriminator import conditional_from_unconditional
 from minigan.evaluate import load_evaluator_or_none, sample_images, selfinit_check, transfer_quality
 from minigan.generator import ConditionalGenerator
@@ -176,38 +177,47 @@ def _fmt(x, spec):
     return "-" if x is None else format(x, spec)
 
 
-def gan_table(cfg: Config) -> str:
-    """Markdown ablation table of every finished transfer run of cfg's preset (also written to
-    runs/<preset>/gan-transfer/table.md)."""
-    root = stage_dir(cfg, "gan-transfer")
+GAN_HEADER = ["variant", "head", "trainable params", "% of base G", "accuracy", "acc. among targets",
+              "FD-eval (intra)", "FD-eval (all)", "KID (intra)", "start FD ratio", "seconds"]
+GAN_NOTE = ("Accuracy: the evaluator's argmax over all classes equals the requested class (among targets: argmax "
+            "over the target classes only). Start FD ratio (hyper-modulation only): FD-eval(modulated G, base G) / "
+            "FD-eval(base G, base G) when transfer starts, i.e. after self-initialization where the variant has it "
+            "(1 = as close to the pretrained generator as a second sample set of it).")
+
+
+def gan_results(cfg: Config) -> list[dict]:
+    """The metrics.json of every finished transfer run of cfg's preset, in ablation order."""
     order = {v: i for i, v in enumerate(VARIANTS)}
-    runs = sorted((read_json(p) for p in root.glob("*/metrics.json")),
+    return sorted((read_json(p) for p in stage_dir(cfg, KIND).glob("*/metrics.json")),
                   key=lambda r: (order.get(r["variant"], len(order)), r["head"] != "lowrank"))
-    if not runs:
-        raise FileNotFoundError(f"no transfer runs under {root}; run `python train.py gan-transfer` first")
-    lines = [f"GAN transfer, preset `{cfg.run.preset}`: {len(cfg.data.target_classes)} target classes, "
-             f"k = {cfg.data.k_per_target} real images each. Quality against the test split of the target "
-             f"classes; accuracy = evaluator argmax over all classes equals the requested class. Every variant "
-             f"trains all of D ({runs[0]['d_parameters']:,} parameters).", "",
-             "| variant | head | trainable params | % of base G | accuracy | acc. among targets "
-             "| FD-eval (intra) | FD-eval (all) | KID (intra) | start FD ratio | seconds |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+
+
+def gan_rows(runs: list[dict]) -> list[list[str]]:
+    """One GAN_HEADER row per transfer run."""
+    rows = []
     for r in runs:
         q = r.get("quality", {})
         start = r.get("start_check") or {}
         start = start.get("after_selfinit") or start.get("random_heads") or {}
-        lines.append(
-            f"| {r['variant']} | {r['head'] if r['variant'].startswith('hypermod') else '-'} "
-            f"| {r['trainable_parameters']:,} | {100 * r['trainable_parameters'] / r['base_g_parameters']:.0f}% "
-            f"| {_fmt(q.get('accuracy'), '.1%')} | {_fmt(q.get('accuracy_among_targets'), '.1%')} "
-            f"| {_fmt(q.get('fd_eval_intra'), '.2f')} | {_fmt(q.get('overall', {}).get('fd_eval'), '.2f')} "
-            f"| {_fmt(q.get('kid_intra'), '.4f')} | {_fmt(start.get('ratio'), '.2f')} "
-            f"| {r['train_seconds']:.0f} |")
-    lines += ["", "Start FD ratio (hyper-modulation only): FD-eval(modulated G, base G) / FD-eval(base G, base G) "
-              "when transfer starts, i.e. after self-initialization where the variant has it (1 = as close to "
-              "the pretrained generator as a second sample set of it)."]
-    table = "\n".join(lines) + "\n"
-    (root / "table.md").write_text(table)
+        rows.append([r["variant"], r["head"] if r["variant"].startswith("hypermod") else "-",
+                     f"{r['trainable_parameters']:,}", f"{100 * r['trainable_parameters'] / r['base_g_parameters']:.0f}%",
+                     _fmt(q.get("accuracy"), ".1%"), _fmt(q.get("accuracy_among_targets"), ".1%"),
+                     _fmt(q.get("fd_eval_intra"), ".2f"), _fmt(q.get("overall", {}).get("fd_eval"), ".2f"),
+                     _fmt(q.get("kid_intra"), ".4f"), _fmt(start.get("ratio"), ".2f"), f"{r['train_seconds']:.0f}"])
+    return rows
+
+
+def gan_table(cfg: Config) -> str:
+    """Markdown ablation table of every finished transfer run of cfg's preset (also written to
+    runs/<preset>/gan-transfer/table.md)."""
+    runs = gan_results(cfg)
+    if not runs:
+        raise FileNotFoundError(f"no transfer runs under {stage_dir(cfg, KIND)}; run `python train.py gan-transfer`")
+    intro = (f"GAN transfer, preset `{cfg.run.preset}`: {len(cfg.data.target_classes)} target classes, "
+             f"k = {cfg.data.k_per_target} real images each, quality against the test split of the target classes; "
+             f"every variant trains all of D ({runs[0]['d_parameters']:,} parameters).")
+    table = f"{intro}\n\n{markdown_table(GAN_HEADER, gan_rows(runs))}\n\n{GAN_NOTE}\n"
+    (stage_dir(cfg, KIND) / "table.md").write_text(table)
     return table
 
 
