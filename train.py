@@ -9,19 +9,23 @@
 Any config field can be overridden with --section.field=value (see core/config.py). Shortcuts:
 --method/--reg set customize.method/reg, --variant/--head set transfer.variant/head.
 The pipeline skips steps whose outputs exist (--force reruns them); --all-methods runs every customization
-method with and without functional regularization (default: full and LoRA).
+method with and without functional regularization (default: full and LoRA). On a multi-core CPU the GAN
+chain runs in a background process beside the diffusion chain (--jobs 1 runs them one after the other).
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
 import importlib
+import os
 import shlex
 import sys
 import time
 from pathlib import Path
 
 from core.config import PRESETS, make_config
+from core.pipeline import Step, StepFailed, run_steps, start_background, wait_background
+from core.training import pick_device
 
 # stage -> "module:function"; each function takes the Config and returns a dict of metrics
 STAGES = {
@@ -37,14 +41,6 @@ SHORTCUTS = {"--method": "customize.method", "--reg": "customize.reg", "--varian
 DEFAULT_METHODS = ("full", "lora")
 
 
-@dataclasses.dataclass
-class Step:
-    name: str
-    run: callable
-    output: Path   # exists once the step has finished
-    command: str   # how to rerun just this step
-
-
 def run_stage(stage: str, cfg) -> dict:
     if stage not in STAGES:
         raise ValueError(f"unknown stage {stage!r}; valid stages: {', '.join(STAGES)}, all")
@@ -56,8 +52,8 @@ def with_section(cfg, section: str, **values):
     return dataclasses.replace(cfg, **{section: dataclasses.replace(getattr(cfg, section), **values)})
 
 
-def pipeline(cfg, overrides: list[str], all_methods: bool) -> list[Step]:
-    """Both papers, in dependency order."""
+def pipeline(cfg, overrides: list[str], all_methods: bool) -> dict[str, list[Step]]:
+    """Both papers as chains of steps: 'setup' first, then 'diffusion' and 'gan' (independent), then 'report'."""
     from minidiff.customize import METHODS, REGULARIZERS
     from minidiff.open_world import drift_stage
     from minidiff.train_customize import run_dir
@@ -65,27 +61,29 @@ def pipeline(cfg, overrides: list[str], all_methods: bool) -> list[Step]:
 
     run = Path(cfg.run.out_dir) / cfg.run.preset
     extra = " ".join([f"--preset {cfg.run.preset}"] + [shlex.quote(o) for o in overrides])
-    steps = [Step(stage, lambda s=stage: run_stage(s, cfg), run / stage / "metrics.json",
-                  f"python train.py {stage} {extra}")
-             for stage in ("clip", "eval-net", "diffusion")]
+
+    def stage(name, c=cfg, label=None, output=None, flags=""):
+        return Step(label or name, lambda: run_stage(name, c), output or run / name / "metrics.json",
+                    f"python train.py {name} {flags}{extra}")
+
+    chains = {"setup": [stage("clip"), stage("eval-net")], "diffusion": [stage("diffusion")], "gan": [],
+              "report": [Step("report", lambda: report(cfg), run / "report.html", f"python evaluate.py report {extra}")]}
     for method in METHODS if all_methods else DEFAULT_METHODS:
         for reg in REGULARIZERS:
             c = with_section(cfg, "customize", method=method, reg=reg)
-            steps.append(Step(f"customize {method}/{reg}", lambda c=c: run_stage("customize", c),
-                              run_dir(c) / "metrics.json",
-                              f"python train.py customize --method {method} --reg {reg} {extra}"))
-            steps.append(Step(f"drift {method}/{reg}", lambda c=c: drift_stage(c, run_dir(c) / "custom.pt"),
-                              run / "drift" / f"{method}-{reg}.json",
-                              f"python evaluate.py drift --custom {run_dir(c) / 'custom.pt'} {extra}"))
-    steps.append(Step("gan-pretrain", lambda: run_stage("gan-pretrain", cfg), run / "gan-pretrain" / "metrics.json",
-                      f"python train.py gan-pretrain {extra}"))
+            chains["diffusion"] += [
+                stage("customize", c, f"customize {method}/{reg}", run_dir(c) / "metrics.json",
+                      f"--method {method} --reg {reg} "),
+                Step(f"drift {method}/{reg}", lambda c=c: drift_stage(c, run_dir(c) / "custom.pt"),
+                     run / "drift" / f"{method}-{reg}.json",
+                     f"python evaluate.py drift --custom {run_dir(c) / 'custom.pt'} {extra}")]
+    chains["gan"].append(stage("gan-pretrain"))
     for variant, head in ABLATION:
         c = with_section(cfg, "transfer", variant=variant, head=head)
-        steps.append(Step(f"gan-transfer {run_name(c)}", lambda c=c: run_stage("gan-transfer", c),
-                          run / "gan-transfer" / run_name(c) / "metrics.json",
-                          f"python train.py gan-transfer --variant {variant} --head {head} {extra}"))
-    steps.append(Step("report", lambda: report(cfg), run / "report.html", f"python evaluate.py report {extra}"))
-    return steps
+        chains["gan"].append(stage("gan-transfer", c, f"gan-transfer {run_name(c)}",
+                                   run / "gan-transfer" / run_name(c) / "metrics.json",
+                                   f"--variant {variant} --head {head} "))
+    return chains
 
 
 def report(cfg) -> dict:
@@ -93,20 +91,30 @@ def report(cfg) -> dict:
     return evaluate.main(["report", "--preset", cfg.run.preset, f"--run.out_dir={cfg.run.out_dir}"])
 
 
-def run_pipeline(steps: list[Step], force: bool, rerun_all: str) -> None:
+def run_all(cfg, overrides: list[str], args) -> None:
+    """The whole pipeline; on a multi-core CPU the GAN chain runs in a background process (core/pipeline.py)."""
+    parallel = args.jobs == 2 or (args.jobs == 0 and pick_device(cfg.run.device).type == "cpu"
+                                  and (os.cpu_count() or 1) >= 2)
+    if parallel and cfg.run.threads == 0:
+        overrides = overrides + ["--run.threads=1"]  # one core per chain
+        cfg = with_section(cfg, "run", threads=1)
+    chains = pipeline(cfg, overrides, args.all_methods)
+    if args.chain:  # the background half of a parallel run
+        run_steps(chains[args.chain], args.force)
+        return
     start = time.time()
-    for i, step in enumerate(steps, 1):
-        if step.output.exists() and not force and step.name != "report":
-            print(f"[{i}/{len(steps)}] {step.name}: done before ({step.output}), skipped; --force reruns it")
-            continue
-        print(f"[{i}/{len(steps)}] {step.name} ({time.time() - start:.0f}s so far)", flush=True)
-        try:
-            step.run()
-        except Exception as err:
-            sys.exit(f"\nstep '{step.name}' failed: {type(err).__name__}: {err}\nfix the cause, then rerun "
-                     f"just this step with:\n  {step.command}\nor the whole pipeline (finished steps are skipped) "
-                     f"with:\n  {rerun_all}")
-    print(f"pipeline finished in {time.time() - start:.0f}s")
+    run_steps(chains["setup"], args.force, start)
+    child, log = None, Path(cfg.run.out_dir) / cfg.run.preset / "gan-chain.log"
+    if parallel:
+        argv = [sys.executable, __file__, "all", "--chain", "gan", "--preset", cfg.run.preset, *overrides]
+        child = start_background(argv + (["--force"] if args.force else []), log)
+        print(f"[gan chain] running in the background, one thread (log: {log})", flush=True)
+    run_steps(chains["diffusion"] + ([] if parallel else chains["gan"]), args.force, start)
+    if child is not None:
+        print("[gan chain] waiting for it to finish", flush=True)
+        wait_background(child, log, "gan")
+    run_steps(chains["report"], True, start)
+    print(f"pipeline finished in {time.time() - start:.0f}s: {Path(cfg.run.out_dir) / cfg.run.preset / 'report.html'}")
 
 
 def expand_shortcuts(args: list[str]) -> list[str]:
@@ -131,6 +139,10 @@ def main(argv=None) -> None:
     parser.add_argument("--preset", default="quick", help=f"one of: {', '.join(PRESETS)}")
     parser.add_argument("--force", action="store_true", help="all: rerun steps whose outputs exist")
     parser.add_argument("--all-methods", action="store_true", help="all: every customization method")
+    parser.add_argument("--jobs", type=int, default=0, choices=(0, 1, 2),
+                        help="all: 2 runs the GAN chain beside the diffusion chain, 1 runs them one after the "
+                             "other, 0 (default) picks 2 on a multi-core CPU")
+    parser.add_argument("--chain", choices=("setup", "diffusion", "gan", "report"), help=argparse.SUPPRESS)
     args, overrides = parser.parse_known_args(argv)
     overrides = expand_shortcuts(overrides)
     try:
@@ -139,11 +151,14 @@ def main(argv=None) -> None:
             raise ValueError(f"unknown stage {args.stage!r}; valid stages: {', '.join(STAGES)}, all")
     except ValueError as err:
         sys.exit(f"error: {err}")
-    if args.stage == "all":
-        rerun = " ".join(["python train.py", f"--preset {cfg.run.preset}"] + [shlex.quote(o) for o in overrides])
-        run_pipeline(pipeline(cfg, overrides, args.all_methods), args.force, rerun)
-    else:
+    if args.stage != "all":
         run_stage(args.stage, cfg)
+        return
+    try:
+        run_all(cfg, overrides, args)
+    except StepFailed as err:
+        rerun = " ".join(["python train.py", f"--preset {cfg.run.preset}"] + [shlex.quote(o) for o in overrides])
+        sys.exit(f"\n{err}\nor rerun the whole pipeline (finished steps are skipped) with:\n  {rerun}")
 
 
 if __name__ == "__main__":

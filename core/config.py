@@ -124,6 +124,7 @@ class CustomizeConfig:
     prior_prompt: str = ""               # empty: the first base class, see minidiff.regularizers
     n_prior_images: int = 32
     lambda_fr: float = 1.0
+    empty_anchor_prob: float = 0.5       # share of anchors that are the empty prompt (CFG amplifies its drift)
     anchor_images: str = "generated"     # generated (base-model samples of the anchors) | concept
     fidelity_samples: int = 64
 

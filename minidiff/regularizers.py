@@ -49,7 +49,7 @@ def prior_prompt(cfg: Config, base_class_names) -> str:
 
 
 def anchor_prompts(cfg: Config, base_class_names, n_attribute: int = 32) -> list[str]:
-    """A: every base class under every template, attribute captions (shapes), and the empty prompt."""
+    """A: every base class under every template, attribute captions (shapes), and (last) the empty prompt."""
     dataset = cfg.data.dataset
     prompts = [captions.class_caption(t, c) for c in base_class_names for t in captions.TEMPLATES[dataset]]
     if dataset == "shapes":
@@ -61,6 +61,14 @@ def anchor_prompts(cfg: Config, base_class_names, n_attribute: int = 32) -> list
             prompts.append(captions.random_caption(dataset, base_class_names[i % len(base_class_names)], attrs,
                                                    rng, attribute_prob=1.0))
     return prompts + [""]
+
+
+def sample_anchors(anchors: list[str], n: int, empty_prob: float) -> torch.Tensor:
+    """n indices into `anchors` (whose last entry is the empty prompt): the empty prompt with probability
+    empty_prob, else uniform. Guided sampling evaluates eps(x_t, "") at every step and scales its drift by
+    (s - 1) at guidance s, so the unconditional prediction gets a large share of the regularizer."""
+    uniform = torch.randint(len(anchors), (n,))
+    return torch.where(torch.rand(n) < empty_prob, len(anchors) - 1, uniform)
 
 
 def noise_prediction_loss(model: TextToImage, diffusion: Diffusion, x0: torch.Tensor, prompts: list[str]):

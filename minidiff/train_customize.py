@@ -24,7 +24,7 @@ from eval.evaluator import load_evaluator
 from minidiff.customize import check_method, prepare, save_customized
 from minidiff.quality import concept_fidelity
 from minidiff.regularizers import (anchor_prompts, cached_generations, functional_regularization,
-                                   noise_prediction_loss, prior_prompt)
+                                   noise_prediction_loss, prior_prompt, sample_anchors)
 from minidiff.train_diffusion import load_diffusion
 
 
@@ -128,7 +128,7 @@ def customization_loss(cfg: Config, model, diffusion, x0, prompt, anchors, extra
         pick = torch.randint(len(images), (len(x0),))
         loss = loss + cc.lambda_pp * noise_prediction_loss(model, diffusion, images[pick], [prior] * len(pick))
     if "frozen" in extra:
-        pick = torch.randint(len(anchors), (len(x0),))
+        pick = sample_anchors(anchors, len(x0), cc.empty_anchor_prob)
         prompts = [anchors[i] for i in pick]
         images = extra["anchor_images"][pick] if "anchor_images" in extra else x
         reg = functional_regularization(model, extra["frozen"], diffusion, images, prompts)
