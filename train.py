@@ -66,7 +66,7 @@ def pipeline(cfg, overrides: list[str], all_methods: bool) -> dict[str, list[Ste
         return Step(label or name, lambda: run_stage(name, c), output or run / name / "metrics.json",
                     f"python train.py {name} {flags}{extra}")
 
-    chains = {"setup": [stage("clip"), stage("eval-net")], "diffusion": [stage("diffusion")], "gan": [],
+    chains = {"setup": [stage("eval-net")], "diffusion": [stage("clip"), stage("diffusion")], "gan": [],
               "report": [Step("report", lambda: report(cfg), run / "report.html", f"python evaluate.py report {extra}")]}
     for method in METHODS if all_methods else DEFAULT_METHODS:
         for reg in REGULARIZERS:

@@ -85,7 +85,7 @@ class DiffusionConfig:
     dropout: float = 0.0
     timesteps: int = arch(1000)
     schedule: str = arch("cosine")       # cosine | linear
-    steps: int = 1800
+    steps: int = 1600
     batch_size: int = 64
     lr: float = 3e-3
     warmup: int = 100
@@ -136,7 +136,7 @@ class ClassifierConfig:
     keep: tuple[int, ...] = (2, 1)       # classes kept after each stage
     loss: str = "l2"                     # l2 | l1
     prompt: str = "a photo of a {}"
-    n_images: int = 450                  # real test images of the base classes
+    n_images: int = 270                  # real test images of the base classes (balanced)
     batch_size: int = 8                  # images per batch
 
 

@@ -30,7 +30,7 @@ def recognition(cfg: Config, model: TextToImage, diffusion: Diffusion, prompts: 
 
 
 def sample_quality(cfg: Config, model: TextToImage, diffusion: Diffusion, classes, device,
-                   n_per_class: int = 50) -> dict:
+                   n_per_class: int = 30) -> dict:
     """Recognition accuracy and FD-eval of CFG DDIM samples of every class prompt; {} without an evaluator."""
     if not evaluator_path(cfg).exists():
         return {}
