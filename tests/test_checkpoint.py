@@ -49,12 +49,13 @@ def test_wrong_kind_missing_and_corrupt(tmp_path):
 
 
 def test_architecture_mismatch_names_fields():
-    stored = {"config": make_config().to_dict()}
+    base = make_config()
+    stored = {"config": base.to_dict()}
     other = make_config("quick", ["--diffusion.base_channels=48", "--diffusion.channel_mults=1,2",
                                   "--diffusion.lr=1"])
     with pytest.raises(checkpoint.CheckpointMismatch) as err:
         checkpoint.check_arch(stored, {"diffusion": other.diffusion})
     message = str(err.value)
-    assert "diffusion.base_channels: checkpoint has 32, config has 48" in message
+    assert f"diffusion.base_channels: checkpoint has {base.diffusion.base_channels}, config has 48" in message
     assert "diffusion.channel_mults" in message and "lr" not in message  # training fields may differ
     checkpoint.check_arch(stored, {"diffusion": make_config().diffusion})  # same shape: no error
