@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 from core.config import PRESETS, make_config
-from core.pipeline import Step, StepFailed, run_steps, start_background, wait_background
+from core.pipeline import Step, StepFailed, run_steps, share_cores, start_background, wait_background, wait_for
 from core.training import pick_device
 
 # stage -> "module:function"; each function takes the Config and returns a dict of metrics
@@ -53,7 +53,8 @@ def with_section(cfg, section: str, **values):
 
 
 def pipeline(cfg, overrides: list[str], all_methods: bool) -> dict[str, list[Step]]:
-    """Both papers as chains of steps: 'setup' first, then 'diffusion' and 'gan' (independent), then 'report'."""
+    """Both papers as chains of steps: 'evaluator', 'diffusion' and 'gan', then 'report'. The diffusion chain
+    needs the evaluator only once its first model is trained; the GAN chain needs it right away."""
     from minidiff.customize import METHODS, REGULARIZERS
     from minidiff.open_world import drift_stage
     from minidiff.train_customize import run_dir
@@ -66,8 +67,9 @@ def pipeline(cfg, overrides: list[str], all_methods: bool) -> dict[str, list[Ste
         return Step(label or name, lambda: run_stage(name, c), output or run / name / "metrics.json",
                     f"python train.py {name} {flags}{extra}")
 
-    chains = {"setup": [stage("eval-net")], "diffusion": [stage("clip"), stage("diffusion")], "gan": [],
-              "report": [Step("report", lambda: report(cfg), run / "report.html", f"python evaluate.py report {extra}")]}
+    report_step = Step("report", lambda: report(cfg), run / "report.html", f"python evaluate.py report {extra}")
+    chains = {"evaluator": [stage("eval-net")], "diffusion": [stage("clip"), stage("diffusion")], "gan": [],
+              "report": [report_step]}
     for method in METHODS if all_methods else DEFAULT_METHODS:
         for reg in REGULARIZERS:
             c = with_section(cfg, "customize", method=method, reg=reg)
@@ -92,27 +94,33 @@ def report(cfg) -> dict:
 
 
 def run_all(cfg, overrides: list[str], args) -> None:
-    """The whole pipeline; on a multi-core CPU the GAN chain runs in a background process (core/pipeline.py)."""
+    """The whole pipeline. On a multi-core CPU the evaluator and the GAN chain run in a background process
+    with one thread (core/pipeline.py) while this process runs the diffusion chain: with one thread while
+    the background process runs, with every core once it has finished."""
     parallel = args.jobs == 2 or (args.jobs == 0 and pick_device(cfg.run.device).type == "cpu"
                                   and (os.cpu_count() or 1) >= 2)
-    if parallel and cfg.run.threads == 0:
-        overrides = overrides + ["--run.threads=1"]  # one core per chain
-        cfg = with_section(cfg, "run", threads=1)
     chains = pipeline(cfg, overrides, args.all_methods)
     if args.chain:  # the background half of a parallel run
-        run_steps(chains[args.chain], args.force)
+        run_steps(chains["evaluator"] + chains["gan"], args.force)
         return
     start = time.time()
-    run_steps(chains["setup"], args.force, start)
-    child, log = None, Path(cfg.run.out_dir) / cfg.run.preset / "gan-chain.log"
-    if parallel:
-        argv = [sys.executable, __file__, "all", "--chain", "gan", "--preset", cfg.run.preset, *overrides]
-        child = start_background(argv + (["--force"] if args.force else []), log)
-        print(f"[gan chain] running in the background, one thread (log: {log})", flush=True)
-    run_steps(chains["diffusion"] + ([] if parallel else chains["gan"]), args.force, start)
-    if child is not None:
-        print("[gan chain] waiting for it to finish", flush=True)
-        wait_background(child, log, "gan")
+    if not parallel:
+        run_steps(chains["evaluator"] + chains["diffusion"] + chains["gan"], args.force, start)
+    else:
+        log = Path(cfg.run.out_dir) / cfg.run.preset / "gan-chain.log"
+        pinned = cfg.run.threads > 0
+        argv = [sys.executable, __file__, "all", "--chain", "gan", "--preset", cfg.run.preset, *overrides,
+                *([] if pinned else ["--run.threads=1"]), *(["--force"] if args.force else [])]
+        child = start_background(argv, log)
+        print(f"[evaluator + gan chain] running in the background (log: {log})", flush=True)
+        evaluator = chains["evaluator"][0]
+        wait = Step("wait for eval-net", lambda: wait_for(evaluator.output, child, log, start if args.force else 0),
+                    evaluator.output, evaluator.command)
+        clip, *rest = chains["diffusion"]
+        share = None if pinned else lambda: share_cores(child)
+        run_steps([clip, wait, *rest], args.force, start, before_each=share)
+        print("[evaluator + gan chain] waiting for it to finish", flush=True)
+        wait_background(child, log, "evaluator + gan")
     run_steps(chains["report"], True, start)
     print(f"pipeline finished in {time.time() - start:.0f}s: {Path(cfg.run.out_dir) / cfg.run.preset / 'report.html'}")
 
@@ -142,7 +150,7 @@ def main(argv=None) -> None:
     parser.add_argument("--jobs", type=int, default=0, choices=(0, 1, 2),
                         help="all: 2 runs the GAN chain beside the diffusion chain, 1 runs them one after the "
                              "other, 0 (default) picks 2 on a multi-core CPU")
-    parser.add_argument("--chain", choices=("setup", "diffusion", "gan", "report"), help=argparse.SUPPRESS)
+    parser.add_argument("--chain", choices=("gan",), help=argparse.SUPPRESS)
     args, overrides = parser.parse_known_args(argv)
     overrides = expand_shortcuts(overrides)
     try:

@@ -101,8 +101,10 @@ def main() -> None:
                "presets": [bench_preset(p, device, args.iters) for p in args.presets.split(",")]}
     write_json(args.out, results)
     for r in results["presets"]:
-        print(f"{r['preset']}: {r['unet_parameters'] / 1e6:.2f}M params, train {r['train_images_per_second']:.0f} img/s, "
-              f"DDIM sampling {r['sample_images_per_second']:.1f} img/s, forward {r['forward_images_per_second']:.0f} "
+        print(f"{r['preset']}: {r['unet_parameters'] / 1e6:.2f}M params, "
+              f"train {r['train_images_per_second']:.0f} img/s, "
+              f"DDIM sampling {r['sample_images_per_second']:.1f} img/s, "
+              f"forward {r['forward_images_per_second']:.0f} "
               f"img/s ({hardware})")
     print(f"wrote {args.out}")
 

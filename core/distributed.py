@@ -4,8 +4,15 @@
 
 torchrun sets RANK / LOCAL_RANK / WORLD_SIZE; `init()` joins the process group (NCCL on GPUs, gloo on the
 CPU) and picks this rank's device. Every rank draws its own batches (per-rank seeds), gradients are
-averaged by DDP, and only rank 0 logs, samples and writes checkpoints. Without torchrun everything here
-is a no-op, so single-process code paths stay unchanged.
+averaged across ranks, and only rank 0 logs, samples and writes checkpoints. Without torchrun everything
+here is a no-op, so single-process code paths stay unchanged.
+
+Two ways to average gradients, the same arithmetic (sum over ranks / world size):
+  wrap(model)                  DDP, for the diffusion UNet: one forward and one backward per step, and the
+                               all-reduce overlaps with the backward pass.
+  average_gradients(params)    an explicit all-reduce after backward(), for the GANs: a GAN step has two
+                               phases (D, then G through a frozen D) and an R1 double backward, which DDP's
+                               reducer does not follow; StyleGAN2-ADA synchronises its gradients the same way.
 """
 from __future__ import annotations
 
@@ -42,7 +49,41 @@ def wrap(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
     """DDP around `model` in a distributed run, else the model itself."""
     if not dist.is_initialized():
         return model
-    return torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    device_ids = [device.index] if device.type == "cuda" else None
+    return torch.nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
+
+
+def average_gradients(params) -> None:
+    """Replace every gradient in `params` by its mean over the ranks (one flat all-reduce)."""
+    if not dist.is_initialized():
+        return
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return
+    flat = torch.cat([g.flatten() for g in grads])
+    dist.all_reduce(flat)
+    flat /= world_size()
+    for g, mean in zip(grads, flat.split([g.numel() for g in grads])):
+        g.copy_(mean.view_as(g))
+
+
+def broadcast_module(module: torch.nn.Module) -> None:
+    """Copy rank 0's parameters and buffers to every rank (a common start, as DDP does when it wraps)."""
+    if dist.is_initialized():
+        for tensor in module.state_dict().values():
+            dist.broadcast(tensor, src=0)
+
+
+def check_in_sync(module: torch.nn.Module, name: str) -> None:
+    """Stop if this rank's weights differ from rank 0's: ranks that apply the same averaged gradients to the
+    same start must hold bitwise the same model, so any difference is a synchronisation bug."""
+    if not dist.is_initialized():
+        return
+    for key, tensor in module.state_dict().items():
+        reference = tensor.clone()
+        dist.broadcast(reference, src=0)
+        if not torch.equal(reference, tensor):
+            raise RuntimeError(f"rank {rank()}: {name}.{key} differs from rank 0's; gradients were not synchronised")
 
 
 def barrier() -> None:

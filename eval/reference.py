@@ -5,8 +5,8 @@ network (the project's evaluator, or Inception-v3 via eval.inception). The refer
 every evaluation, so its features, mean and covariance are computed once and cached as
 <run.out_dir>/cache/refstats/<dataset>-r<res>-<split>-<net>-<key>.npz, where <key> hashes everything
 they depend on: dataset, resolution, split, class subset, data source (shapes seed and size, or the
-CIFAR-10 folder) and the network's identity (its checkpoint file's fingerprint, core.checkpoint.fingerprint). Retraining the
-evaluator therefore invalidates the cache by itself.
+CIFAR-10 folder) and the network's identity (its checkpoint file's fingerprint,
+core.checkpoint.fingerprint). Retraining the evaluator therefore invalidates the cache by itself.
 
 Reference images are the raw split: no flips, no shifts, no augmentation of any kind (augmented reference
 statistics would make real test images look "off-distribution" and bias every FD).

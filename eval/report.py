@@ -105,8 +105,9 @@ def diffusion_section(run: Path) -> str:
         return "\n".join(parts + ["<p>No drift results yet: run <code>python evaluate.py drift</code>.</p>"])
     r0 = results[0]
     parts.append(f"<p>Concept: <b>{esc(r0['concept_class'])}</b>, learned from "
-                 f"{esc(r0.get('k_images', 5))} images with the prompt '{esc(r0.get('prompt', ''))}'. Semantic drift: the diffusion "
-                 f"classifier ({r0['classifier']['unet_passes_per_image']} UNet passes per image) on "
+                 f"{esc(r0.get('k_images', 5))} images with the prompt '{esc(r0.get('prompt', ''))}'. "
+                 f"Semantic drift: the diffusion classifier "
+                 f"({r0['classifier']['unet_passes_per_image']} UNet passes per image) on "
                  f"{r0['classifier']['n_images']} real test images of the base classes; tiny-CLIP zero-shot on the "
                  f"same images: {pct(r0['clip_zero_shot_accuracy'])}. Appearance drift: "
                  f"{r0['appearance']['n_pairs']} paired DDIM (eta = 0) generations, same prompt and seed.</p>")

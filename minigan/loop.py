@@ -15,6 +15,9 @@ Adam with StyleGAN's betas (0, 0.99); D's class-specific parameters (Discriminat
 get a larger learning rate: in transfer they start identical for every class, and until they differ D
 gives G no class signal at all. Real batches, z, noise and augmentations all draw from torch's
 global RNG, so a checkpoint that stores it (core.checkpoint.rng_state) resumes bit for bit.
+Under torchrun each rank draws batch_size / world_size images from its own RNG stream, seeded by
+(spec.seed, step, rank) when training starts, and gradients are averaged across ranks after every
+backward (core.distributed.average_gradients); rank 0 alone writes checkpoints.
 On CUDA every G and D pass runs under bf16 autocast except the R1 pass, whose input gradient is squared
 and summed and stays in float32; losses are computed in float32.
 """
@@ -27,8 +30,8 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from core import checkpoint
-from core.training import EMA, autocast, check_finite
+from core import checkpoint, distributed
+from core.training import EMA, autocast, check_finite, step_seed
 from minigan.augment import diff_augment
 from minigan.losses import barlow_twins_loss, d_logistic_loss, g_nonsaturating_loss, nt_xent_loss, r1_penalty
 
@@ -51,6 +54,7 @@ class LoopSpec:
     d_class_lr_mul: float = 1.0        # learning-rate multiplier of D's class-specific parameters
     checkpoint_every: int = 0          # 0: only at the end
     log_every: int = 25
+    seed: int = 0                      # seeds each rank's RNG stream in a distributed run
 
 
 class GanTrainer:
@@ -65,9 +69,13 @@ class GanTrainer:
             raise ValueError(f"unknown self-supervised loss {spec.ssl!r}; choose from {', '.join(SSL_LOSSES)}")
         if spec.r1_every < 1:
             raise ValueError(f"r1_every must be >= 1, got {spec.r1_every}")
+        if spec.batch_size % distributed.world_size():
+            raise ValueError(f"batch size {spec.batch_size} must divide among {distributed.world_size()} ranks")
+        self.rank_batch = spec.batch_size // distributed.world_size()
+        self.g_params = list(g_params)
         self.G, self.D, self.z_dim, self.real, self.labels, self.n_classes = G, D, z_dim, real, labels, n_classes
         self.spec, self.stage, self.device = spec, stage, real.device
-        self.opt_g = torch.optim.Adam(g_params, lr=spec.lr_g, betas=ADAM_BETAS)
+        self.opt_g = torch.optim.Adam(self.g_params, lr=spec.lr_g, betas=ADAM_BETAS)
         class_ids = {id(p) for p in D.class_parameters()}
         groups = [{"params": [p for p in D.parameters() if id(p) not in class_ids]},
                   {"params": D.class_parameters(), "lr": spec.lr_d * spec.d_class_lr_mul}]
@@ -88,9 +96,9 @@ class GanTrainer:
 
     def d_step(self):
         s = self.spec
-        idx = torch.randint(len(self.real), (s.batch_size,), device=self.device)
+        idx = torch.randint(len(self.real), (self.rank_batch,), device=self.device)
         real_raw, real_labels = self.real[idx], None if self.labels is None else self.labels[idx]
-        z, fake_labels = self.sample_inputs(s.batch_size)
+        z, fake_labels = self.sample_inputs(self.rank_batch)
         with torch.no_grad(), autocast(self.device):
             fake_raw = self.generate(self.G, z, fake_labels).float()
         real, fake = diff_augment(real_raw, s.augment), diff_augment(fake_raw, s.augment)
@@ -116,6 +124,7 @@ class GanTrainer:
         check_finite(loss, self.stage, self.step)
         self.opt_d.zero_grad(set_to_none=True)
         loss.backward()
+        distributed.average_gradients(self.D.parameters())
         self.opt_d.step()
         return out
 
@@ -127,7 +136,7 @@ class GanTrainer:
 
     def g_step(self):
         s = self.spec
-        z, labels = self.sample_inputs(s.batch_size)
+        z, labels = self.sample_inputs(self.rank_batch)
         self.D.requires_grad_(False)
         with autocast(self.device):
             logits = self.D(diff_augment(self.generate(self.G, z, labels), s.augment), labels)
@@ -135,6 +144,7 @@ class GanTrainer:
         check_finite(loss, self.stage, self.step)
         self.opt_g.zero_grad(set_to_none=True)
         loss.backward()
+        distributed.average_gradients(self.g_params)
         self.opt_g.step()
         self.D.requires_grad_(True)
         self.ema.update(self.G)
@@ -145,8 +155,12 @@ class GanTrainer:
     def train(self, ckpt_path: Path, payload_extra: dict, progress=True):
         """Run to spec.steps, checkpointing every checkpoint_every steps and at the end."""
         s = self.spec
+        if distributed.world_size() > 1:             # one start for all ranks, a different stream on each
+            for module in (self.G, self.D, self.ema.model):
+                distributed.broadcast_module(module)
+            torch.manual_seed(step_seed(s.seed, self.step, distributed.rank()))
         bar = tqdm(range(self.step, s.steps), initial=self.step, total=s.steps, desc=self.stage,
-                   disable=not progress)
+                   disable=not (progress and distributed.is_main()))
         start = time.time() - self.seconds
         for _ in bar:
             self.G.train()
@@ -158,6 +172,8 @@ class GanTrainer:
                 bar.set_postfix({k: f"{v:.3f}" for k, v in losses.items()})
             if self.step == s.steps or (s.checkpoint_every and self.step % s.checkpoint_every == 0):
                 self.save(ckpt_path, payload_extra)
+        distributed.check_in_sync(self.G, "G")
+        distributed.check_in_sync(self.D, "D")
         return self.log
 
     def state(self) -> dict:
@@ -166,7 +182,8 @@ class GanTrainer:
                 "ema": self.ema.state_dict(), "rng": checkpoint.rng_state()}
 
     def save(self, path: Path, payload_extra: dict):
-        checkpoint.save(path, {**payload_extra, **self.state()})
+        if distributed.is_main():
+            checkpoint.save(path, {**payload_extra, **self.state()})
 
     def load_state(self, payload: dict):
         """Resume from a payload written by save(): weights, optimizers, EMA, RNG, step, log."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from core import checkpoint
+from core import checkpoint, distributed
 from core.config import Config
 from core.data import check_splits, load_split, to_float
 from core.images import save_grid
@@ -42,7 +42,7 @@ def pretrain_spec(cfg: Config) -> LoopSpec:
     g = cfg.gan
     return LoopSpec(steps=g.steps, batch_size=g.batch_size, lr_g=g.lr, lr_d=g.lr, r1_gamma=g.r1_gamma,
                     r1_every=g.r1_every, ema_decay=g.ema_decay, augment=g.augment,
-                    checkpoint_every=g.checkpoint_every)
+                    checkpoint_every=g.checkpoint_every, seed=cfg.run.seed)
 
 
 def checkpoint_path(cfg: Config):
@@ -67,7 +67,7 @@ def load_pretrained(cfg: Config, device) -> tuple[Generator, Discriminator]:
 
 
 def pretrain_gan(cfg: Config) -> dict:
-    device = setup(cfg)
+    device = distributed.init(setup(cfg))
     check_splits(cfg.data)
     out = stage_dir(cfg, KIND)
     train = load_split(cfg.data, "train", cache_dir(cfg)).only(cfg.data.source_classes)
@@ -81,12 +81,17 @@ def pretrain_gan(cfg: Config) -> dict:
         payload = checkpoint.load(path, kind=KIND)
         checkpoint.check_arch(payload, {"data": cfg.data, "gan": cfg.gan}, str(path))
         trainer.load_state(payload)
-        print(f"{KIND}: resuming from {path} at step {trainer.step}")
+        if distributed.is_main():
+            print(f"{KIND}: resuming from {path} at step {trainer.step}")
     trainer.train(path, {"kind": KIND, "config": cfg.to_dict()})
+    distributed.barrier()
+    if not distributed.is_main():
+        return {}
     G_ema = trainer.ema.model
     save_grid(sample_images(G_ema, 64, seed=cfg.run.seed), out / "grid.png", nrow=8, scale=4)
     metrics = {"stage": KIND, "steps": trainer.step, "train_seconds": trainer.seconds, "device": str(device),
-               "torch_threads": torch.get_num_threads(), "g_parameters": count_parameters(G.parameters()),
+               "world_size": distributed.world_size(), "torch_threads": torch.get_num_threads(),
+               "g_parameters": count_parameters(G.parameters()),
                "d_parameters": count_parameters(D.parameters()), "n_train_images": len(train),
                "source_classes": list(cfg.data.source_classes), "final_losses": trainer.log[-1],
                "loss_log": trainer.log}

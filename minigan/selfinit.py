@@ -8,8 +8,8 @@ With one class embedding (label 0 for every sample), the same z and the same noi
 over the class network and heads only, with Adam and a cosine decay of the learning rate to 0 (the
 last steps settle the heads instead of jittering around the optimum). The caller then copies embedding 0
 to every class (HyperModulatedGenerator.copy_embedding_to_all_classes), so transfer starts from the
-pretrained generator for every class. Unlike set_identity_modulation(), the result is a hypernetwork whose heads were trained
-from their random init, which is the paper's procedure.
+pretrained generator for every class. Unlike set_identity_modulation(), the result is a hypernetwork whose
+heads were trained from their random init, which is the paper's procedure.
 """
 import torch
 from tqdm import tqdm

@@ -11,8 +11,9 @@ cfg.transfer.variant:
     hypermod+selfinit+ssl  the same plus a self-supervised loss on D's features (cfg.transfer.ssl)
 cfg.transfer.head (dense | lowrank) picks the hyper-modulation heads. Every variant except scratch starts
 D from the pretrained one (conditional_from_unconditional: every class head = the unconditional head)
-and trains all of it, the class heads with a larger learning rate (transfer.d_class_lr_mul). Training is minigan/loop.py with the transfer settings; the generator's loss and
-schedule are the same for every variant, so only the listed difference separates them.
+and trains all of it, the class heads with a larger learning rate (transfer.d_class_lr_mul). Training is
+minigan/loop.py with the transfer settings; the generator's loss and schedule are the same for every
+variant, so only the listed difference separates them.
 
 Writes runs/<preset>/gan-transfer/<run>/{checkpoint.pt, grid.png (one row per class), real.png (up to
 10 of the k training images per class), metrics.json}; <run> is "<variant>-<head>" for the hyper-modulation variants
@@ -26,7 +27,7 @@ import time
 
 import torch
 
-from core import checkpoint
+from core import checkpoint, distributed
 from core.config import Config
 from core.data import check_splits, class_names, load_split, to_float
 from core.images import save_grid
@@ -95,7 +96,7 @@ def transfer_spec(cfg: Config) -> LoopSpec:
                     r1_every=cfg.gan.r1_every, ema_decay=t.ema_decay, augment=t.augment,
                     ssl=t.ssl if t.variant.endswith("+ssl") else "", ssl_weight=t.ssl_weight,
                     d_class_lr_mul=t.d_class_lr_mul,
-                    checkpoint_every=t.checkpoint_every)
+                    checkpoint_every=t.checkpoint_every, seed=cfg.run.seed)
 
 
 def start_check(cfg: Config, G: HyperModulatedGenerator, evaluator) -> dict:
@@ -125,14 +126,14 @@ def start_check(cfg: Config, G: HyperModulatedGenerator, evaluator) -> dict:
 def transfer_gan(cfg: Config) -> dict:
     check_transfer_config(cfg)
     check_splits(cfg.data)
-    device = setup(cfg)
+    device = distributed.init(setup(cfg))
     t, targets = cfg.transfer, cfg.data.target_classes
     out = stage_dir(cfg, KIND) / run_name(cfg)
     data, images, local = few_shot_targets(cfg)
     G, D, g_params, base = build_models(cfg, device)
     trainer = GanTrainer(G, D, g_params, cfg.gan.z_dim, images.to(device), local.to(device), len(targets),
                          transfer_spec(cfg), f"{KIND} {run_name(cfg)}")
-    evaluator = load_evaluator_or_none(cfg, device)
+    evaluator = load_evaluator_or_none(cfg, device) if distributed.is_main() else None
     path = out / "checkpoint.pt"
     sections = {"data": cfg.data, "gan": cfg.gan, "transfer": cfg.transfer}
     if path.exists():
@@ -142,12 +143,16 @@ def transfer_gan(cfg: Config) -> dict:
             raise checkpoint.CheckpointMismatch(f"{path} is a {payload['variant']!r} run, not {t.variant!r}")
         trainer.load_state(payload)
         start = payload["start_check"]
-        print(f"{KIND}: resuming {run_name(cfg)} from step {trainer.step}")
+        if distributed.is_main():
+            print(f"{KIND}: resuming {run_name(cfg)} from step {trainer.step}")
     else:
         start = start_check(cfg, G, evaluator) if isinstance(G, HyperModulatedGenerator) else None
         trainer.ema.model.load_state_dict(G.state_dict())   # the EMA starts from the (self-)initialised G
     extra = {"kind": KIND, "config": cfg.to_dict(), "variant": t.variant, "start_check": start}
     trainer.train(path, extra)
+    distributed.barrier()
+    if not distributed.is_main():
+        return {}
     G_ema = trainer.ema.model
     per_row = 10
     grid_labels = torch.arange(len(targets)).repeat_interleave(per_row)
@@ -158,7 +163,7 @@ def transfer_gan(cfg: Config) -> dict:
     metrics = {"stage": KIND, "variant": t.variant, "head": t.head, "run": run_name(cfg),
                "target_classes": list(targets), "k_per_target": cfg.data.k_per_target,
                "steps": trainer.step, "train_seconds": trainer.seconds, "device": str(device),
-               "torch_threads": torch.get_num_threads(),
+               "world_size": distributed.world_size(), "torch_threads": torch.get_num_threads(),
                "trainable_parameters": count_parameters(g_params),
                "base_g_parameters": count_parameters(base.parameters()),
                "d_parameters": count_parameters(D.parameters()), "start_check": start,
@@ -200,7 +205,8 @@ def gan_rows(runs: list[dict]) -> list[list[str]]:
         start = r.get("start_check") or {}
         start = start.get("after_selfinit") or start.get("random_heads") or {}
         rows.append([r["variant"], r["head"] if r["variant"].startswith("hypermod") else "-",
-                     f"{r['trainable_parameters']:,}", f"{100 * r['trainable_parameters'] / r['base_g_parameters']:.0f}%",
+                     f"{r['trainable_parameters']:,}",
+                     f"{100 * r['trainable_parameters'] / r['base_g_parameters']:.0f}%",
                      _fmt(q.get("accuracy"), ".1%"), _fmt(q.get("accuracy_among_targets"), ".1%"),
                      _fmt(q.get("fd_eval_intra"), ".2f"), _fmt(q.get("overall", {}).get("fd_eval"), ".2f"),
                      _fmt(q.get("kid_intra"), ".4f"), _fmt(start.get("ratio"), ".2f"), f"{r['train_seconds']:.0f}"])
@@ -227,5 +233,6 @@ def transfer_ablation(cfg: Config) -> dict:
     for variant, head in ABLATION:
         run_cfg = dataclasses.replace(cfg, transfer=dataclasses.replace(cfg.transfer, variant=variant, head=head))
         results[run_name(run_cfg)] = transfer_gan(run_cfg)
-    print(gan_table(cfg))
+    if distributed.is_main():
+        print(gan_table(cfg))
     return results

@@ -16,8 +16,9 @@ def test_infonce_matches_hand_computation():
     txt = torch.tensor([[1.0, 0.0], [1.0, 1.0]])  # cosines: [[1, 1/sqrt2], [0, 1/sqrt2]]
     scale = torch.tensor(math.log(2.0))           # logits = 2 * cos
     c = 1 / math.sqrt(2)
-    l_i2t = -(math.log(math.exp(2) / (math.exp(2) + math.exp(2 * c))) + math.log(math.exp(2 * c) / (1 + math.exp(2 * c))))
-    l_t2i = -(math.log(math.exp(2) / (math.exp(2) + 1)) + math.log(math.exp(2 * c) / (math.exp(2 * c) + math.exp(2 * c))))
+    e2, e2c = math.exp(2), math.exp(2 * c)
+    l_i2t = -(math.log(e2 / (e2 + e2c)) + math.log(e2c / (1 + e2c)))      # rows: image -> every caption
+    l_t2i = -(math.log(e2 / (e2 + 1)) + math.log(e2c / (e2c + e2c)))      # columns: caption -> every image
     expected = 0.5 * (l_i2t / 2 + l_t2i / 2)
     assert abs(clip_loss(img, txt, scale).item() - expected) < 1e-6
 

@@ -29,7 +29,8 @@ def test_shape_classes_differ_in_their_masks():
     imgs = [shapes.render(shapes.ShapeAttributes(**{**base.__dict__, "label": k}), 32) for k in range(10)]
     for i in range(10):
         for j in range(i + 1, 10):
-            assert np.abs(imgs[i].astype(int) - imgs[j].astype(int)).sum() > 1000, (shapes.CLASSES[i], shapes.CLASSES[j])
+            difference = np.abs(imgs[i].astype(int) - imgs[j].astype(int)).sum()
+            assert difference > 1000, (shapes.CLASSES[i], shapes.CLASSES[j])
 
 
 def test_load_split_caches_and_reloads_identically(tiny_cfg, tmp_path):

@@ -1,4 +1,5 @@
-"""torchrun with 2 CPU processes (gloo): DDP training writes the same checkpoint format as one process."""
+"""torchrun with 2 CPU processes (gloo): distributed training writes the same checkpoint format as one process,
+and (checked inside the GAN loop) leaves the ranks with bitwise identical weights."""
 import subprocess
 import sys
 from pathlib import Path
@@ -9,18 +10,24 @@ from core import checkpoint
 from core.config import make_config
 from minidiff.train_diffusion import load_diffusion
 from tests.conftest import save_untrained_clip, tiny_diffusion_overrides
+from tests.test_minigan_training import TINY as TINY_GAN
 
 ROOT = Path(__file__).resolve().parents[1]
+GAN_KEYS = {"kind", "config", "step", "seconds", "log", "G", "D", "opt_g", "opt_d", "ema", "rng"}
+
+
+def torchrun(*args):
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           str(ROOT / "train.py"), *args]
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
 
 
 def test_two_process_ddp_run_writes_a_normal_checkpoint(tmp_path):
     overrides = tiny_diffusion_overrides(tmp_path) + ["--diffusion.steps=3", "--run.threads=1"]
     cfg = make_config("quick", overrides)
     save_untrained_clip(cfg)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           str(ROOT / "train.py"), "diffusion", *overrides]
-    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
+    torchrun("diffusion", *overrides)
     path = tmp_path / "quick" / "diffusion" / "last.pt"
     payload = checkpoint.load(path, kind="diffusion")
     assert payload["step"] == 3 and set(payload) == {"kind", "config", "step", "model", "ema", "optimizer", "text",
@@ -29,3 +36,21 @@ def test_two_process_ddp_run_writes_a_normal_checkpoint(tmp_path):
     model, _, _, _ = load_diffusion(path)
     assert all(torch.isfinite(p).all() for p in model.unet.parameters())
     assert (tmp_path / "quick" / "diffusion" / "metrics.json").exists()
+
+
+def test_two_process_gan_pretrain_and_transfer(tmp_path):
+    """R1, the SSL loss and a frozen base G all under 2 ranks; GanTrainer.train stops if the ranks' G or D
+    differ at the end, so a zero exit status means the gradient averaging kept them identical."""
+    overrides = [f"--run.out_dir={tmp_path}", *TINY_GAN, "--gan.r1_every=1"]
+    torchrun("gan-pretrain", *overrides)
+    pretrain = checkpoint.load(tmp_path / "quick" / "gan-pretrain" / "checkpoint.pt", kind="gan-pretrain")
+    check_gan_payload(pretrain, GAN_KEYS, steps=4)
+    torchrun("gan-transfer", "--variant=hypermod+selfinit+ssl", *overrides)
+    transfer = checkpoint.load(tmp_path / "quick" / "gan-transfer" / "hypermod+selfinit+ssl-lowrank" / "checkpoint.pt",
+                               kind="gan-transfer")
+    check_gan_payload(transfer, GAN_KEYS | {"variant", "start_check"}, steps=3)
+
+
+def check_gan_payload(payload, keys, steps):
+    assert set(payload) == keys and payload["step"] == steps
+    assert all(torch.isfinite(t).all() for t in payload["G"].values() if t.is_floating_point())

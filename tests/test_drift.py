@@ -16,7 +16,8 @@ CLASSES = ["a", "b", "c"]
 def fake_generations(n=12, seed=0):
     rng = np.random.default_rng(seed)
     images = torch.from_numpy(rng.integers(0, 256, (n, 8, 8, 3), dtype=np.uint8))
-    feats, early = torch.from_numpy(rng.normal(size=(n, 5))).float(), torch.from_numpy(rng.normal(size=(n, 4, 4, 4))).float()
+    feats = torch.from_numpy(rng.normal(size=(n, 5))).float()
+    early = torch.from_numpy(rng.normal(size=(n, 4, 4, 4))).float()
     return images, torch.arange(3).repeat_interleave(n // 3), feats, early
 
 
