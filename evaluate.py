@@ -185,7 +185,7 @@ def run_classify(args, overrides) -> dict:
     print(f"diffusion classifier on {result['n_images']} test images: full grid {f['accuracy']:.1%} "
           f"({f['unet_passes_per_image']} UNet passes/image, {f['seconds']:.0f}s), adaptive {a['accuracy']:.1%} "
           f"({a['unet_passes_per_image']}, {a['seconds']:.0f}s): {result['pass_reduction']:.1f}x fewer passes, "
-          f"{100 * result['accuracy_lost']:+.1f} points; tiny-CLIP zero-shot {result['clip_zero_shot_accuracy']:.1%}"
+          f"{100 * result['accuracy_lost']:.1f} points of accuracy lost; tiny-CLIP zero-shot {result['clip_zero_shot_accuracy']:.1%}"
           f" -> {out}")
     return result
 

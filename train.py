@@ -113,12 +113,11 @@ def run_all(cfg, overrides: list[str], args) -> None:
                 *([] if pinned else ["--run.threads=1"]), *(["--force"] if args.force else [])]
         child = start_background(argv, log)
         print(f"[evaluator + gan chain] running in the background (log: {log})", flush=True)
-        evaluator = chains["evaluator"][0]
-        wait = Step("wait for eval-net", lambda: wait_for(evaluator.output, child, log, start if args.force else 0),
-                    evaluator.output, evaluator.command)
-        clip, *rest = chains["diffusion"]
         share = None if pinned else lambda: share_cores(child)
-        run_steps([clip, wait, *rest], args.force, start, before_each=share)
+        clip, *rest = chains["diffusion"]
+        run_steps([clip], args.force, start, before_each=share)
+        wait_for(chains["evaluator"][0].output, child, log, since=start if args.force else 0)
+        run_steps(rest, args.force, start, before_each=share)
         print("[evaluator + gan chain] waiting for it to finish", flush=True)
         wait_background(child, log, "evaluator + gan")
     run_steps(chains["report"], True, start)

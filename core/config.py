@@ -114,7 +114,7 @@ class CustomizeConfig:
     lr_full: float = 3e-4                # method learns the concept (see README)
     steps_lora: int = 300
     lr_lora: float = 3e-3
-    steps_custom: int = 200
+    steps_custom: int = 500
     lr_custom: float = 3e-3
     steps_ti: int = 300
     lr_ti: float = 5e-2

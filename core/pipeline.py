@@ -40,8 +40,9 @@ def run_steps(steps: list[Step], force: bool = False, start: float | None = None
             continue
         if before_each is not None:
             before_each()
-        print(f"[{step.name}] starting ({time.time() - start:.0f}s into the pipeline, "
-              f"{torch.get_num_threads()} threads)", flush=True)
+        threads = torch.get_num_threads()
+        shared = f", {threads} thread{'s' * (threads > 1)}" if before_each is not None else ""
+        print(f"[{step.name}] starting ({time.time() - start:.0f}s into the pipeline{shared})", flush=True)
         try:
             step.run()
         except Exception as err:

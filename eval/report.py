@@ -46,7 +46,8 @@ def pct(x) -> str:
 
 
 def num(x, digits: int = 2) -> str:
-    return "-" if x is None else f"{x:.{digits}f}"
+    """x rounded to `digits`; a value that rounds to zero prints without a sign (no "-0.0")."""
+    return "-" if x is None else f"{round(x, digits) + 0.0:.{digits}f}"   # -0.0 + 0.0 == +0.0
 
 
 def read_json(path: Path):
@@ -66,8 +67,9 @@ def markdown_table(header: list[str], rows: list[list]) -> str:
 
 
 def drift_results(run: Path) -> list[dict]:
-    """Every runs/<preset>/drift/<method>-<reg>.json."""
-    return [json.loads(p.read_text()) for p in sorted((run / "drift").glob("*.json"))]
+    """Every runs/<preset>/drift/<method>-<reg>.json, by method, each without the regularizer first."""
+    results = [json.loads(p.read_text()) for p in (run / "drift").glob("*.json")]
+    return sorted(results, key=lambda r: (r["method"], r["reg"] != "none", r["reg"]))
 
 
 def drift_rows(results: list[dict]) -> list[list]:
@@ -97,7 +99,7 @@ def diffusion_section(run: Path) -> str:
     if base:
         samples = base.get("samples", {})
         parts.append(f"<p>Base text-to-image DDPM: {base['unet_parameters']:,} UNet parameters, {base['steps']} steps "
-                     f"in {base['train_seconds']:.0f} s on {esc(base['device'])}. {esc(samples.get('summary', ''))}. "
+                     f"in {base['train_seconds']:.0f} s on {esc(base['device'])}; {esc(samples.get('summary', ''))}. "
                      f"Tiny-CLIP zero-shot accuracy on base-class test images: "
                      f"{pct(clip.get('zero_shot_test', {}).get('accuracy'))}.</p>")
         parts.append(image(run / "diffusion" / "samples.png", "base model: one row per base-class prompt"))
