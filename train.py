@@ -9,8 +9,9 @@
 Any config field can be overridden with --section.field=value (see core/config.py). Shortcuts:
 --method/--reg set customize.method/reg, --variant/--head set transfer.variant/head.
 The pipeline skips steps whose outputs exist (--force reruns them); --all-methods runs every customization
-method with and without functional regularization (default: full and LoRA). On a multi-core CPU the GAN
-chain runs in a background process beside the diffusion chain (--jobs 1 runs them one after the other).
+method with and without functional regularization (default: full and LoRA). On a multi-core CPU the
+evaluator and the GAN chain run in a background process beside the diffusion chain (--jobs 1 runs
+everything in one process, one stage after the other).
 """
 from __future__ import annotations
 
