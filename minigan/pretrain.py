@@ -35,7 +35,8 @@ def build_generator(cfg: Config) -> Generator:
 
 
 def build_discriminator(cfg: Config, n_classes: int = 0) -> Discriminator:
-    return Discriminator(cfg.data.resolution, widths(cfg.gan.d_channels), n_classes, cfg.transfer.d_cond)
+    return Discriminator(cfg.data.resolution, widths(cfg.gan.d_channels), n_classes, cfg.transfer.d_cond,
+                         arch=cfg.gan.d_arch)
 
 
 def pretrain_spec(cfg: Config) -> LoopSpec:

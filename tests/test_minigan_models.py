@@ -162,14 +162,24 @@ def test_self_initialization_matches_base(head):
 
 # -------------------------------------------------------------------------------------- discriminator
 
-def test_discriminator_shapes_and_labels_required():
-    d = Discriminator(16, channels=16)
+@pytest.mark.parametrize("arch", ["plain", "resnet"])
+def test_discriminator_shapes_and_labels_required(arch):
+    d = Discriminator(16, channels=16, arch=arch)
     logits, feats = d(torch.randn(6, 3, 16, 16), return_features=True)
     assert logits.shape == (6,) and feats.shape == (6, 16)
     with pytest.raises(ValueError):
         d(torch.randn(2, 3, 16, 16), torch.zeros(2, dtype=torch.long))
     with pytest.raises(ValueError):
         Discriminator(16, channels=16, n_classes=3)(torch.randn(2, 3, 16, 16))
+    with pytest.raises(ValueError, match="arch"):
+        Discriminator(16, channels=16, arch="vgg")
+
+
+def test_plain_discriminator_widths_per_resolution():
+    """Stride-2 convs read the image directly: widths ch[8], ch[4] at 8x8 and 4x4, ch[16] unused."""
+    d = Discriminator(16, channels=[32, 8, 999])              # from 4x4 up
+    assert [tuple(c.weight.shape[:2]) for c in d.trunk.convs] == [(8, 3), (32, 8)]
+    assert d.fc.in_features == (32 + 1) * 4 * 4               # + the minibatch-stddev channel
 
 
 def test_multihead_selects_label_logit():
@@ -181,10 +191,11 @@ def test_multihead_selects_label_logit():
     assert not torch.allclose(all_logits[:, 0], all_logits[:, 1])
 
 
+@pytest.mark.parametrize("arch", ["plain", "resnet"])
 @pytest.mark.parametrize("cond", ["multihead", "projection"])
-def test_conditional_from_unconditional_keeps_logits(cond):
+def test_conditional_from_unconditional_keeps_logits(cond, arch):
     torch.manual_seed(0)
-    d = Discriminator(16, channels=16)
+    d = Discriminator(16, channels=16, arch=arch)
     with torch.no_grad():
         d.head.bias.fill_(0.3)
     dc = conditional_from_unconditional(d, 5, cond=cond)
@@ -192,7 +203,7 @@ def test_conditional_from_unconditional_keeps_logits(cond):
     ref = d(x)
     for c in range(5):
         assert torch.allclose(dc(x, torch.full((4,), c)), ref, atol=1e-6)
-    assert dc.from_rgb.weight is not d.from_rgb.weight  # the trunk is a copy, not shared
+    assert dc.fc.weight is not d.fc.weight  # the trunk is a copy, not shared
     class_params = dc.head.parameters() if cond == "multihead" else dc.embed.parameters()
     assert {id(p) for p in dc.class_parameters()} == {id(p) for p in class_params} and d.class_parameters() == []
 
