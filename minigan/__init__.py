@@ -5,7 +5,7 @@ Hyper-Modulation" (arXiv 2112.02219). One idea per file:
 
     layers.py        equalized-learning-rate Linear/Conv and the channel-width helper
     generator.py     StyleGAN v1-like generator (mapping MLP, constant input, AdaIN, noise)
-    discriminator.py residual discriminator, minibatch stddev, multi-head / projection conditioning
+    discriminator.py strided-conv or residual D, minibatch stddev, multi-head / projection conditioning
     hypermod.py      frozen standardized base kernels modulated per class by a hypernetwork
     selfinit.py      self-initialization: make the modulated generator reproduce the base one
     losses.py        non-saturating GAN loss, R1, Barlow Twins, NT-Xent
