@@ -1,7 +1,8 @@
 """Discriminator with minibatch stddev and class conditioning; two trunks (arch):
 
   * "plain" (DCGAN, Radford et al. 2016): 4x4 convolutions with stride 2 (R -> R/2 ... 8 -> 4) straight
-    from the image -> minibatch stddev -> FC -> features f (B, F). PyTorch's default layers and init.
+    from the image -> minibatch stddev -> FC -> features f (B, F); PyTorch's default layers and init (the
+    logit heads below keep the equalized learning rate in both trunks).
   * "resnet" (StyleGAN2's D, Karras et al. 2020, Fig. 7c): from-RGB 1x1 -> residual blocks -> minibatch
     stddev -> 3x3 conv -> FC -> f, with the equalized learning rate.
   Measured on the quick preset (README, "Paper 2"): at 16x16, with two downsamplings, the plain D trains
