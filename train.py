@@ -24,6 +24,7 @@ import sys
 import time
 from pathlib import Path
 
+from core import distributed
 from core.config import PRESETS, make_config
 from core.pipeline import Step, StepFailed, run_steps, share_cores, start_background, wait_background, wait_for
 from core.training import pick_device
@@ -160,7 +161,11 @@ def main(argv=None) -> None:
     except ValueError as err:
         sys.exit(f"error: {err}")
     if args.stage != "all":
-        run_stage(args.stage, cfg)
+        try:
+            run_stage(args.stage, cfg)
+            distributed.barrier()  # rank 0 may still be sampling and evaluating: all ranks leave together
+        finally:
+            distributed.shutdown()
         return
     try:
         run_all(cfg, overrides, args)

@@ -92,5 +92,8 @@ def barrier() -> None:
 
 
 def shutdown() -> None:
+    """Leave the process group before the interpreter exits. A rank that exits with the group still open
+    tears down gloo's worker threads during interpreter shutdown, which can abort the process ('terminate
+    called without an active exception'), so every torchrun entry point ends here."""
     if dist.is_initialized():
         dist.destroy_process_group()
