@@ -5,6 +5,7 @@
     python train.py clip                  # one stage
     python train.py diffusion --diffusion.lr=1e-4
     python train.py customize --method lora --reg functional
+    python train.py --chain gan           # only the evaluator and the GAN chain (pretraining, ablation)
 
 Any config field can be overridden with --section.field=value (see core/config.py). Shortcuts:
 --method/--reg set customize.method/reg, --variant/--head set transfer.variant/head.
@@ -151,7 +152,9 @@ def main(argv=None) -> None:
     parser.add_argument("--jobs", type=int, default=0, choices=(0, 1, 2),
                         help="all: 2 runs the GAN chain beside the diffusion chain, 1 runs them one after the "
                              "other, 0 (default) picks 2 on a multi-core CPU")
-    parser.add_argument("--chain", choices=("gan",), help=argparse.SUPPRESS)
+    parser.add_argument("--chain", choices=("gan",),
+                        help="all: only the evaluator and GAN chain, no report (what a parallel run starts "
+                             "in the background)")
     args, overrides = parser.parse_known_args(argv)
     overrides = expand_shortcuts(overrides)
     try:
@@ -163,8 +166,7 @@ def main(argv=None) -> None:
     if args.stage != "all":
         try:
             run_stage(args.stage, cfg)
-            distributed.barrier()  # rank 0 may still be sampling and evaluating: all ranks leave together
-        finally:
+        finally:  # no barrier first: rank 0 may evaluate for longer than NCCL's timeout while the others exit
             distributed.shutdown()
         return
     try:
