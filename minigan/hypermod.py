@@ -160,6 +160,18 @@ class HyperModulatedGenerator(nn.Module):
             modulation.set_identity()
 
     @torch.no_grad()
+    def class_spread(self) -> float:
+        """Mean distance between two classes' embeddings over the mean embedding norm: 0 while every class is
+        a copy of one (right after self-initialization), sqrt(2) for orthogonal embeddings of equal norm (and
+        about that for independent random ones). How far training has told the classes apart."""
+        emb = self.class_net.embedding.weight                       # (n_classes, embed_dim)
+        n = len(emb)
+        if n < 2:
+            return 0.0
+        mean_distance = torch.cdist(emb, emb).sum() / (n * (n - 1))  # the diagonal is 0
+        return (mean_distance / emb.norm(dim=1).mean()).item()
+
+    @torch.no_grad()
     def copy_embedding_to_all_classes(self, src_class=0):
         """Every class starts where src_class is (the last step of self-initialization)."""
         emb = self.class_net.embedding.weight

@@ -167,6 +167,7 @@ def transfer_gan(cfg: Config) -> dict:
                "trainable_parameters": count_parameters(g_params),
                "base_g_parameters": count_parameters(base.parameters()),
                "d_parameters": count_parameters(D.parameters()), "start_check": start,
+               "class_spread": G_ema.class_spread() if isinstance(G_ema, HyperModulatedGenerator) else None,
                "final_losses": trainer.log[-1], "loss_log": trainer.log}
     if evaluator is not None:
         metrics["quality"] = transfer_quality(cfg, evaluator, G_ema)
@@ -183,11 +184,13 @@ def _fmt(x, spec):
 
 
 GAN_HEADER = ["variant", "head", "trainable params", "% of base G", "accuracy", "acc. among targets",
-              "FD-eval (intra)", "FD-eval (all)", "KID (intra)", "start FD ratio", "seconds"]
+              "FD-eval (intra)", "FD-eval (all)", "KID (intra)", "start FD ratio", "class spread", "seconds"]
 GAN_NOTE = ("Accuracy: the evaluator's argmax over all classes equals the requested class (among targets: argmax "
             "over the target classes only). Start FD ratio (hyper-modulation only): FD-eval(modulated G, base G) / "
             "FD-eval(base G, base G) when transfer starts, i.e. after self-initialization where the variant has it "
-            "(1 = as close to the pretrained generator as a second sample set of it).")
+            "(1 = as close to the pretrained generator as a second sample set of it). Class spread (hyper-modulation "
+            "only): mean distance between two classes' embeddings / mean embedding norm at the end (0: every class "
+            "the same, as self-initialization leaves them; about 1.4 for independent random embeddings).")
 
 
 def gan_results(cfg: Config) -> list[dict]:
@@ -209,7 +212,8 @@ def gan_rows(runs: list[dict]) -> list[list[str]]:
                      f"{100 * r['trainable_parameters'] / r['base_g_parameters']:.0f}%",
                      _fmt(q.get("accuracy"), ".1%"), _fmt(q.get("accuracy_among_targets"), ".1%"),
                      _fmt(q.get("fd_eval_intra"), ".2f"), _fmt(q.get("overall", {}).get("fd_eval"), ".2f"),
-                     _fmt(q.get("kid_intra"), ".4f"), _fmt(start.get("ratio"), ".2f"), f"{r['train_seconds']:.0f}"])
+                     _fmt(q.get("kid_intra"), ".4f"), _fmt(start.get("ratio"), ".2f"),
+                     _fmt(r.get("class_spread"), ".2f"), f"{r['train_seconds']:.0f}"])
     return rows
 
 

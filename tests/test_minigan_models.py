@@ -147,6 +147,14 @@ def test_copy_embedding_to_all_classes():
     hg.copy_embedding_to_all_classes(src_class=2)
     out = hg(z, torch.arange(4), noise=noise)
     assert torch.allclose(out, hg(z, torch.full((4,), 2), noise=noise), atol=1e-6)
+    assert hg.class_spread() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_class_spread_of_orthogonal_embeddings_is_sqrt2():
+    hg = HyperModulatedGenerator(randomized_generator(), n_classes=4, head="lowrank", rank=2, embed_dim=8)
+    with torch.no_grad():
+        hg.class_net.embedding.weight.copy_(3.0 * torch.eye(8)[:4])  # 4 orthogonal rows of norm 3
+    assert hg.class_spread() == pytest.approx(2 ** 0.5, rel=1e-6)
 
 
 @pytest.mark.parametrize("head", ["dense", "lowrank"])
