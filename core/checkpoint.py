@@ -21,23 +21,28 @@ class CheckpointMismatch(ValueError):
     """A checkpoint was made for a different model than the one it is loaded into."""
 
 
-def save(path: str | os.PathLike, payload: dict) -> None:
-    """Write atomically: a temp file in the same folder, flushed to disk, then renamed over `path`.
-
-    A crash mid-write leaves the previous checkpoint intact and no partial file under `path`.
-    """
+def atomic_write(path: str | os.PathLike, write) -> None:
+    """write(f) fills a uniquely named temp file in path's folder, which is flushed to disk and renamed over
+    `path`. A crash mid-write leaves the previous file intact and no partial file under `path`, and writers
+    racing for the same path (DDP ranks, the pipeline's two processes sharing a cache) each rename their own
+    complete file: the last one wins."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def save(path: str | os.PathLike, payload: dict) -> None:
+    """torch.save, atomically (atomic_write)."""
+    atomic_write(path, lambda f: torch.save(payload, f))
 
 
 def load(path: str | os.PathLike, kind: str | None = None) -> dict:

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from core import shapes
+from core import checkpoint, shapes
 from core.config import DataConfig
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
@@ -106,10 +106,7 @@ def _shapes_cached(cfg: DataConfig, split: str, cache_dir) -> tuple[np.ndarray, 
     path = Path(cache_dir) / f"shapes-v{SHAPES_VERSION}-r{cfg.resolution}-s{cfg.seed}-{split}-{n}.npz"
     if not path.exists():
         x, y, attrs = shapes.render_split(cfg.seed, split, n, cfg.resolution)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp.npz")
-        np.savez(tmp, x=x, y=y, attrs=attrs)
-        os.replace(tmp, path)
+        checkpoint.atomic_write(path, lambda f: np.savez(f, x=x, y=y, attrs=attrs))
     with np.load(path) as f:
         return f["x"], f["y"], f["attrs"]
 

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from core import checkpoint
 from core.config import Config
 
 
@@ -117,12 +118,9 @@ def count_parameters(params) -> int:
 
 
 def write_json(path: str | os.PathLike, obj) -> None:
-    """Write JSON atomically (temp file + rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=float) + "\n")
-    os.replace(tmp, path)
+    """Write JSON atomically (checkpoint.atomic_write)."""
+    text = json.dumps(obj, indent=2, default=float) + "\n"
+    checkpoint.atomic_write(path, lambda f: f.write(text.encode()))
 
 
 def read_json(path: str | os.PathLike):

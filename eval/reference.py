@@ -14,7 +14,6 @@ statistics would make real test images look "off-distribution" and bias every FD
 from __future__ import annotations
 
 import hashlib
-import os
 from pathlib import Path
 
 import numpy as np
@@ -71,10 +70,7 @@ def _cached(cfg: Config, net, split: str, classes) -> dict:
         images = images.only(_check_classes(cfg, classes))
     features = extract_features(net, images.x).numpy()
     mu, sigma = feature_statistics(features)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.npz")  # np.savez keeps a name ending in .npz as it is
-    np.savez(tmp, features=features, mu=mu, sigma=sigma)
-    os.replace(tmp, path)
+    checkpoint.atomic_write(path, lambda f: np.savez(f, features=features, mu=mu, sigma=sigma))
     return {"features": features, "mu": mu, "sigma": sigma}
 
 

@@ -1,4 +1,5 @@
-"""Checkpoints: round trip, atomic write under a simulated crash, kind and architecture mismatch errors."""
+"""Checkpoints: round trip, atomic write under a simulated crash and racing writers, kind and architecture mismatch
+errors."""
 import pytest
 import torch
 
@@ -35,6 +36,21 @@ def test_crash_mid_write_leaves_old_file_and_no_partial(tmp_path, monkeypatch):
     monkeypatch.undo()
     assert checkpoint.load(path)["step"] == 1
     assert [p.name for p in tmp_path.iterdir()] == ["ckpt.pt"]  # no temp file left behind
+
+
+def test_racing_writers_of_one_path_do_not_collide(tmp_path):
+    """Two DDP ranks caching the same file: rank 1 writes the whole file while rank 0 is mid-write. Each has
+    its own temp file, so both renames succeed and the path holds one complete file (the last renamed)."""
+    path = tmp_path / "cache.bin"
+
+    def rank0(f):
+        f.write(b"rank 0, first half ")
+        checkpoint.atomic_write(path, lambda g: g.write(b"rank 1"))
+        f.write(b"and second half")
+
+    checkpoint.atomic_write(path, rank0)
+    assert path.read_bytes() == b"rank 0, first half and second half"
+    assert [p.name for p in tmp_path.iterdir()] == ["cache.bin"]
 
 
 def test_wrong_kind_missing_and_corrupt(tmp_path):
