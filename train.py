@@ -1,131 +1,110 @@
-"""Train the project's models: one stage, or the whole pipeline of both papers.
+"""Train the project's models: both papers' stages in order, or one stage.
 
     python train.py                       # every stage, quick preset (shapes, CPU), then runs/quick/report.html
     python train.py --preset cifar10      # the same at full scale on one GPU
-    python train.py clip                  # one stage
+    python train.py clip                  # one stage: clip | eval-net | diffusion | customize | gan-pretrain | gan-transfer
     python train.py diffusion --diffusion.lr=1e-4
     python train.py customize --method lora --reg functional
-    python train.py --chain gan           # only the evaluator and the GAN chain (pretraining, ablation)
+    python train.py gan-transfer --transfer.generator=finetune --transfer.selfinit=false
 
-Any config field can be overridden with --section.field=value (see core/config.py). Shortcuts:
---method/--reg set customize.method/reg, --variant/--head set transfer.variant/head.
-The pipeline skips steps whose outputs exist (--force reruns them); --all-methods runs every customization
-method with and without functional regularization (default: full and LoRA). On a multi-core CPU the
-evaluator and the GAN chain run in a background process beside the diffusion chain (--jobs 1 runs
-everything in one process, one stage after the other).
+Any config field can be overridden with --section.field=value (core/config.py lists them); --method and --reg
+are short for --customize.method and --customize.reg. A stage that finished before with the same settings is
+skipped (it says so, with its figures); --force reruns it from scratch; an interrupted stage resumes from its
+last checkpoint. --all-methods runs every customization method (default: full finetuning and LoRA), each
+with and without functional regularization. On a multi-core CPU the evaluator and the GAN chain run in a
+background process beside the diffusion chain (core/background.py; --jobs 1 runs one chain after the other).
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import importlib
 import os
-import shlex
 import sys
 import time
-from pathlib import Path
+import traceback
 
-from core import distributed
-from core.config import PRESETS, make_config
-from core.pipeline import Step, StepFailed, run_steps, share_cores, start_background, wait_background, wait_for
+from core import background, distributed
+from core.cli import make_config
+from core.config import PRESETS, Config
+from core.errors import UserError
+from core.runs import is_finished, stage_dir
 from core.training import pick_device
+from eval.evalnet import evaluator_key, train_evaluator
+from eval.report import write_report
+from minidiff.open_world import drift_stage
+from minidiff.train_clip import train_clip
+from minidiff.train_customize import customize
+from minidiff.train_diffusion import train_diffusion
+from minigan.pretrain import pretrain_gan
+from minigan.transfer import ABLATION, transfer_gan, with_switches
 
-# stage -> "module:function"; each function takes the Config and returns a dict of metrics
-STAGES = {
-    "clip": "minidiff.train_clip:train_clip",
-    "eval-net": "eval.evaluator:train_evaluator",
-    "diffusion": "minidiff.train_diffusion:train_diffusion",
-    "customize": "minidiff.train_customize:customize",
-    "gan-pretrain": "minigan.pretrain:pretrain_gan",
-    "gan-transfer": "minigan.transfer:transfer_gan",
-}
-SHORTCUTS = {"--method": "customize.method", "--reg": "customize.reg", "--variant": "transfer.variant",
-             "--head": "transfer.head"}
+STAGES = {"clip": train_clip, "eval-net": train_evaluator, "diffusion": train_diffusion, "customize": customize,
+          "gan-pretrain": pretrain_gan, "gan-transfer": transfer_gan}
+TEXT_TO_IMAGE, GAN = ("clip", "evalnet", "unet"), ("evalnet", "gan")
+MODELS = {"clip": ("clip",), "eval-net": ("evalnet",), "diffusion": TEXT_TO_IMAGE, "customize": TEXT_TO_IMAGE,
+          "gan-pretrain": GAN, "gan-transfer": GAN, "all": TEXT_TO_IMAGE + ("gan",)}  # what the config is checked for
+SHORTCUTS = {"--method": "customize.method", "--reg": "customize.reg"}
 DEFAULT_METHODS = ("full", "lora")
+ALL_METHODS = ("full", "full+prior", "lora", "custom", "ti")
 
 
-def run_stage(stage: str, cfg) -> dict:
-    if stage not in STAGES:
-        raise ValueError(f"unknown stage {stage!r}; valid stages: {', '.join(STAGES)}, all")
-    module, function = STAGES[stage].split(":")
-    return getattr(importlib.import_module(module), function)(cfg)
+# ------------------------------------------------------------------------------------------ the two papers
+
+def paper1(cfg: Config, methods) -> list:
+    """Open-world forgetting, in order: tiny CLIP, the base text-to-image model, then each customization
+    (with and without functional regularization) and the drift it caused. A list of (stage, config)."""
+    steps = [(train_clip, cfg), (train_diffusion, cfg)]
+    for method in methods:
+        for reg in ("none", "functional"):
+            c = dataclasses.replace(cfg, customize=dataclasses.replace(cfg.customize, method=method, reg=reg))
+            steps += [(customize, c), (drift_stage, c)]
+    return steps
 
 
-def with_section(cfg, section: str, **values):
-    return dataclasses.replace(cfg, **{section: dataclasses.replace(getattr(cfg, section), **values)})
+def paper2(cfg: Config) -> list:
+    """The evaluator (both papers' metrics need it), then hyper-modulated transfer: pretraining and every row
+    of the ablation. A list of (stage, config)."""
+    return [(train_evaluator, cfg), (pretrain_gan, cfg)] + [(transfer_gan, with_switches(cfg, *row))
+                                                            for row in ABLATION]
 
 
-def pipeline(cfg, overrides: list[str], all_methods: bool) -> dict[str, list[Step]]:
-    """Both papers as chains of steps: 'evaluator', 'diffusion' and 'gan', then 'report'. The diffusion chain
-    needs the evaluator only once its first model is trained; the GAN chain needs it right away."""
-    from minidiff.customize import METHODS, REGULARIZERS
-    from minidiff.open_world import drift_stage
-    from minidiff.train_customize import run_dir
-    from minigan.transfer import ABLATION, run_name
-
-    run = Path(cfg.run.out_dir) / cfg.run.preset
-    extra = " ".join([f"--preset {cfg.run.preset}"] + [shlex.quote(o) for o in overrides])
-
-    def stage(name, c=cfg, label=None, output=None, flags=""):
-        return Step(label or name, lambda: run_stage(name, c), output or run / name / "metrics.json",
-                    f"python train.py {name} {flags}{extra}")
-
-    report_step = Step("report", lambda: report(cfg), run / "report.html", f"python evaluate.py report {extra}")
-    chains = {"evaluator": [stage("eval-net")], "diffusion": [stage("clip"), stage("diffusion")], "gan": [],
-              "report": [report_step]}
-    for method in METHODS if all_methods else DEFAULT_METHODS:
-        for reg in REGULARIZERS:
-            c = with_section(cfg, "customize", method=method, reg=reg)
-            chains["diffusion"] += [
-                stage("customize", c, f"customize {method}/{reg}", run_dir(c) / "metrics.json",
-                      f"--method {method} --reg {reg} "),
-                Step(f"drift {method}/{reg}", lambda c=c: drift_stage(c, run_dir(c) / "custom.pt"),
-                     run / "drift" / f"{method}-{reg}.json",
-                     f"python evaluate.py drift --custom {run_dir(c) / 'custom.pt'} {extra}")]
-    chains["gan"].append(stage("gan-pretrain"))
-    for variant, head in ABLATION:
-        c = with_section(cfg, "transfer", variant=variant, head=head)
-        chains["gan"].append(stage("gan-transfer", c, f"gan-transfer {run_name(c)}",
-                                   run / "gan-transfer" / run_name(c) / "metrics.json",
-                                   f"--variant {variant} --head {head} "))
-    return chains
+def run(steps: list, force: bool, before_each=lambda stage: None) -> None:
+    for stage, cfg in steps:
+        before_each(stage)
+        stage(cfg, force)
 
 
-def report(cfg) -> dict:
-    import evaluate
-    return evaluate.main(["report", "--preset", cfg.run.preset, f"--run.out_dir={cfg.run.out_dir}"])
-
-
-def run_all(cfg, overrides: list[str], args) -> None:
-    """The whole pipeline. On a multi-core CPU the evaluator and the GAN chain run in a background process
-    with one thread (core/pipeline.py) while this process runs the diffusion chain: with one thread while
-    the background process runs, with every core once it has finished."""
+def pipeline(cfg: Config, args, overrides: list[str]) -> None:
+    """Both papers, then the report. On a multi-core CPU, paper 2 (evaluator first) runs in a background
+    process with one thread, and paper 1 here waits for the evaluator before the base model's metrics."""
+    start = time.time()
+    steps1 = paper1(cfg, ALL_METHODS if args.all_methods else DEFAULT_METHODS)
     parallel = args.jobs == 2 or (args.jobs == 0 and pick_device(cfg.run.device).type == "cpu"
                                   and (os.cpu_count() or 1) >= 2)
-    chains = pipeline(cfg, overrides, args.all_methods)
-    if args.chain:  # the background half of a parallel run
-        run_steps(chains["evaluator"] + chains["gan"], args.force)
-        return
-    start = time.time()
     if not parallel:
-        run_steps(chains["evaluator"] + chains["diffusion"] + chains["gan"], args.force, start)
+        run(paper2(cfg) + steps1, args.force)
     else:
-        log = Path(cfg.run.out_dir) / cfg.run.preset / "gan-chain.log"
-        pinned = cfg.run.threads > 0
-        argv = [sys.executable, __file__, "all", "--chain", "gan", "--preset", cfg.run.preset, *overrides,
-                *([] if pinned else ["--run.threads=1"]), *(["--force"] if args.force else [])]
-        child = start_background(argv, log)
-        print(f"[evaluator + gan chain] running in the background (log: {log})", flush=True)
-        share = None if pinned else lambda: share_cores(child)
-        clip, *rest = chains["diffusion"]
-        run_steps([clip], args.force, start, before_each=share)
-        wait_for(chains["evaluator"][0].output, child, log, since=start if args.force else 0)
-        run_steps(rest, args.force, start, before_each=share)
-        print("[evaluator + gan chain] waiting for it to finish", flush=True)
-        wait_background(child, log, "evaluator + gan")
-    run_steps(chains["report"], True, start)
-    print(f"pipeline finished in {time.time() - start:.0f}s: {Path(cfg.run.out_dir) / cfg.run.preset / 'report.html'}")
+        log = stage_dir(cfg, "gan-chain.log")
+        pinned = [] if cfg.run.threads else ["--run.threads=1"]
+        child = background.start([sys.executable, __file__, "--chain", "gan", "--preset", cfg.run.preset,
+                                  *overrides, *pinned, *["--force"] * args.force], log)
+        print(f"[evaluator + GAN chain] running in the background (log: {log})", flush=True)
+        since = start if args.force else 0.0
 
+        def before_each(stage):
+            if stage is train_diffusion:
+                background.wait_for(lambda: is_finished(stage_dir(cfg, "eval-net"), evaluator_key(cfg), since),
+                                    child, log, "the evaluator was trained")
+            if not cfg.run.threads:
+                background.share_cores(child)  # every core once the background chain is done
+        run(steps1, args.force, before_each)
+        print("[evaluator + GAN chain] waiting for it to finish", flush=True)
+        background.wait(child, log)
+    report = write_report(stage_dir(cfg), stage_dir(cfg, "report.html"))
+    print(f"pipeline finished in {time.time() - start:.0f}s: {report}")
+
+
+# ------------------------------------------------------------------------------------------ command line
 
 def expand_shortcuts(args: list[str]) -> list[str]:
     """['--method', 'lora', '--reg=functional'] -> ['--customize.method=lora', '--customize.reg=functional']."""
@@ -143,37 +122,41 @@ def expand_shortcuts(args: list[str]) -> list[str]:
     return out
 
 
-def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("stage", nargs="?", default="all", help=f"one of: {', '.join(STAGES)}, all")
-    parser.add_argument("--preset", default="quick", help=f"one of: {', '.join(PRESETS)}")
-    parser.add_argument("--force", action="store_true", help="all: rerun steps whose outputs exist")
+def parse_args(argv):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     allow_abbrev=False)
+    parser.add_argument("stage", nargs="?", default="all", choices=[*STAGES, "all"], help="default: all")
+    parser.add_argument("--preset", default="quick", choices=list(PRESETS))
+    parser.add_argument("--force", action="store_true", help="rerun finished stages from scratch")
     parser.add_argument("--all-methods", action="store_true", help="all: every customization method")
     parser.add_argument("--jobs", type=int, default=0, choices=(0, 1, 2),
-                        help="all: 2 runs the GAN chain beside the diffusion chain, 1 runs them one after the "
-                             "other, 0 (default) picks 2 on a multi-core CPU")
-    parser.add_argument("--chain", choices=("gan",),
-                        help="all: only the evaluator and GAN chain, no report (what a parallel run starts "
-                             "in the background)")
+                        help="all: 2 runs the GAN chain beside the diffusion chain, 1 one after the other, "
+                             "0 (default) picks 2 on a multi-core CPU")
+    parser.add_argument("--chain", choices=("gan",), help="only the evaluator and the GAN chain, no report")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of a user error")
     args, overrides = parser.parse_known_args(argv)
-    overrides = expand_shortcuts(overrides)
+    return args, expand_shortcuts(overrides)
+
+
+def main(argv=None) -> None:
+    args, overrides = parse_args(argv)
     try:
-        cfg = make_config(args.preset, overrides)
-        if args.stage != "all" and args.stage not in STAGES:
-            raise ValueError(f"unknown stage {args.stage!r}; valid stages: {', '.join(STAGES)}, all")
-    except ValueError as err:
+        cfg = make_config(args.preset, overrides, MODELS["gan-pretrain" if args.chain else args.stage])
+        if args.chain:
+            run(paper2(cfg), args.force)
+        elif args.stage == "all":
+            pipeline(cfg, args, overrides)
+        else:
+            STAGES[args.stage](cfg, args.force)
+    except (UserError, OSError) as err:  # a problem the user can fix: one line (--debug: the traceback too)
+        if args.debug:
+            traceback.print_exc()
         sys.exit(f"error: {err}")
-    if args.stage != "all":
-        try:
-            run_stage(args.stage, cfg)
-        finally:  # no barrier first: rank 0 may evaluate for longer than NCCL's timeout while the others exit
-            distributed.shutdown()
-        return
-    try:
-        run_all(cfg, overrides, args)
-    except StepFailed as err:
-        rerun = " ".join(["python train.py", f"--preset {cfg.run.preset}"] + [shlex.quote(o) for o in overrides])
-        sys.exit(f"\n{err}\nor rerun the whole pipeline (finished steps are skipped) with:\n  {rerun}")
+    except KeyboardInterrupt:
+        sys.exit("interrupted: rerun the same command to continue (finished stages are skipped, an interrupted "
+                 "one resumes from its last checkpoint)")
+    finally:  # no barrier first: rank 0 may evaluate for longer than NCCL's timeout while the others exit
+        distributed.shutdown()
 
 
 if __name__ == "__main__":

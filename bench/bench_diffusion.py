@@ -6,39 +6,14 @@ each preset's UNet, plus UNet forward images/s (what the diffusion classifier co
 from __future__ import annotations
 
 import argparse
-import platform
-import time
 
 import torch
 
-from core.config import make_config
-from core.training import autocast, pick_device, write_json
+from bench.common import hardware, save, seconds_per_call
+from core.cli import make_config
+from core.training import autocast, pick_device
 from minidiff.diffusion import Diffusion
 from minidiff.unet import UNet
-
-
-def cpu_name() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
-
-
-def timed(fn, warmup: int, iters: int, device) -> float:
-    """Seconds per call of fn, after warm-up calls."""
-    for _ in range(warmup):
-        fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    for _ in range(iters):
-        fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return (time.perf_counter() - start) / iters
 
 
 def bench_preset(preset: str, device: torch.device, iters: int) -> dict:
@@ -77,9 +52,9 @@ def bench_preset(preset: str, device: torch.device, iters: int) -> dict:
             unet(torch.cat([x] * 4), torch.randint(dc.timesteps, (4 * b,), device=device),
                  torch.cat([ctx] * 4), torch.cat([pooled] * 4))
 
-    train_s = timed(train_step, 2, iters, device)
-    sample_s = timed(sample, 1, max(1, iters // 5), device)
-    forward_s = timed(forward, 1, iters, device)
+    train_s = seconds_per_call(train_step, iters, device, warmup=2)
+    sample_s = seconds_per_call(sample, max(1, iters // 5), device)
+    forward_s = seconds_per_call(forward, iters, device)
     return {"preset": preset, "resolution": res, "unet_parameters": sum(p.numel() for p in unet.parameters()),
             "batch_size": b, "train_images_per_second": b / train_s, "train_steps_per_second": 1 / train_s,
             "sample_images_per_second": n_sample / sample_s,
@@ -95,18 +70,13 @@ def main() -> None:
     parser.add_argument("--out", default="runs/bench/diffusion.json")
     args = parser.parse_args()
     device = pick_device(args.device)
-    hardware = torch.cuda.get_device_name(device) if device.type == "cuda" else \
-        f"{cpu_name()}, {torch.get_num_threads()} threads"
-    results = {"device": str(device), "hardware": hardware, "torch": torch.__version__,
-               "presets": [bench_preset(p, device, args.iters) for p in args.presets.split(",")]}
-    write_json(args.out, results)
+    results = {**hardware(device), "presets": [bench_preset(p, device, args.iters) for p in args.presets.split(",")]}
     for r in results["presets"]:
         print(f"{r['preset']}: {r['unet_parameters'] / 1e6:.2f}M params, "
               f"train {r['train_images_per_second']:.0f} img/s, "
               f"DDIM sampling {r['sample_images_per_second']:.1f} img/s, "
-              f"forward {r['forward_images_per_second']:.0f} "
-              f"img/s ({hardware})")
-    print(f"wrote {args.out}")
+              f"forward {r['forward_images_per_second']:.0f} img/s")
+    save(args.out, results)
 
 
 if __name__ == "__main__":

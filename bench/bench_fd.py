@@ -8,33 +8,13 @@ mean anything. Run from the repository root:
 """
 
 import argparse
-import json
 import os
-import platform
-import time
 
 import torch
 
+from bench.common import hardware, save, timed
+
 from eval.metrics import feature_statistics, frechet_distance, kernel_inception_distance, precision_recall
-
-
-def cpu_model():
-    """The CPU model name from /proc/cpuinfo (Linux), else whatever platform knows."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def timed(fn, *args, **kwargs):
-    """Run fn once -> (result, seconds)."""
-    start = time.perf_counter()
-    result = fn(*args, **kwargs)
-    return result, time.perf_counter() - start
 
 
 def random_features(n, dim, shift, gen):
@@ -64,20 +44,16 @@ def main():
     pr, t_pr = timed(precision_recall, a, b)
 
     result = {
-        "cpu": cpu_model(),
-        "torch_threads": torch.get_num_threads(),
+        **hardware(torch.device("cpu")),
         "omp_num_threads_env": os.environ.get("OMP_NUM_THREADS"),
-        "torch_version": torch.__version__,
         "dim": args.dim,
         "fd": {"n_a": args.n_fd, "n_b": args.n_fd, "value": fd,
                "feature_statistics_s_per_set": (t_stats_a + t_stats_b) / 2, "frechet_distance_s": t_fd},
         "kid": {**kid, "seconds": t_kid},
         "precision_recall": {**pr, "seconds": t_pr},
     }
-    os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump(result, f, indent=2)
-    print(json.dumps(result, indent=2))
+    print(result)
+    save(args.out, result)
 
 
 if __name__ == "__main__":

@@ -12,32 +12,17 @@ top). Runs on the CPU, and on CUDA too when present. Run from the repository roo
 import argparse
 import dataclasses
 import json
-import os
-import time
 
 import torch
 
-from bench.bench_fd import cpu_model
-from core.config import make_config
+from bench.common import hardware, save, seconds_per_call
+from core.cli import make_config
 from core.training import setup
-from minigan.evaluate import sample_images
+from minigan.quality import sample_images
 from minigan.hypermod import HyperModulatedGenerator
 from minigan.loop import GanTrainer
 from minigan.pretrain import build_discriminator, build_generator, pretrain_spec
 from minigan.transfer import transfer_spec
-
-
-def seconds_per_call(fn, iters, device):
-    """Mean wall time of fn() over iters calls, after one warm-up call."""
-    fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    for _ in range(iters):
-        fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return (time.perf_counter() - start) / iters
 
 
 def trainer_for(cfg, generator, device, batch_size):
@@ -50,7 +35,7 @@ def trainer_for(cfg, generator, device, batch_size):
     else:
         G = HyperModulatedGenerator(G, n_classes, head=generator, rank=cfg.transfer.rank,
                                     embed_dim=cfg.transfer.embed_dim)
-        spec = dataclasses.replace(transfer_spec(cfg), ssl=cfg.transfer.ssl)
+        spec = transfer_spec(cfg)
         labels = torch.randint(n_classes, (256,), device=device)
     spec = dataclasses.replace(spec, batch_size=batch_size)
     params = G.parameters() if generator == "plain" else G.trainable_parameters()
@@ -90,19 +75,14 @@ def main():
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
-    result = {"cpu": cpu_model(), "torch_threads": torch.get_num_threads(), "torch_version": torch.__version__,
-              "load_average_1min": os.getloadavg()[0], "results": {}}
+    result = {**hardware(devices[-1]), "results": {}}
     for device in devices:
         if device.type == "cuda":
-            result["cuda_device"] = torch.cuda.get_device_name()
             setup(make_config("cifar10"))                   # TF32 matmuls as in training
         for preset in ("quick", "cifar10"):
             batch = make_config(preset).gan.batch_size if device.type == "cuda" or preset == "quick" else 8
             result["results"][f"{preset}/{device.type}"] = bench(preset, device, batch, args.iters)
-    os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump(result, f, indent=2)
-    print(json.dumps(result, indent=2))
+    save(args.out, result)
 
 
 if __name__ == "__main__":

@@ -15,11 +15,12 @@ import argparse
 
 import torch
 
-from core.config import make_config
-from core.training import pick_device, stage_dir, write_json
+from bench.common import save
+from core.cli import make_config
+from core.training import pick_device
 from eval.colour import colour_drift_index
 from minidiff.open_world import base_reference, paired_generations
-from minidiff.train_diffusion import load_diffusion
+from minidiff.train_diffusion import base_model_path, load_diffusion
 
 
 @torch.no_grad()
@@ -39,7 +40,7 @@ def main():
     args, overrides = parser.parse_known_args()
     cfg = make_config(args.preset, overrides)
     device = pick_device(cfg.run.device)
-    base_path = stage_dir(cfg, "diffusion") / "last.pt"
+    base_path = base_model_path(cfg)
     reference = base_reference(cfg, base_path, device)          # cached by the drift stage
     results = {"base_checkpoint": str(base_path), "n_pairs": len(reference["images"]),
                "unrelated_pairs_cdi": colour_drift_index(reference["images"], reference["unrelated"])["cdi"],
@@ -51,8 +52,7 @@ def main():
         results["levels"][str(level)] = colour_drift_index(reference["images"], images)["cdi"]
         print(f"relative weight noise {level:g}: CDI {results['levels'][str(level)]:.2f}", flush=True)
     print(f"unrelated pairs (other seeds): CDI {results['unrelated_pairs_cdi']:.2f}")
-    write_json(args.out, results)
-    print(f"wrote {args.out}")
+    save(args.out, results)
 
 
 if __name__ == "__main__":

@@ -14,16 +14,17 @@ root:
 from __future__ import annotations
 
 import argparse
-import platform
 import time
 
 import torch
 import torch.nn.functional as F
 
-from core.config import make_config
+from bench.common import hardware, save
+from core.cache import cache_root
+from core.cli import make_config
 from core.data import load_split, to_float, to_uint8
-from core.training import cache_dir, pick_device, write_json
-from eval.evaluator import describe_evaluator, extract_features, judge, load_evaluator
+from core.training import pick_device
+from eval.evalnet import describe_evaluator, extract_features, judge, load_evaluator
 from eval.metrics import fd_from_features, kernel_inception_distance
 from eval.reference import distances_to_reference
 
@@ -65,8 +66,8 @@ def main():
     device = pick_device(cfg.run.device)
     evaluator = load_evaluator(cfg, device)
     info = describe_evaluator(cfg)
-    train = load_split(cfg.data, "train", cache_dir(cfg))
-    test = load_split(cfg.data, "test", cache_dir(cfg))
+    train = load_split(cfg.data, "train", cache_root(cfg))
+    test = load_split(cfg.data, "test", cache_root(cfg))
     gen = torch.Generator().manual_seed(cfg.run.seed)
     n = min(args.n, len(test), len(train) // 2)
     order = torch.randperm(len(train), generator=gen)
@@ -86,11 +87,10 @@ def main():
         "reference": f"{n} random {cfg.data.dataset} train images (seed {cfg.run.seed})", "sets": sets,
         "test_vs_full_train": {"fd": full["fd"], "kid_mean": full["kid"]["mean"], "kid_std": full["kid"]["std"],
                                "n": full["n_images"], "n_reference": full["n_reference"]},
-        "feature_dim": ref_features.shape[1], "device": str(device), "torch_threads": torch.get_num_threads(),
-        "cpu": platform.processor() or platform.machine(), "seconds": time.time() - start,
+        "feature_dim": ref_features.shape[1], **hardware(device), "seconds": time.time() - start,
     }
     out = args.out or f"runs/bench/fd_sanity_{cfg.data.dataset}.json"
-    write_json(out, result)
+    save(out, result)
     for name, r in sets.items():
         print(f"{name:>16}: FD-eval {r['fd']:10.4f}  KID {r['kid_mean']:8.4f} +- {r['kid_std']:.4f}  "
               f"(n={r['n']} vs {r['n_reference']})")

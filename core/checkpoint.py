@@ -9,39 +9,36 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import torch
 
 from core.config import arch_fields
+from core.errors import CheckpointMismatch, DataError, Diverged
+from core.files import atomic_write
 
 
-class CheckpointMismatch(ValueError):
-    """A checkpoint was made for a different model than the one it is loaded into."""
-
-
-def atomic_write(path: str | os.PathLike, write) -> None:
-    """write(f) fills a uniquely named temp file in path's folder, which is flushed to disk and renamed over
-    `path`. A crash mid-write leaves the previous file intact and no partial file under `path`, and writers
-    racing for the same path (DDP ranks, the pipeline's two processes sharing a cache) each rename their own
-    complete file: the last one wins."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+def non_finite(payload, prefix: str = "") -> str | None:
+    """The name of the first floating-point tensor in a (nested) payload holding NaN or inf, else None."""
+    if isinstance(payload, torch.Tensor):
+        finite = not payload.is_floating_point() or bool(torch.isfinite(payload).all())
+        return None if finite else prefix or "tensor"
+    items = payload.items() if isinstance(payload, dict) else enumerate(payload) \
+        if isinstance(payload, (list, tuple)) else ()
+    for key, value in items:
+        name = non_finite(value, f"{prefix}.{key}" if prefix else str(key))
+        if name:
+            return name
+    return None
 
 
 def save(path: str | os.PathLike, payload: dict) -> None:
-    """torch.save, atomically (atomic_write)."""
+    """torch.save, atomically (core.files.atomic_write); a payload holding NaN or inf weights is refused
+    (Diverged) and the file already at `path` is kept, so a checkpoint on disk is never a diverged one."""
+    bad = non_finite(payload)
+    if bad:
+        raise Diverged(f"{path} not written: {bad} holds NaN or inf (training diverged); the previous "
+                       f"checkpoint is kept")
     atomic_write(path, lambda f: torch.save(payload, f))
 
 
@@ -53,7 +50,8 @@ def load(path: str | os.PathLike, kind: str | None = None) -> dict:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
-        raise ValueError(f"{path} is not a readable checkpoint ({type(err).__name__}: {err})") from None
+        raise DataError(f"{path} is not a readable checkpoint ({type(err).__name__}: {err}); "
+                        f"delete it and rerun the command that wrote it") from None
     if kind is not None and payload.get("kind") != kind:
         raise CheckpointMismatch(f"{path} holds a {payload.get('kind')!r} checkpoint, expected {kind!r}")
     return payload

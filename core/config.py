@@ -1,195 +1,216 @@
-"""Configuration: one dataclass per component, two presets, and command-line overrides.
+"""Configuration: one dataclass per component, the presets, and the rules every value must follow.
 
-Every field can be overridden as ``--section.field=value`` (or ``--section.field value``); e.g.
-``--diffusion.lr=1e-3 --data.resolution=32``. Tuples are written comma-separated
-(``--data.source_classes=circle,square``). Unknown sections or fields, values of the wrong type and
-unknown presets stop with a message that names the valid choices.
+Each field is declared with `param(default, ...)`: its valid range (`low`/`high`, or `choices`) sits next to
+its default, so `validate(cfg)` can refuse a bad value before any work starts. Two markers matter elsewhere:
 
-Fields marked ``arch`` describe the shape of a model; a checkpoint whose stored ``arch`` fields differ
-from the config a model is built from is refused (see core.checkpoint).
+  arch=True      the field changes a model's shape; a checkpoint built with another value is refused
+                 (core.checkpoint.check_arch);
+  result=False   the field does not change what a run computes (where it writes, how often it saves), so a
+                 run may be resumed or skipped with another value (core.runs).
+
+Command-line overrides (`--diffusion.lr=1e-3`) are parsed in core/cli.py; tuned values and why they were
+chosen are in the README ("How the presets were tuned").
 """
 from __future__ import annotations
 
 import dataclasses
-import difflib
+import math
+import re
 import typing
 import warnings
 from dataclasses import dataclass, field
 
+from core import shapes
+from core.errors import ConfigError
 
-def arch(default):
-    """A field that changes a model's architecture (checked when loading checkpoints)."""
-    return field(default=default, metadata={"arch": True})
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+DATASETS = {"shapes": shapes.CLASSES, "cifar10": CIFAR10_CLASSES}
+PLACEHOLDERS = tuple(f"<new{i}>" for i in range(10))   # reserved tokens, never in pretraining captions
+AUGMENTATIONS = ("color", "translation", "cutout")        # DiffAugment ops (minigan/augment.py)
+
+
+def param(default, *, low=None, high=None, above=None, choices=None, arch=False, result=True, fixed=False):
+    """A config field with its valid values: low <= v <= high, v > above, or v in choices (applied to every
+    element of a tuple). fixed: set by the program (e.g. run.preset from --preset), not by an override."""
+    return field(default=default, metadata=dict(low=low, high=high, above=above, choices=choices, arch=arch,
+                                                 result=result, fixed=fixed))
 
 
 @dataclass
 class RunConfig:
-    preset: str = "quick"
-    out_dir: str = "runs"         # runs go to <out_dir>/<preset>/<stage>/
-    device: str = "auto"          # auto | cpu | cuda | cuda:N
-    seed: int = 0
-    threads: int = 0              # torch CPU threads; 0 keeps torch's default
-    compile: bool = False         # torch.compile the diffusion UNet (CUDA only)
+    preset: str = param("quick", fixed=True)             # set by --preset; runs go to <out_dir>/<preset>/
+    out_dir: str = param("runs", result=False)
+    device: str = param("auto", result=False)            # auto | cpu | cuda | cuda:N
+    seed: int = param(0, low=0)
+    threads: int = param(0, low=0, result=False)         # torch CPU threads; 0 keeps torch's default
+    compile: bool = param(False, result=False)           # torch.compile the diffusion UNet (CUDA only)
 
 
 @dataclass
 class DataConfig:
-    dataset: str = arch("shapes")                  # shapes | cifar10
-    root: str = "data/cifar10"                     # cifar10: folder with train.npz/test.npz, or torchvision root
-    resolution: int = arch(16)
-    shapes_train_size: int = 20000                 # procedural images per split (shapes only)
-    shapes_test_size: int = 2000
-    seed: int = 0                                  # shapes are a pure function of (seed, split, index)
-    concept_class: str = "heart"                   # diffusion side: held out of all base training
-    source_classes: tuple[str, ...] = ("circle", "square", "triangle", "ring", "diamond")  # GAN pretraining
-    target_classes: tuple[str, ...] = ("star", "cross", "heart", "crescent", "arrow")      # GAN transfer
-    k_per_target: int = 10                         # real images per target class for GAN transfer
+    dataset: str = param("shapes", choices=tuple(DATASETS), arch=True)
+    root: str = param("data/cifar10", result=False)      # cifar10: folder with train.npz/test.npz
+    resolution: int = param(16, low=8, arch=True)        # pixels per side
+    shapes_train_size: int = param(20000, low=1)         # procedural images per split (shapes only)
+    shapes_test_size: int = param(2000, low=1)
+    seed: int = param(0, low=0)                          # shapes are a pure function of (seed, split, index)
+    concept_class: str = param("heart")                  # diffusion side: held out of all base training
+    source_classes: tuple[str, ...] = param(("circle", "square", "triangle", "ring", "diamond"))  # GAN pretraining
+    target_classes: tuple[str, ...] = param(("star", "cross", "heart", "crescent", "arrow"))      # GAN transfer
+    k_per_target: int = param(10, low=1)                 # real images per target class for GAN transfer
 
 
 @dataclass
 class ClipConfig:
-    context_length: int = arch(16)
-    width: int = arch(64)          # text transformer width = token-state dim the UNet attends to
-    layers: int = arch(2)
-    heads: int = arch(4)
-    embed_dim: int = arch(64)      # joint image/text embedding
-    image_channels: tuple[int, ...] = arch((32, 64, 128))
-    steps: int = 600
-    batch_size: int = 128
-    lr: float = 2e-3
-    weight_decay: float = 0.05
-    warmup: int = 50
-    attribute_prob: float = 0.7    # chance each attribute phrase appears in a training caption
+    context_length: int = param(16, low=4, arch=True)   # tokens per caption, <bos> and <eos> included
+    width: int = param(64, low=1, arch=True)            # text width = token-state dim the UNet attends to
+    layers: int = param(2, low=1, arch=True)
+    heads: int = param(4, low=1, arch=True)
+    embed_dim: int = param(64, low=1, arch=True)        # joint image/text embedding
+    image_channels: tuple[int, ...] = param((32, 64, 128), low=1, arch=True)
+    steps: int = param(600, low=1)
+    batch_size: int = param(128, low=2)                 # InfoNCE needs negatives
+    lr: float = param(2e-3, low=0)                      # AdamW, peak of warm-up + cosine
+    weight_decay: float = param(0.05, low=0)
+    warmup: int = param(50, low=0)                      # steps
+    attribute_prob: float = param(0.7, low=0, high=1)   # chance each attribute phrase is in a caption
 
 
 @dataclass
 class EvalNetConfig:
-    channels: tuple[int, ...] = arch((16, 32, 64))   # stem, then one stage per entry (each halves H, W)
-    blocks_per_stage: int = arch(1)                  # residual blocks after each stage's downsampling
-    epochs: int = 3
-    batch_size: int = 128
-    lr: float = 0.2                                  # SGD + Nesterov, peak of warm-up/cosine
-    warmup_epochs: float = 0.5
-    weight_decay: float = 5e-4
-    label_smoothing: float = 0.1
-    max_shift: int = 1                               # random translation (pixels), with horizontal flips
+    channels: tuple[int, ...] = param((16, 32, 64), low=1, arch=True)  # stem, then one stage per entry (/2 each)
+    blocks_per_stage: int = param(1, low=0, arch=True)  # residual blocks after each stage's downsampling
+    epochs: int = param(3, low=1)
+    batch_size: int = param(128, low=2)                 # BatchNorm needs two images
+    lr: float = param(0.2, low=0)                       # SGD + Nesterov, peak of warm-up + cosine
+    warmup_epochs: float = param(0.5, low=0)
+    weight_decay: float = param(5e-4, low=0)
+    label_smoothing: float = param(0.1, low=0, high=1)
+    max_shift: int = param(1, low=0)                    # random translation (pixels), with horizontal flips
 
 
 @dataclass
 class DiffusionConfig:
-    base_channels: int = arch(16)
-    channel_mults: tuple[int, ...] = arch((1, 2, 2))
-    num_res_blocks: int = arch(1)
-    attention_resolutions: tuple[int, ...] = arch((8, 4))
-    heads: int = arch(4)
-    dropout: float = 0.0
-    timesteps: int = arch(1000)
-    schedule: str = arch("cosine")       # cosine | linear
-    steps: int = 1600
-    batch_size: int = 64
-    lr: float = 3e-3
-    warmup: int = 100
-    weight_decay: float = 0.0
-    grad_clip: float = 1.0
-    ema_decay: float = 0.999
-    cond_drop_prob: float = 0.1          # classifier-free guidance: caption replaced by the empty prompt
-    attribute_prob: float = 0.5
-    sample_every: int = 600              # per-class PNG grid every N steps (0: only at the end)
-    checkpoint_every: int = 600
-    sample_steps: int = 25               # DDIM steps
-    guidance: float = 5.0
-    eta: float = 0.0
+    base_channels: int = param(16, low=1, arch=True)
+    channel_mults: tuple[int, ...] = param((1, 2, 2), low=1, arch=True)  # one UNet level each, /2 between
+    num_res_blocks: int = param(1, low=1, arch=True)
+    attention_resolutions: tuple[int, ...] = param((8, 4), low=1, arch=True)  # levels with transformer blocks
+    heads: int = param(4, low=1, arch=True)
+    dropout: float = param(0.0, low=0, high=1)          # off whenever a frozen copy is compared (regularizer)
+    timesteps: int = param(1000, low=2, arch=True)      # T
+    schedule: str = param("cosine", choices=("cosine", "linear"), arch=True)
+    steps: int = param(1600, low=1)
+    batch_size: int = param(64, low=1)
+    lr: float = param(3e-3, low=0)                      # AdamW, peak of warm-up + cosine
+    warmup: int = param(100, low=0)                     # steps
+    weight_decay: float = param(0.0, low=0)
+    grad_clip: float = param(1.0, above=0)              # max global gradient norm
+    ema_decay: float = param(0.999, low=0, high=1)
+    cond_drop_prob: float = param(0.1, low=0, high=1)   # classifier-free guidance: caption -> empty prompt
+    attribute_prob: float = param(0.5, low=0, high=1)
+    sample_every: int = param(600, low=0, result=False)       # per-class PNG grid every N steps (0: at the end)
+    checkpoint_every: int = param(600, low=0, result=False)   # 0: only at the end
+    sample_steps: int = param(25, low=1)                # DDIM steps
+    guidance: float = param(5.0, low=0)                 # classifier-free guidance scale s
+    eta: float = param(0.0, low=0, high=1)              # DDIM eta (0: deterministic)
 
 
 @dataclass
 class CustomizeConfig:
-    method: str = "full"                 # full | full+prior | lora | custom | ti
-    reg: str = "none"                    # none | functional
-    k_images: int = 5
-    placeholder: str = "<new0>"
-    prompt: str = "a photo of a {}"
-    steps: int = -1                      # < 0: the method's default below (0 is a valid no-op control)
-    lr: float = -1.0                     # < 0: the method's default below (0 is the drift control)
-    steps_full: int = 400                # per-method defaults, tuned on the quick preset so that each
-    lr_full: float = 3e-4                # method learns the concept (see README)
-    steps_lora: int = 300
-    lr_lora: float = 3e-3
-    steps_custom: int = 500
-    lr_custom: float = 3e-3
-    steps_ti: int = 300
-    lr_ti: float = 5e-2
-    lora_rank: int = 4
-    lora_convs: bool = True              # adapters on the residual-block convolutions too
-    lambda_pp: float = 1.0
-    prior_prompt: str = ""               # empty: the first base class, see minidiff.regularizers
-    n_prior_images: int = 32
-    lambda_fr: float = 3.0                # quick: 1 left CDI unchanged for full; 5 cost LoRA 14 pts of fidelity
-    empty_anchor_prob: float = 0.5       # share of anchors that are the empty prompt (CFG amplifies its drift)
-    anchor_images: str = "generated"     # generated (base-model samples of the anchors) | concept
-    fidelity_samples: int = 64
+    method: str = param("full", choices=("full", "full+prior", "lora", "custom", "ti"))
+    reg: str = param("none", choices=("none", "functional"))
+    k_images: int = param(5, low=1)                     # images of the new concept
+    placeholder: str = param("<new0>", choices=PLACEHOLDERS)
+    prompt: str = param("a photo of a {}")              # {} is the placeholder
+    steps: int = param(-1, low=-1)                      # -1: the method's default (METHOD_SCHEDULES)
+    lr: float = param(-1.0, low=-1)                     # -1: the method's default; 0 is the no-change control
+    lora_rank: int = param(4, low=1)
+    lora_convs: bool = param(True)                      # adapters on the residual-block convolutions too
+    lambda_pp: float = param(1.0, low=0)                # prior-preservation weight
+    prior_prompt: str = param("")                       # empty: the first base class's plain prompt
+    n_prior_images: int = param(32, low=1)
+    lambda_fr: float = param(3.0, low=0)                # functional-regularization weight
+    empty_anchor_prob: float = param(0.5, low=0, high=1)  # share of anchors that are the empty prompt
+    anchor_images: str = param("generated", choices=("generated", "concept"))  # what x_t is noised from
+    fidelity_samples: int = param(64, low=1)
+
+
+# steps and learning rate of each customization method, per preset: tuned so that each learns the concept
+METHOD_SCHEDULES = {
+    "quick": {"full": (400, 3e-4), "full+prior": (400, 3e-4), "lora": (300, 3e-3), "custom": (500, 3e-3),
+              "ti": (300, 5e-2)},
+    "cifar10": {"full": (400, 1e-4), "full+prior": (400, 1e-4), "lora": (400, 1e-3), "custom": (400, 1e-3),
+                "ti": (1000, 5e-3)},
+}
+
+
+def customize_schedule(cfg: "Config") -> tuple[int, float]:
+    """(steps, lr) of a customization run: customize.steps/lr where set, else the preset's table."""
+    steps, lr = METHOD_SCHEDULES[cfg.run.preset][cfg.customize.method]
+    cc = cfg.customize
+    return (cc.steps if cc.steps >= 0 else steps), (cc.lr if cc.lr >= 0 else lr)
 
 
 @dataclass
 class ClassifierConfig:
-    n_timesteps: int = 40                # the full even grid of timesteps
-    stages: tuple[int, ...] = (5, 20)    # adaptive: nested sub-grid size of each stage
-    keep: tuple[int, ...] = (2, 1)       # classes kept after each stage
-    loss: str = "l2"                     # l2 | l1
-    prompt: str = "a photo of a {}"
-    n_images: int = 180                  # real test images of the base classes (balanced)
-    batch_size: int = 8                  # images per batch
+    n_timesteps: int = param(40, low=1)                 # the full even grid of timesteps
+    stages: tuple[int, ...] = param((5, 20), low=1)     # adaptive: nested sub-grid size of each stage
+    keep: tuple[int, ...] = param((2, 1), low=1)        # classes kept after each stage
+    loss: str = param("l2", choices=("l2", "l1"))
+    prompt: str = param("a photo of a {}")
+    n_images: int = param(180, low=1)                   # real test images of the base classes (balanced)
+    batch_size: int = param(8, low=1)                   # images per batch
 
 
 @dataclass
 class DriftConfig:
-    seeds: int = 16                      # paired generations per base-class prompt
-    noise_floor: bool = True
+    seeds: int = param(16, low=2)                       # paired generations per base-class prompt
+    noise_floor: bool = param(True)
 
 
 @dataclass
 class GanConfig:
-    z_dim: int = arch(64)
-    w_dim: int = arch(64)
-    channels: tuple[int, ...] = arch((32,))    # G widths from 4x4 up (one entry: the same everywhere)
-    mapping_layers: int = arch(2)              # 2 as StyleGAN2-ADA's CIFAR config
-    mapping_lr_mul: float = arch(1.0)          # StyleGAN uses 0.01; at a few thousand steps w must learn too
-    d_arch: str = arch("plain")                 # plain (DCGAN convs) | resnet (StyleGAN2); see discriminator.py
-    d_channels: tuple[int, ...] = arch((128, 64, 64))  # D widths from 4x4 up (plain D: the last is unused)
-    steps: int = 2000
-    batch_size: int = 32
-    lr: float = 2e-3                     # Adam, betas (0, 0.99) as StyleGAN; same for G and D
-    r1_gamma: float = 0.1                # StyleGAN2-ADA's heuristic is 2e-4 R^2 / batch; 1 and more blur
-    r1_every: int = 4                    # lazy R1 (StyleGAN2): every N D steps, scaled by N
-    ema_decay: float = 0.99
-    augment: str = "translation"         # DiffAugment policy; colour slowed pretraining on 10k images
-    checkpoint_every: int = 500
-    eval_samples: int = 2000             # generated images for FD-eval and the self-init check
+    z_dim: int = param(64, low=1, arch=True)
+    w_dim: int = param(64, low=1, arch=True)
+    channels: tuple[int, ...] = param((32,), low=1, arch=True)     # G widths from 4x4 up (one: the same)
+    mapping_layers: int = param(2, low=1, arch=True)
+    mapping_lr_mul: float = param(1.0, above=0, arch=True)          # StyleGAN: 0.01
+    d_arch: str = param("plain", choices=("plain", "resnet"), arch=True)  # minigan/discriminator.py
+    d_channels: tuple[int, ...] = param((128, 64, 64), low=1, arch=True)  # D widths from 4x4 up
+    steps: int = param(2000, low=1)
+    batch_size: int = param(32, low=2)                  # minibatch stddev needs groups of 2+
+    lr: float = param(2e-3, low=0)                      # Adam (0, 0.99), G and D
+    r1_gamma: float = param(0.1, low=0)
+    r1_every: int = param(4, low=1)                     # lazy R1: every N D steps, scaled by N
+    ema_decay: float = param(0.99, low=0, high=1)
+    augment: tuple[str, ...] = param(("translation",), choices=AUGMENTATIONS)  # DiffAugment policy
+    checkpoint_every: int = param(500, low=0, result=False)
+    eval_samples: int = param(2000, low=2)              # generated images for FD-eval and the self-init check
 
 
 @dataclass
 class TransferConfig:
-    variant: str = "hypermod+selfinit+ssl"  # scratch|finetune|hypermod|hypermod+selfinit|hypermod+selfinit+ssl
-    head: str = arch("lowrank")          # dense | lowrank (hyper-modulation heads)
-    rank: int = arch(8)
-    embed_dim: int = arch(32)            # class embedding of the hypernetwork (32 keeps lowrank < 25% of G)
-    d_cond: str = arch("multihead")      # multihead | projection
-    selfinit_steps: int = 200
-    selfinit_batch: int = 16
-    selfinit_lr: float = 1e-2            # cosine-decayed to 0 over selfinit_steps
-    steps: int = 800
-    batch_size: int = 32
-    lr: float = 1e-2                     # generator's trainable parameters
-    d_lr: float = 2e-3                   # as in pretraining; 1e-2: D's loss spikes, 21% recognised
-    d_class_lr_mul: float = 10.0         # D's per-class logits learn this much faster (1 = as the rest):
-                                         # they start as copies and must break that symmetry in a short run
-    r1_gamma: float = 0.1
-    ema_decay: float = 0.99
-    augment: str = "color,translation"   # DiffAugment's few-shot policy without cutout, whose R/2 square
-                                         # hides half of a 16x16 shape (76.7% vs 64.2% recognised, README)
-    ssl: str = "barlow"                  # barlow | ntxent
-    ssl_weight: float = 0.01
-    checkpoint_every: int = 100
-    eval_samples: int = 200              # generated images per class for FD-eval, KID and accuracy
+    generator: str = param("hypermod", choices=("scratch", "finetune", "hypermod"))  # minigan/transfer.py
+    selfinit: bool = param(True)                        # self-initialise the hypernetwork (hypermod only)
+    ssl: str = param("barlow", choices=("none", "barlow", "ntxent"))  # self-supervised loss on D
+    head: str = param("lowrank", choices=("dense", "lowrank"), arch=True)  # hyper-modulation heads
+    rank: int = param(8, low=1, arch=True)
+    embed_dim: int = param(32, low=1, arch=True)        # class embedding of the hypernetwork
+    d_cond: str = param("multihead", choices=("multihead", "projection"), arch=True)
+    selfinit_steps: int = param(200, low=1)
+    selfinit_batch: int = param(16, low=1)
+    selfinit_lr: float = param(1e-2, low=0)             # cosine-decayed to 0 over selfinit_steps
+    steps: int = param(800, low=1)
+    batch_size: int = param(32, low=2)
+    lr: float = param(1e-2, low=0)                      # the generator's trainable parameters
+    d_lr: float = param(2e-3, low=0)
+    d_class_lr_mul: float = param(10.0, low=0)          # D's per-class logits learn this much faster
+    r1_gamma: float = param(0.1, low=0)
+    ema_decay: float = param(0.99, low=0, high=1)
+    augment: tuple[str, ...] = param(("color", "translation"), choices=AUGMENTATIONS)
+    ssl_weight: float = param(0.01, low=0)
+    checkpoint_every: int = param(100, low=0, result=False)
+    eval_samples: int = param(200, low=2)               # generated images per class for the metrics
 
 
 @dataclass
@@ -212,16 +233,15 @@ class Config:
     def from_dict(cls, d: dict) -> "Config":
         """Rebuild a config saved with to_dict (e.g. from a checkpoint). Keys this version does not know
         (fields since removed) are skipped with a warning: no current model depends on them."""
-        cfg = cls()
-        for section, values in d.items():
-            for key, value in values.items():
-                try:
-                    cfg = _set(cfg, f"{section}.{key}", value)
-                except ValueError as err:
-                    if "unknown config" not in str(err):
-                        raise
-                    warnings.warn(f"ignoring stored config key {section}.{key}: {err}")
-        return cfg
+        sections = {}
+        for f in dataclasses.fields(cls):
+            section_type, stored = f.default_factory, d.get(f.name, {})
+            types = typing.get_type_hints(section_type)
+            for key in sorted(set(stored) - set(types)):
+                warnings.warn(f"ignoring stored config key {f.name}.{key}: unknown config key")
+            sections[f.name] = section_type(**{k: coerce(v, types[k], f"{f.name}.{k}")
+                                               for k, v in stored.items() if k in types})
+        return cls(**sections)
 
 
 # ------------------------------------------------------------------------------------------ presets
@@ -247,103 +267,176 @@ def cifar10() -> Config:
                                     batch_size=128, lr=2e-4, warmup=1000, ema_decay=0.9995,
                                     sample_every=5000, checkpoint_every=5000, sample_steps=50,
                                     guidance=3.0)
-    cfg.customize = dataclasses.replace(cfg.customize, steps_full=400, lr_full=1e-4, steps_lora=400,
-                                        lr_lora=1e-3, steps_custom=400, lr_custom=1e-3, steps_ti=1000,
-                                        lr_ti=5e-3)
     cfg.classifier = ClassifierConfig(n_timesteps=100, stages=(20, 100), keep=(3, 1),
                                       prompt="a blurry photo of a {}", n_images=900, batch_size=16)
-    # GAN part sized for ~15-20 min of one H100 (estimated, not measured): ~20 ms per pretraining step,
-    # ~35 ms per transfer step (per-sample kernels), six transfer runs (minigan.transfer.ABLATION)
     cfg.gan = GanConfig(z_dim=128, w_dim=128, channels=(128,), d_channels=(128,), mapping_lr_mul=0.01,
                         steps=20000, batch_size=64, r1_gamma=0.01, ema_decay=0.999,
-                        augment="color,translation,cutout", checkpoint_every=2000, eval_samples=5000)
+                        augment=AUGMENTATIONS, checkpoint_every=2000, eval_samples=5000)
     cfg.transfer = dataclasses.replace(cfg.transfer, embed_dim=64, selfinit_steps=1000, selfinit_batch=32,
                                        steps=2000, batch_size=64, lr=2e-3, d_lr=2e-3, r1_gamma=0.01,
-                                       ema_decay=0.999, augment="color,translation,cutout",
-                                       checkpoint_every=500, eval_samples=1000)
+                                       ema_decay=0.999, augment=AUGMENTATIONS, checkpoint_every=500,
+                                       eval_samples=1000)
     return cfg
 
 
 PRESETS = {"quick": quick, "cifar10": cifar10}
 
 
-def make_config(preset: str = "quick", overrides: typing.Sequence[str] = ()) -> Config:
-    """The named preset with command-line style overrides applied."""
-    if preset not in PRESETS:
-        raise ValueError(f"unknown preset {preset!r}; valid presets: {', '.join(PRESETS)}")
-    cfg = PRESETS[preset]()
-    for key, value in parse_overrides(overrides):
-        cfg = _set(cfg, key, value)
-    return cfg
+# ------------------------------------------------------------------------------------------ validation
 
-
-# ------------------------------------------------------------------------------------ overrides
-
-def parse_overrides(args: typing.Sequence[str]) -> list[tuple[str, str]]:
-    """['--a.b=1', '--c.d', '2'] -> [('a.b', '1'), ('c.d', '2')]."""
-    pairs, i = [], 0
-    while i < len(args):
-        arg = args[i]
-        if not arg.startswith("--") or "." not in arg.split("=")[0]:
-            raise ValueError(f"cannot parse {arg!r}: config overrides look like --section.field=value")
-        if "=" in arg:
-            key, value = arg[2:].split("=", 1)
-        elif i + 1 < len(args):
-            key, value = arg[2:], args[i + 1]
-            i += 1
-        else:
-            raise ValueError(f"{arg!r} has no value: write {arg}=VALUE")
-        pairs.append((key, value))
-        i += 1
-    return pairs
-
-
-def _suggest(name: str, choices: typing.Iterable[str]) -> str:
-    choices = list(choices)
-    close = difflib.get_close_matches(name, choices, n=1)
-    hint = f" (did you mean {close[0]!r}?)" if close else ""
-    return f"{hint}; valid choices: {', '.join(choices)}"
-
-
-def _set(cfg: Config, key: str, value) -> Config:
-    """Return a copy of cfg with section.field set to value (a string is parsed by the field's type)."""
-    section_name, _, field_name = key.partition(".")
-    sections = {f.name: f for f in dataclasses.fields(cfg)}
-    if section_name not in sections:
-        raise ValueError(f"unknown config section {section_name!r}{_suggest(section_name, sections)}")
-    section = getattr(cfg, section_name)
-    types = typing.get_type_hints(type(section))
-    if field_name not in types:
-        raise ValueError(f"unknown config key {key!r}{_suggest(field_name, types)}")
-    typed = _coerce(value, types[field_name], key)
-    return dataclasses.replace(cfg, **{section_name: dataclasses.replace(section, **{field_name: typed})})
-
-
-def _coerce(value, typ, key: str):
-    """Parse a string (or check a stored value) as the field type int, float, str, bool or tuple[...]."""
+def coerce(value, typ, key: str):
+    """value as the field type int, float, str, bool or tuple[...]; strings are parsed (command line)."""
     if typing.get_origin(typ) is tuple:
         item_type = typing.get_args(typ)[0]
-        items = value.split(",") if isinstance(value, str) else list(value) if isinstance(value, (list, tuple)) \
+        items = value.split(",") if isinstance(value, str) else value if isinstance(value, (list, tuple)) \
             else [value]
-        return tuple(_coerce(v.strip() if isinstance(v, str) else v, item_type, key)
+        return tuple(coerce(v.strip() if isinstance(v, str) else v, item_type, key)
                      for v in items if not (isinstance(v, str) and v.strip() == ""))
     if typ is bool:
+        truth = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
         if isinstance(value, bool):
             return value
-        truth = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
         if str(value).lower() not in truth:
-            raise ValueError(f"{key} expects a boolean (true/false), got {value!r}")
+            raise ConfigError(f"{key} expects a boolean (true/false), got {value!r}")
         return truth[str(value).lower()]
     if typ is str:
         return str(value)
     try:
-        if typ is int and isinstance(value, float) and not value.is_integer():
+        if isinstance(value, bool) or (typ is int and isinstance(value, float) and not value.is_integer()):
             raise ValueError
         return typ(value)
     except (TypeError, ValueError):
-        raise ValueError(f"{key} expects {typ.__name__}, got {value!r}") from None
+        raise ConfigError(f"{key} expects {typ.__name__}, got {value!r}") from None
+
+
+def _check_field(key: str, value, meta: dict) -> None:
+    """One field against its declared range (every element of a tuple)."""
+    for v in value if isinstance(value, tuple) else (value,):
+        if meta["choices"] is not None and v not in meta["choices"]:
+            raise ConfigError(f"{key}={v!r} is not one of: {', '.join(map(str, meta['choices']))}")
+        if isinstance(v, float) and not math.isfinite(v):
+            raise ConfigError(f"{key}={v} is not a finite number")
+        if meta["low"] is not None and v < meta["low"]:
+            raise ConfigError(f"{key}={v} is below its minimum {meta['low']}")
+        if meta["high"] is not None and v > meta["high"]:
+            raise ConfigError(f"{key}={v} is above its maximum {meta['high']}")
+        if meta["above"] is not None and v <= meta["above"]:
+            raise ConfigError(f"{key}={v} must be greater than {meta['above']}")
+
+
+def levels(resolution: int, n_levels: int) -> list[int]:
+    """Resolutions of n_levels halving levels starting at `resolution`."""
+    return [resolution // 2 ** i for i in range(n_levels)]
+
+
+MODELS = ("clip", "evalnet", "unet", "gan")  # what validate() can check the image resolution against
+
+
+def validate(cfg: Config, models: tuple[str, ...] = MODELS) -> Config:
+    """Refuse a config that cannot work, naming the field: every field's range, then the fields that must
+    agree, including the image resolution with each of `models` (the ones the command will build)."""
+    for section in dataclasses.fields(cfg):
+        for f in dataclasses.fields(section.default_factory):
+            _check_field(f"{section.name}.{f.name}", getattr(getattr(cfg, section.name), f.name), f.metadata)
+    if cfg.run.preset not in PRESETS:
+        raise ConfigError(f"run.preset={cfg.run.preset!r}; valid presets: {', '.join(PRESETS)}")
+    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", cfg.run.device):
+        raise ConfigError(f"run.device={cfg.run.device!r}; valid: auto, cpu, cuda, cuda:N, mps")
+    _check_classes(cfg.data)
+    for model in models:
+        CHECKS[model](cfg)
+    _check_classifier(cfg.classifier, len(DATASETS[cfg.data.dataset]) - 1)
+    cc = cfg.customize
+    if cc.steps == 0:
+        raise ConfigError("customize.steps=0 trains nothing; give steps >= 1 (or -1 for the method's default); "
+                          "the no-change control is customize.lr=0")
+    if cc.prompt.count("{}") != 1 or cfg.classifier.prompt.count("{}") != 1:
+        raise ConfigError("customize.prompt and classifier.prompt need exactly one {} for the subject")
+    if cfg.transfer.selfinit and cfg.transfer.generator != "hypermod":
+        raise ConfigError(f"transfer.selfinit=true needs transfer.generator=hypermod "
+                          f"(got {cfg.transfer.generator}); set --transfer.selfinit=false")
+    if cfg.diffusion.sample_steps > cfg.diffusion.timesteps:
+        raise ConfigError(f"diffusion.sample_steps={cfg.diffusion.sample_steps} exceeds diffusion.timesteps="
+                          f"{cfg.diffusion.timesteps}")
+    return cfg
+
+
+def _check_classes(d: DataConfig) -> None:
+    """Every class named exists in the dataset; GAN source and target classes are disjoint."""
+    names = DATASETS[d.dataset]
+    for key, value in (("concept_class", (d.concept_class,)), ("source_classes", d.source_classes),
+                       ("target_classes", d.target_classes)):
+        unknown = [c for c in value if c not in names]
+        if unknown or not value:
+            raise ConfigError(f"data.{key} names unknown classes {unknown}; {d.dataset} has {', '.join(names)}")
+    overlap = set(d.source_classes) & set(d.target_classes)
+    if overlap:
+        raise ConfigError(f"data.source_classes and data.target_classes overlap: {sorted(overlap)}")
+
+
+def _check_unet(cfg: Config) -> None:
+    """The UNet halves the image once per level but the last; attention runs only at those resolutions;
+    every width divides into attention heads and GroupNorm groups."""
+    r, dc = cfg.data.resolution, cfg.diffusion
+    unet_levels = levels(r, len(dc.channel_mults))
+    if r % 2 ** (len(dc.channel_mults) - 1):
+        raise ConfigError(f"data.resolution={r} cannot be halved {len(dc.channel_mults) - 1} times for the UNet's "
+                          f"{len(dc.channel_mults)} levels (diffusion.channel_mults={dc.channel_mults})")
+    unused = [a for a in dc.attention_resolutions if a not in unet_levels]
+    if unused:
+        raise ConfigError(f"diffusion.attention_resolutions={dc.attention_resolutions}: at data.resolution={r} the "
+                          f"UNet's levels are at {unet_levels} pixels, so attention at {unused} would never run")
+    for width in sorted({dc.base_channels * m for m in dc.channel_mults}):
+        groups = min(8, width // 4) or 1
+        if width % dc.heads or width % groups:
+            raise ConfigError(f"UNet width {width} (diffusion.base_channels x channel_mults) must divide into "
+                              f"{dc.heads} attention heads and {groups} GroupNorm groups")
+
+
+def _check_clip(cfg: Config) -> None:
+    if cfg.clip.width % cfg.clip.heads:
+        raise ConfigError(f"clip.width={cfg.clip.width} must divide into clip.heads={cfg.clip.heads}")
+
+
+def _check_gan(cfg: Config) -> None:
+    """The GAN grows from 4x4 by doubling; its widths are one number or one per resolution."""
+    r = cfg.data.resolution
+    if r & (r - 1):
+        raise ConfigError(f"data.resolution={r}: the GAN grows from 4x4 by doubling, so it must be a power of two")
+    n = int(math.log2(r)) - 1                            # resolutions 4, 8, ..., r
+    for key, widths in (("gan.channels", cfg.gan.channels), ("gan.d_channels", cfg.gan.d_channels)):
+        if len(widths) not in (1, n):
+            raise ConfigError(f"{key} needs 1 width or {n} (one per resolution 4..{r} at data.resolution={r}), "
+                              f"got {widths}")
+
+
+def _check_evalnet(cfg: Config) -> None:
+    r, channels = cfg.data.resolution, cfg.evalnet.channels
+    if len(channels) < 2 or r % 2 ** (len(channels) - 1):
+        raise ConfigError(f"evalnet.channels={channels}: a stem plus at least one stage, and data.resolution={r} "
+                          f"halved once per stage")
+
+
+CHECKS = {"clip": _check_clip, "evalnet": _check_evalnet, "unet": _check_unet, "gan": _check_gan}
+
+
+def _check_classifier(c: ClassifierConfig, n_classes: int) -> None:
+    """Adaptive stages are nested sub-grids of the full grid; kept classes decrease to 1."""
+    n, stages, keep = c.n_timesteps, c.stages, c.keep
+    if len(stages) != len(keep) or not stages:
+        raise ConfigError("classifier.stages and classifier.keep need the same (non-zero) length")
+    if any(n % s for s in stages) or any(b % a for a, b in zip(stages, stages[1:])):
+        raise ConfigError(f"classifier.stages={stages}: every stage size must divide the next and "
+                          f"n_timesteps={n}")
+    if list(keep) != sorted(keep, reverse=True) or keep[-1] != 1 or keep[0] > n_classes:
+        raise ConfigError(f"classifier.keep={keep} must decrease to 1 and never exceed the {n_classes} classes")
 
 
 def arch_fields(section) -> dict:
     """The architecture fields of one config section, as a dict."""
     return {f.name: getattr(section, f.name) for f in dataclasses.fields(section) if f.metadata.get("arch")}
+
+
+def result_fields(section) -> dict:
+    """The fields of one config section that change what a run computes (core.runs keys runs by them)."""
+    return {f.name: getattr(section, f.name) for f in dataclasses.fields(section) if f.metadata.get("result", True)}

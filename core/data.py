@@ -7,7 +7,7 @@ from it by name.
 """
 from __future__ import annotations
 
-import os
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,11 +15,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from core import checkpoint, shapes
-from core.config import DataConfig
+from core import shapes
+from core.cache import cached
+from core.config import DATASETS, DataConfig
+from core.errors import DataError
 
-CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 SHAPES_VERSION = 1  # bump when the renderer changes, so stale caches are not reused
+# the config fields that decide which images a split holds (core.runs keys every stage's run by them)
+IMAGE_FIELDS = ("data.dataset", "data.resolution", "data.shapes_train_size", "data.shapes_test_size", "data.seed")
 
 
 @dataclass
@@ -58,40 +61,26 @@ def to_uint8(x: torch.Tensor) -> torch.Tensor:
 
 
 def class_names(cfg: DataConfig) -> tuple[str, ...]:
-    if cfg.dataset == "shapes":
-        return shapes.CLASSES
-    if cfg.dataset == "cifar10":
-        return CIFAR10_CLASSES
-    raise ValueError(f"unknown dataset {cfg.dataset!r}; valid choices: shapes, cifar10")
-
-
-def check_splits(cfg: DataConfig) -> None:
-    """Every class named by the config exists and GAN source/target groups are disjoint."""
-    names = class_names(cfg)
-    for key, value in (("concept_class", (cfg.concept_class,)), ("source_classes", cfg.source_classes),
-                       ("target_classes", cfg.target_classes)):
-        unknown = [c for c in value if c not in names]
-        if unknown:
-            raise ValueError(f"data.{key} names unknown classes {unknown}; {cfg.dataset} has {', '.join(names)}")
-    overlap = set(cfg.source_classes) & set(cfg.target_classes)
-    if overlap:
-        raise ValueError(f"data.source_classes and data.target_classes overlap: {sorted(overlap)}")
+    return DATASETS[cfg.dataset]
 
 
 def base_classes(cfg: DataConfig) -> tuple[str, ...]:
     """Classes the base diffusion model (and tiny CLIP) train on: all but the held-out concept."""
-    check_splits(cfg)
     return tuple(c for c in class_names(cfg) if c != cfg.concept_class)
 
 
-def load_split(cfg: DataConfig, split: str, cache_dir: str | os.PathLike | None = None) -> ImageSet:
-    """All images of one split ("train" or "test") at cfg.resolution."""
+def load_split(cfg: DataConfig, split: str, cache: Path | None = None) -> ImageSet:
+    """All images of one split ("train" or "test") at cfg.resolution; rendered shapes are kept under
+    `cache` (core.cache)."""
     if split not in ("train", "test"):
         raise ValueError(f"unknown split {split!r}; valid choices: train, test")
     names = class_names(cfg)
     if cfg.dataset == "shapes":
-        x, y, attrs = _shapes_cached(cfg, split, cache_dir)
-        return ImageSet(torch.from_numpy(x), torch.from_numpy(y), torch.from_numpy(attrs), names)
+        n = cfg.shapes_train_size if split == "train" else cfg.shapes_test_size
+        key = ["shapes", SHAPES_VERSION, cfg.resolution, cfg.seed, split, n]
+        rendered = cached(cache, "shapes", key, lambda: dict(zip(
+            ("x", "y", "attrs"), map(torch.from_numpy, shapes.render_split(cfg.seed, split, n, cfg.resolution)))))
+        return ImageSet(rendered["x"], rendered["y"], rendered["attrs"], names)
     x, y = _load_cifar10(cfg.root, split)
     x = torch.from_numpy(x)
     if cfg.resolution != x.shape[1]:
@@ -99,33 +88,29 @@ def load_split(cfg: DataConfig, split: str, cache_dir: str | os.PathLike | None 
     return ImageSet(x, torch.from_numpy(y).long(), None, names)
 
 
-def _shapes_cached(cfg: DataConfig, split: str, cache_dir) -> tuple[np.ndarray, ...]:
-    n = cfg.shapes_train_size if split == "train" else cfg.shapes_test_size
-    if cache_dir is None:
-        return shapes.render_split(cfg.seed, split, n, cfg.resolution)
-    path = Path(cache_dir) / f"shapes-v{SHAPES_VERSION}-r{cfg.resolution}-s{cfg.seed}-{split}-{n}.npz"
-    if not path.exists():
-        x, y, attrs = shapes.render_split(cfg.seed, split, n, cfg.resolution)
-        checkpoint.atomic_write(path, lambda f: np.savez(f, x=x, y=y, attrs=attrs))
-    with np.load(path) as f:
-        return f["x"], f["y"], f["attrs"]
-
-
 def _load_cifar10(root: str, split: str) -> tuple[np.ndarray, np.ndarray]:
-    """x (N, 32, 32, 3) uint8 and y (N,) from ROOT/{split}.npz, else torchvision's CIFAR10(ROOT)."""
+    """x (N, 32, 32, 3) uint8 and y (N,) in 0..9 from ROOT/{split}.npz, else torchvision's CIFAR10(ROOT)."""
     npz = Path(root) / f"{split}.npz"
     if npz.exists():
-        with np.load(npz) as f:
-            x, y = f["x"], f["y"]
+        try:
+            with np.load(npz) as f:
+                x, y = f["x"], f["y"]
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
+            raise DataError(f"{npz} is not a readable CIFAR-10 file with arrays x and y ({type(err).__name__}: "
+                            f"{err}); unpack it again (`python ../shared/data/cifar10/unpack.py DIR`)") from None
         if x.ndim != 4 or x.shape[1:] != (32, 32, 3) or x.dtype != np.uint8 or len(x) != len(y):
-            raise ValueError(f"{npz}: expected x uint8 (N, 32, 32, 3) and y (N,), got x {x.dtype} {x.shape}, "
-                             f"y {y.shape}")
+            raise DataError(f"{npz}: expected x uint8 (N, 32, 32, 3) and y (N,), got x {x.dtype} {x.shape}, "
+                            f"y {y.shape}")
+        bad = (y < 0) | (y >= len(DATASETS["cifar10"]))
+        if bad.any():
+            raise DataError(f"{npz}: {int(bad.sum())} labels outside 0..9 (e.g. {int(y[bad][0])}); CIFAR-10 has "
+                            f"10 classes")
         return x, y.astype(np.int64)
     try:
         from torchvision.datasets import CIFAR10
         ds = CIFAR10(root, train=(split == "train"), download=True)
     except Exception as err:  # no network, no files: say where the data can come from
-        raise FileNotFoundError(
+        raise DataError(
             f"CIFAR-10 not found: no {npz} and torchvision could not download it ({err}). Either give "
             f"--data.root=DIR with DIR/train.npz and DIR/test.npz (x uint8 N,32,32,3; y int64), e.g. "
             f"`python ../shared/data/cifar10/unpack.py DIR`, or run once with a network.") from None

@@ -1,13 +1,14 @@
-"""Image grids as PNG, and PNG bytes for embedding in HTML."""
+"""Image grids as PNG files."""
 from __future__ import annotations
 
-import io
 import os
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
+
+from core.files import atomic_write
 
 
 def grid(images, nrow: int, pad: int = 1, scale: int = 1) -> np.ndarray:
@@ -27,12 +28,6 @@ def grid(images, nrow: int, pad: int = 1, scale: int = 1) -> np.ndarray:
 def save_grid(images, path: str | os.PathLike, nrow: int, scale: int = 2) -> Path:
     """Save a PNG grid of uint8 (N, H, W, 3) images; nearest-neighbour upscaling keeps pixels visible."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(grid(images, nrow, scale=scale)).save(path)
+    picture = Image.fromarray(grid(images, nrow, scale=scale))
+    atomic_write(path, lambda f: picture.save(f, format="PNG"))
     return path
-
-
-def png_bytes(image: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(image).save(buf, format="PNG")
-    return buf.getvalue()

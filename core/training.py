@@ -1,19 +1,17 @@
-"""Small pieces every training loop shares: device, run folders, EMA, warm-up, batches, NaN guard, JSON."""
+"""Small pieces every training loop shares: device, EMA, learning-rate schedule, seeds, batches, NaN guard,
+weight-decay groups and the flip/shift augmentation of real images."""
 from __future__ import annotations
 
 import contextlib
 import copy
-import json
 import math
-import os
-from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn as nn
 
-from core import checkpoint
 from core.config import Config
+from core.errors import ConfigError, Diverged
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -21,7 +19,9 @@ def pick_device(name: str = "auto") -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"run.device={name!r} but no CUDA device is available; use --run.device=cpu")
+        raise ConfigError(f"run.device={name!r} but no CUDA device is available; use --run.device=cpu")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"run.device={name!r} but MPS is not available; use --run.device=cpu")
     return device
 
 
@@ -35,18 +35,6 @@ def setup(cfg: Config) -> torch.device:
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     return device
-
-
-def stage_dir(cfg: Config, stage: str) -> Path:
-    """runs/<preset>/<stage>/, created on demand."""
-    path = Path(cfg.run.out_dir) / cfg.run.preset / stage
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
-def cache_dir(cfg: Config) -> Path:
-    """Where rendered datasets and reference statistics are cached (shared by all stages)."""
-    return Path(cfg.run.out_dir) / "cache"
 
 
 def autocast(device: torch.device):
@@ -77,10 +65,13 @@ def random_batches(n: int, batch_size: int, generator: torch.Generator, steps: i
 
 
 def check_finite(loss: torch.Tensor, stage: str, step: int) -> None:
-    """Stop with a clear message on a NaN/inf loss (the last checkpoint on disk stays intact)."""
+    """Stop on a NaN/inf loss. Checkpoints are only written with finite weights (core.checkpoint.save), so
+    the one on disk is from before this step; the weights may already have been drifting, hence the advice
+    to start over rather than resume."""
     if not torch.isfinite(loss):
-        raise FloatingPointError(f"{stage}: loss is {loss.item()} at step {step}; the last checkpoint is kept. "
-                                 f"Lower the learning rate or check the data.")
+        raise Diverged(f"{stage}: loss is {loss.item()} at step {step}: training diverged. Lower the learning "
+                       f"rate (or check the data) and start over with --force; the last checkpoint on disk has "
+                       f"finite weights but may already be off course")
 
 
 class EMA:
@@ -117,22 +108,24 @@ def count_parameters(params) -> int:
     return sum(p.numel() for p in params)
 
 
-def write_json(path: str | os.PathLike, obj) -> None:
-    """Write JSON atomically (checkpoint.atomic_write)."""
-    text = json.dumps(obj, indent=2, default=float) + "\n"
-    checkpoint.atomic_write(path, lambda f: f.write(text.encode()))
+def weight_decay_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """Optimizer groups: decay on matrices and kernels (ndim >= 2), none on biases, norms and scales."""
+    return [{"params": [p for p in model.parameters() if p.ndim >= 2], "weight_decay": weight_decay},
+            {"params": [p for p in model.parameters() if p.ndim < 2], "weight_decay": 0.0}]
 
 
-def read_json(path: str | os.PathLike):
-    return json.loads(Path(path).read_text())
+def random_flip(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Flip each image of (N, C, H, W) horizontally with probability 1/2 (draws from `generator`'s device)."""
+    device = x.device if generator is None else generator.device
+    flip = torch.rand(len(x), generator=generator, device=device).to(x.device) < 0.5
+    return torch.where(flip[:, None, None, None], x.flip(3), x)
 
 
 def flip_and_shift(x: torch.Tensor, max_shift: int, generator: torch.Generator | None = None) -> torch.Tensor:
     """Training augmentation for real images (N, C, H, W): random horizontal flip, then a random translation
     of up to max_shift pixels with reflection padding."""
     n, _, h, w = x.shape
-    flip = torch.rand(n, generator=generator) < 0.5
-    x = torch.where(flip.to(x.device)[:, None, None, None], x.flip(3), x)
+    x = random_flip(x, generator)
     if max_shift == 0:
         return x
     padded = torch.nn.functional.pad(x, [max_shift] * 4, mode="reflect")

@@ -1,6 +1,6 @@
 """Optional Inception-v3 features for FID (Heusel et al. 2017), from torchvision's pretrained weights.
 
-The project's own evaluator (eval.evaluator) is the default feature network and needs no download. This
+The project's own evaluator (eval.evalnet) is the default feature network and needs no download. This
 module is for users who have, or can download once, torchvision's `Inception_V3_Weights.IMAGENET1K_V1`
 file (about 100 MB). Nothing is downloaded unless asked for (`load_inception(download=True)`, or
 `evaluate.py fid --net inception --download`): without the file it stops at once with a message saying

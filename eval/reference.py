@@ -2,10 +2,9 @@
 
 FD, KID and precision/recall compare a generated set with a real reference set in the feature space of a
 network (the project's evaluator, or Inception-v3 via eval.inception). The reference side is the same for
-every evaluation, so its features, mean and covariance are computed once and cached as
-<run.out_dir>/cache/refstats/<dataset>-r<res>-<split>-<net>-<key>.npz, where <key> hashes everything
-they depend on: dataset, resolution, split, class subset, data source (shapes seed and size, or the
-CIFAR-10 folder) and the network's identity (its checkpoint file's fingerprint,
+every evaluation, so its features, mean and covariance are computed once and cached (core.cache) under a
+key of everything they depend on: dataset, resolution, split, class subset, data source (shapes seed and
+size, or the CIFAR-10 folder) and the network's identity (its checkpoint file's fingerprint,
 core.checkpoint.fingerprint). Retraining the evaluator therefore invalidates the cache by itself.
 
 Reference images are the raw split: no flips, no shifts, no augmentation of any kind (augmented reference
@@ -19,11 +18,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from core import checkpoint
+from core.cache import cache_root, cached
 from core.config import Config
 from core.data import class_names, load_split
-from core.training import cache_dir
-from eval.evaluator import extract_features
+from eval.evalnet import extract_features
 from eval.metrics import feature_statistics, frechet_distance, kernel_inception_distance, precision_recall
 
 
@@ -49,40 +47,27 @@ def _check_classes(cfg: Config, classes) -> tuple[str, ...] | None:
     return tuple(sorted(set(classes)))
 
 
-def cache_path(cfg: Config, net, split: str, classes=None) -> Path:
-    """Where the reference features of (dataset, resolution, split, classes, data source, network) live."""
+def reference_set(cfg: Config, net, split: str, classes=None) -> dict:
+    """Features of the real images of `split` (optionally only `classes`), un-augmented, and their
+    statistics: {'features' (N, F) float32, 'mu' (F,), 'sigma' (F, F) float64}, cached (core.cache)."""
     classes = _check_classes(cfg, classes)
     d = cfg.data
     source = (f"seed{d.seed}-n{d.shapes_train_size if split == 'train' else d.shapes_test_size}"
               if d.dataset == "shapes" else str(Path(d.root).resolve()))
-    tag = checkpoint.key_digest([d.dataset, d.resolution, split, classes or "all", source, network_key(net)])
-    return cache_dir(cfg) / "refstats" / f"{d.dataset}-r{d.resolution}-{split}-{network_key(net)}-{tag}.npz"
+    key = ["refstats", d.dataset, d.resolution, split, classes or "all", source, network_key(net)]
 
-
-def _cached(cfg: Config, net, split: str, classes) -> dict:
-    """{'features' (N, F) float32, 'mu' (F,), 'sigma' (F, F) float64}: from the cache, else computed and saved."""
-    path = cache_path(cfg, net, split, classes)
-    if path.exists():
-        with np.load(path) as f:
-            return {k: f[k] for k in ("features", "mu", "sigma")}
-    images = load_split(cfg.data, split, cache_dir(cfg))
-    if classes is not None:
-        images = images.only(_check_classes(cfg, classes))
-    features = extract_features(net, images.x).numpy()
-    mu, sigma = feature_statistics(features)
-    checkpoint.atomic_write(path, lambda f: np.savez(f, features=features, mu=mu, sigma=sigma))
-    return {"features": features, "mu": mu, "sigma": sigma}
-
-
-def reference_features(cfg: Config, evaluator, split: str, classes=None) -> torch.Tensor:
-    """Features (N, F) float32 of the real images of `split` (optionally only `classes`), un-augmented."""
-    return torch.from_numpy(_cached(cfg, evaluator, split, classes)["features"])
+    def compute() -> dict:
+        images = load_split(cfg.data, split, cache_root(cfg))
+        features = extract_features(net, images.x if classes is None else images.only(classes).x)
+        mu, sigma = feature_statistics(features)
+        return {"features": features, "mu": torch.from_numpy(mu), "sigma": torch.from_numpy(sigma)}
+    return cached(cache_root(cfg), "refstats", key, compute)
 
 
 def reference_statistics(cfg: Config, evaluator, split: str, classes=None) -> tuple[np.ndarray, np.ndarray]:
     """(mu (F,), sigma (F, F)) of the reference features, numpy float64 (eval.metrics.feature_statistics)."""
-    cached = _cached(cfg, evaluator, split, classes)
-    return cached["mu"], cached["sigma"]
+    ref = reference_set(cfg, evaluator, split, classes)
+    return ref["mu"].numpy(), ref["sigma"].numpy()
 
 
 def fd_eval(evaluator, images_uint8, reference_stats) -> float:
@@ -99,9 +84,9 @@ def distances_to_reference(cfg: Config, net, images_uint8, split: str, classes=N
     pr_max) generated images against as many reference images drawn at random (seeded). Counts are
     reported next to every value.
     """
-    ref = _cached(cfg, net, split, classes)
+    ref = reference_set(cfg, net, split, classes)
     fake = extract_features(net, images_uint8)
-    real = torch.from_numpy(ref["features"])
+    real = ref["features"]
     m = min(len(fake), len(real), pr_max)
     pick = torch.randperm(len(real), generator=torch.Generator().manual_seed(seed))[:m]
     return {"fd": frechet_distance(*feature_statistics(fake), ref["mu"], ref["sigma"]),

@@ -1,7 +1,8 @@
-"""One self-contained HTML page with the results of a preset's run: tables, SVG charts, embedded PNGs.
+"""The results of a preset's run as tables (markdown for the README, HTML) and one self-contained HTML page.
 
-It reads what the stages wrote under runs/<preset>/ (JSON and PNG files) and needs nothing at view time:
-charts are inline SVG, images are base64 data URIs, the CSS is inline, so it opens without a network.
+Everything is read from what the stages wrote under runs/<preset>/ (metrics.json files and PNGs); nothing
+here knows about models. The page needs nothing at view time: charts are inline SVG (eval/svg.py), images
+are base64 data URIs, the CSS is inline, so it opens without a network.
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import json
 import platform
 from pathlib import Path
 
+from core.files import atomic_write
 from eval.svg import bar_chart
 
 STYLE = """body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222;line-height:1.4}
@@ -21,8 +23,30 @@ figure{display:inline-block;margin:0.5em 1em 0.5em 0;vertical-align:top}figcapti
 img{image-rendering:pixelated}"""
 
 
+# ------------------------------------------------------------------------------------------ formatting
+
 def esc(x) -> str:
     return html.escape(str(x))
+
+
+def pct(x) -> str:
+    return "-" if x is None else f"{100 * x:.1f}%"
+
+
+def num(x, digits: int = 2) -> str:
+    """x rounded to `digits`; a value that rounds to zero prints without a sign (no "-0.0")."""
+    return "-" if x is None else f"{round(x, digits) + 0.0:.{digits}f}"   # -0.0 + 0.0 == +0.0
+
+
+def markdown_table(header: list[str], rows: list[list]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows])
+
+
+def html_table(header: list[str], rows: list[list]) -> str:
+    head = "".join(f"<th>{esc(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in row) + "</tr>" for row in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
 
 
 def image(path: Path, caption: str = "", width: int | None = None) -> str:
@@ -35,41 +59,31 @@ def image(path: Path, caption: str = "", width: int | None = None) -> str:
             f"<figcaption>{esc(caption)}</figcaption></figure>")
 
 
-def table(header: list[str], rows: list[list]) -> str:
-    head = "".join(f"<th>{esc(h)}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in row) + "</tr>" for row in rows)
-    return f"<table><tr>{head}</tr>{body}</table>"
+def finished_runs(folder: Path) -> list[dict]:
+    """The metrics.json of every finished run in the subfolders of `folder`."""
+    return [json.loads(p.read_text()) for p in sorted(folder.glob("*/metrics.json"))]
 
 
-def pct(x) -> str:
-    return "-" if x is None else f"{100 * x:.1f}%"
+def read_metrics(folder: Path) -> dict:
+    path = folder / "metrics.json"
+    return json.loads(path.read_text()) if path.exists() else {}
 
 
-def num(x, digits: int = 2) -> str:
-    """x rounded to `digits`; a value that rounds to zero prints without a sign (no "-0.0")."""
-    return "-" if x is None else f"{round(x, digits) + 0.0:.{digits}f}"   # -0.0 + 0.0 == +0.0
-
-
-def read_json(path: Path):
-    return json.loads(path.read_text()) if path.exists() else None
-
-
-# ------------------------------------------------------------------------------------------ diffusion
+# ------------------------------------------------------------------------------------------ paper 1
 
 DRIFT_HEADER = ["method / reg", "trainable", "concept recognised", "concept (diff. classifier)", "base accuracy",
                 "mean change (pts)", "worst change (pts)", "flip rate", "CDI", "delta-E", "PSNR (dB)",
                 "texture (Gram)", "FD-eval per class"]
-
-
-def markdown_table(header: list[str], rows: list[list]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    return "\n".join(lines + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows])
+DRIFT_NOTE = ("Concept recognised: share of samples for the concept prompt that the evaluator labels as the concept "
+              "class. CDI: Colour Drift Index (sum over CIELAB channels of the per-pair 1-D Wasserstein distance), "
+              "lower is less drift; PSNR: higher is less drift. The last row is what the metrics read for noise "
+              "alone (semantic: the base model classified twice with different noise) and for unrelated images "
+              "(appearance: base images of different seeds).")
 
 
 def drift_results(run: Path) -> list[dict]:
-    """Every runs/<preset>/drift/<method>-<reg>.json, by method, each without the regularizer first."""
-    results = [json.loads(p.read_text()) for p in (run / "drift").glob("*.json")]
-    return sorted(results, key=lambda r: (r["method"], r["reg"] != "none", r["reg"]))
+    """Every finished drift measurement of the run, by method, each without the regularizer first."""
+    return sorted(finished_runs(run / "drift"), key=lambda r: (r["method"], r["reg"] != "none", r["reg"]))
 
 
 def drift_rows(results: list[dict]) -> list[list]:
@@ -93,13 +107,10 @@ def drift_rows(results: list[dict]) -> list[list]:
 
 def diffusion_section(run: Path) -> str:
     results = drift_results(run)
-    base = read_json(run / "diffusion" / "metrics.json") or {}
-    clip = read_json(run / "clip" / "metrics.json") or {}
+    base, clip = read_metrics(run / "diffusion"), read_metrics(run / "clip")
     parts = ["<h2>1. Open-world forgetting in diffusion customization</h2>"]
     if base:
-        samples = base.get("samples", {})
-        parts.append(f"<p>Base text-to-image DDPM: {base['unet_parameters']:,} UNet parameters, {base['steps']} steps "
-                     f"in {base['train_seconds']:.0f} s on {esc(base['device'])}; {esc(samples.get('summary', ''))}. "
+        parts.append(f"<p>Base text-to-image DDPM: {base['unet_parameters']:,} UNet parameters; {esc(base['summary'])}. "
                      f"Tiny-CLIP zero-shot accuracy on base-class test images: "
                      f"{pct(clip.get('zero_shot_test', {}).get('accuracy'))}.</p>")
         parts.append(image(run / "diffusion" / "samples.png", "base model: one row per base-class prompt"))
@@ -107,18 +118,13 @@ def diffusion_section(run: Path) -> str:
         return "\n".join(parts + ["<p>No drift results yet: run <code>python evaluate.py drift</code>.</p>"])
     r0 = results[0]
     parts.append(f"<p>Concept: <b>{esc(r0['concept_class'])}</b>, learned from "
-                 f"{esc(r0.get('k_images', 5))} images with the prompt '{esc(r0.get('prompt', ''))}'. "
+                 f"{esc(r0['k_images'])} images with the prompt '{esc(r0['prompt'])}'. "
                  f"Semantic drift: the diffusion classifier "
                  f"({r0['classifier']['unet_passes_per_image']} UNet passes per image) on "
                  f"{r0['classifier']['n_images']} real test images of the base classes; tiny-CLIP zero-shot on the "
                  f"same images: {pct(r0['clip_zero_shot_accuracy'])}. Appearance drift: "
                  f"{r0['appearance']['n_pairs']} paired DDIM (eta = 0) generations, same prompt and seed.</p>")
-    parts.append(table(DRIFT_HEADER, drift_rows(results)))
-    parts.append('<p class="note">Concept recognised: share of samples for the concept prompt that the evaluator '
-                 "labels as the concept class. CDI: Colour Drift Index (sum over CIELAB channels of the per-pair "
-                 "1-D Wasserstein distance), lower is less drift; PSNR: higher is less drift. The last row is "
-                 "what the metrics read for noise alone (semantic: the base model classified twice with "
-                 "different noise) and for unrelated images (appearance: base images of different seeds).</p>")
+    parts += [html_table(DRIFT_HEADER, drift_rows(results)), f'<p class="note">{esc(DRIFT_NOTE)}</p>']
     names = [f"{r['method']}/{r['reg']}" for r in results]
     classes = list(r0["semantic"]["per_class"])
     parts.append(bar_chart(classes, {n: [100 * r["semantic"]["per_class"][c]["change"] for c in classes]
@@ -126,41 +132,99 @@ def diffusion_section(run: Path) -> str:
                            "Per-class accuracy change after customization", "points"))
     methods = sorted({r["method"] for r in results}, key=[r["method"] for r in results].index)
     by = {(r["method"], r["reg"]): r for r in results}
-    for key, label, scale in (("cdi", "Colour Drift Index per method", 1), ("flip_rate", "Flip rate (%)", 100)):
-        series = {}
-        for reg in ("none", "functional"):
-            series[f"reg = {reg}"] = [scale * (by[(m, reg)]["appearance"]["cdi"] if key == "cdi" else
-                                               by[(m, reg)]["semantic"]["flip_rate"]) if (m, reg) in by else None
-                                      for m in methods]
+    for label, value in (("Colour Drift Index per method", lambda r: r["appearance"]["cdi"]),
+                         ("Flip rate (%)", lambda r: 100 * r["semantic"]["flip_rate"])):
+        series = {f"reg = {reg}": [value(by[(m, reg)]) if (m, reg) in by else None for m in methods]
+                  for reg in ("none", "functional")}
         parts.append(bar_chart(methods, series, label, "", width=540))
     parts.append("<h3>Before / after (same prompt, same seed)</h3><p class='note'>Each row a base-class prompt; "
                  "left half the base model, right half the customized model.</p>")
-    parts += [image(run / "drift" / f"{r['method']}-{r['reg']}.png", n, width=400) for n, r in zip(names, results)]
+    parts += [image(run / "drift" / f"{r['method']}-{r['reg']}" / "pairs.png", n, width=400)
+              for n, r in zip(names, results)]
     parts.append("<h3>Concept samples</h3>")
     parts += [image(run / "customize" / f"{r['method']}-{r['reg']}" / "samples.png", n, width=260)
               for n, r in zip(names, results)]
     return "\n".join(parts)
 
 
-def results_section(title: str, intro: str, header: list[str], rows: list[list], note: str = "",
-                    images: list[tuple[Path, str]] = ()) -> str:
-    """A titled table of results with a note and embedded images (e.g. the GAN ablation)."""
-    parts = [f"<h2>{esc(title)}</h2>", f"<p>{esc(intro)}</p>"]
-    parts.append(table(header, rows) if rows else "<p>No results yet.</p>")
-    if note:
-        parts.append(f'<p class="note">{esc(note)}</p>')
-    parts += [image(path, caption, width=320) for path, caption in images]
+# ------------------------------------------------------------------------------------------ paper 2
+
+GAN_HEADER = ["run", "trainable params", "% of base G", "accuracy", "acc. among targets",
+              "FD-eval (intra)", "FD-eval (all)", "KID (intra)", "start FD ratio", "class spread", "seconds"]
+GAN_NOTE = ("Accuracy: the evaluator's argmax over all classes equals the requested class (among targets: argmax "
+            "over the target classes only). Start FD ratio (hyper-modulation only): FD-eval(modulated G, base G) / "
+            "FD-eval(base G, base G) when transfer starts, i.e. after self-initialization where the run has it "
+            "(1 = as close to the pretrained generator as a second sample set of it). Class spread (hyper-modulation "
+            "only): mean distance between two classes' embeddings / mean embedding norm at the end (0: every class "
+            "the same, as self-initialization leaves them; about 1.4 for independent random embeddings).")
+GENERATOR_ORDER = ("scratch", "finetune", "hypermod")
+
+
+def gan_results(run: Path) -> list[dict]:
+    """Every finished transfer run, in the order of the ablation (scratch, finetune, hypermod variants)."""
+    return sorted(finished_runs(run / "gan-transfer"),
+                  key=lambda r: (GENERATOR_ORDER.index(r["generator"]), r["selfinit"], r["ssl"] != "none",
+                                 r["head"] != "lowrank"))
+
+
+def gan_rows(results: list[dict]) -> list[list[str]]:
+    rows = []
+    for r in results:
+        q = r["quality"]
+        start = r["start_check"] or {}
+        start = start.get("after_selfinit") or start.get("random_heads") or {}
+        rows.append([r["run"], f"{r['trainable_parameters']:,}",
+                     f"{100 * r['trainable_parameters'] / r['base_g_parameters']:.0f}%", pct(q["accuracy"]),
+                     pct(q["accuracy_among_targets"]), num(q["fd_eval_intra"]), num(q["overall"]["fd_eval"]),
+                     num(q["kid_intra"], 4), num(start.get("ratio")), num(r["class_spread"]),
+                     f"{r['train_seconds']:.0f}"])
+    return rows
+
+
+def gan_intro(run: Path, results: list[dict]) -> str:
+    pretrain = read_metrics(run / "gan-pretrain")
+    if not results:
+        return "No transfer runs yet: run `python train.py gan-transfer`."
+    r0 = results[0]
+    text = (f"A GAN pretrained unconditionally on {', '.join(pretrain.get('source_classes', ['?']))} becomes a "
+            f"conditional GAN of {', '.join(r0['target_classes'])} from k = {r0['k_per_target']} real images per "
+            f"class; quality against the test split of the target classes; every run trains all of D "
+            f"({r0['d_parameters']:,} parameters).")
+    if pretrain:
+        text += f" Pretraining: {pretrain['summary']}."
+    return text
+
+
+def gan_section(run: Path) -> str:
+    results = gan_results(run)
+    parts = ["<h2>2. Hyper-modulated GAN transfer</h2>", f"<p>{esc(gan_intro(run, results))}</p>"]
+    if results:
+        parts += [html_table(GAN_HEADER, gan_rows(results)), f'<p class="note">{esc(GAN_NOTE)}</p>']
+    parts.append(image(run / "gan-pretrain" / "grid.png", "pretrained unconditional generator", width=320))
+    parts += [image(run / "gan-transfer" / r["run"] / "grid.png", f"{r['run']}: one row per target class", width=320)
+              for r in results]
     return "\n".join(parts)
 
 
-def write_report(run: Path, out: Path, sections: list[str]) -> Path:
-    """runs/<preset>/ -> one HTML file with the given sections."""
+# ------------------------------------------------------------------------------------------ outputs
+
+def markdown_tables(run: Path) -> str:
+    """The results tables of a run folder as markdown (what the README quotes)."""
+    text = "## Open-world forgetting\n\n" + markdown_table(DRIFT_HEADER, drift_rows(drift_results(run)))
+    gan = gan_results(run)
+    if gan:
+        text += (f"\n\n## GAN transfer\n\n{gan_intro(run, gan)}\n\n{markdown_table(GAN_HEADER, gan_rows(gan))}"
+                 f"\n\n{GAN_NOTE}")
+    return text
+
+
+def write_report(run: Path, out: Path) -> Path:
+    """runs/<preset>/ -> one HTML file, written atomically to `out` (the only file written)."""
     stamp = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
     page = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>Report: {esc(run.name)}</title>"
             f"<style>{STYLE}</style></head><body><h1>Report: preset {esc(run.name)}</h1>"
             f"<p class='note'>{stamp}, {esc(platform.node())}, {esc(platform.processor() or platform.machine())}. "
-            f"Every number comes from the JSON files under {esc(str(run))}.</p>" + "\n".join(sections) +
-            "</body></html>")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(page)
+            f"Every number comes from the JSON files under {esc(str(run))}.</p>"
+            + diffusion_section(run) + gan_section(run) + "</body></html>")
+    atomic_write(out, lambda f: f.write(page.encode()))
     return out

@@ -21,7 +21,7 @@ from minidiff.attention import Attention
 from minidiff.tokenizer import EOS
 
 
-class TransformerBlock(nn.Module):
+class TextBlock(nn.Module):
     """Pre-LayerNorm block: x + Attn(LN(x)), then x + MLP(LN(x))."""
 
     def __init__(self, width: int, heads: int):
@@ -42,7 +42,7 @@ class TextEncoder(nn.Module):
         super().__init__()
         self.token_embedding = nn.Embedding(vocab_size, cfg.width)
         self.position_embedding = nn.Parameter(torch.randn(cfg.context_length, cfg.width) * 0.01)
-        self.blocks = nn.ModuleList(TransformerBlock(cfg.width, cfg.heads) for _ in range(cfg.layers))
+        self.blocks = nn.ModuleList(TextBlock(cfg.width, cfg.heads) for _ in range(cfg.layers))
         self.ln_final = nn.LayerNorm(cfg.width)
         self.projection = nn.Linear(cfg.width, cfg.embed_dim, bias=False)
         nn.init.normal_(self.token_embedding.weight, std=0.02)

@@ -30,17 +30,6 @@ from minidiff.lora import add_lora, merge_lora
 from minidiff.text2img import TextToImage
 from minidiff.train_diffusion import load_diffusion
 
-METHODS = ("full", "full+prior", "lora", "custom", "ti")
-REGULARIZERS = ("none", "functional")
-
-
-def check_method(method: str, reg: str) -> None:
-    if method not in METHODS:
-        raise ValueError(f"unknown customization method {method!r}; valid choices: {', '.join(METHODS)}")
-    if reg not in REGULARIZERS:
-        raise ValueError(f"unknown regularizer {reg!r}; valid choices: {', '.join(REGULARIZERS)}")
-
-
 def placeholder_init(model: TextToImage, class_names) -> torch.Tensor:
     """Mean token embedding of the base class names: a neutral 'some object' starting point."""
     ids = torch.tensor([model.tokenizer.stoi[c] for c in class_names], device=model.device)
@@ -51,7 +40,6 @@ def prepare(model: TextToImage, cfg: Config, class_names) -> list[torch.nn.Param
     """Freeze `model` except what cfg.customize.method trains (adding LoRA adapters or the placeholder
     embedding where the method has them); returns the trainable parameters."""
     method, token = cfg.customize.method, cfg.customize.placeholder
-    check_method(method, cfg.customize.reg)
     model.requires_grad_(False)
     if method in ("full", "full+prior"):
         model.unet.requires_grad_(True)
@@ -59,13 +47,15 @@ def prepare(model: TextToImage, cfg: Config, class_names) -> list[torch.nn.Param
         for adapter in add_lora(model.unet, cfg.customize.lora_rank, cfg.customize.lora_convs):
             adapter.A.requires_grad_(True)
             adapter.B.requires_grad_(True)
-    else:
+    elif method in ("custom", "ti"):
         model.add_placeholder(token, placeholder_init(model, class_names)).requires_grad_(True)
         if method == "custom":
             for name, module in model.unet.named_modules():
                 if name.endswith("attn2"):
                     module.to_k.weight.requires_grad_(True)
                     module.to_v.weight.requires_grad_(True)
+    else:
+        raise ValueError(f"unknown customization method {method!r}")
     return [p for p in model.parameters() if p.requires_grad]
 
 

@@ -1,6 +1,6 @@
 """Measure what a customization changed outside the new concept (`python evaluate.py drift`).
 
-Protocol (DESIGN.md, "Drift measurement"):
+Protocol:
   semantic    the diffusion classifier of the base and of the customized model on the same real test
               images of the base classes (eval.drift.semantic_drift); its noise floor is the base model
               classified twice with different noise banks; the tiny-CLIP zero-shot accuracy on the same
@@ -13,30 +13,34 @@ Everything about the base model is computed once and cached per base checkpoint.
 """
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import torch
 from tqdm import tqdm
 
 from core import checkpoint
+from core.cache import cache_root, cached
 from core.config import Config
-from core.data import base_classes, class_names, load_split, to_float
+from core.data import IMAGE_FIELDS, base_classes, class_names, load_split, to_float
 from core.images import save_grid
-from core.training import cache_dir, setup, stage_dir, write_json
+from core.runs import RunFolder, run_key, stage_dir
+from core.training import setup
 from eval.drift import appearance_drift, class_distances, semantic_drift
-from eval.evaluator import extract_early_features, extract_features, load_evaluator
+from eval.evalnet import evaluator_path, extract_early_features, extract_features, load_evaluator
 from minidiff.classifier import DiffusionClassifier, classify_images
 from minidiff.clip import class_embeddings, zero_shot_predict
 from minidiff.customize import load_customized
 from minidiff.text2img import TextToImage, generate
-from minidiff.train_clip import load_clip
+from minidiff.train_clip import clip_path, load_clip
+from minidiff.train_customize import run_dir
 from minidiff.train_diffusion import class_prompts, load_diffusion
 
 
 def test_images(cfg: Config):
     """cfg.classifier.n_images real test images, balanced over the base classes, and their labels (0..K-1)."""
     classes = base_classes(cfg.data)
-    test = load_split(cfg.data, "test", cache_dir(cfg)).only(classes).per_class(cfg.classifier.n_images // len(classes))
+    test = load_split(cfg.data, "test", cache_root(cfg)).only(classes).per_class(cfg.classifier.n_images // len(classes))
     labels = torch.tensor([classes.index(test.classes[int(y)]) for y in test.y])
     return test, labels
 
@@ -59,26 +63,24 @@ def paired_generations(cfg: Config, model: TextToImage, diffusion, seed0: int = 
 
 
 def base_reference(cfg: Config, base_path, device) -> dict:
-    """Everything drift compares against that depends only on the base model; cached per base checkpoint."""
-    key = [checkpoint.fingerprint(base_path), cfg.classifier.__dict__, cfg.drift.__dict__,
+    """Everything drift compares against that depends only on the base model (core.cache)."""
+    key = ["drift-base", checkpoint.fingerprint(base_path), cfg.classifier.__dict__, cfg.drift.__dict__,
            cfg.diffusion.sample_steps, cfg.diffusion.guidance, cfg.data.seed]
-    path = cache_dir(cfg) / "drift" / f"base-{checkpoint.key_digest(key)}.pt"
-    if path.exists():
-        return checkpoint.load(path, kind="drift-base")
-    model, diffusion, _, _ = load_diffusion(base_path, device)
-    classes = base_classes(cfg.data)
-    prompts = [cfg.classifier.prompt.format(c) for c in classes]
-    test, labels = test_images(cfg)
-    clip, tokenizer = load_clip(stage_dir(cfg, "clip") / "clip.pt", cfg, device)
-    clip_pred = zero_shot_predict(clip, to_float(test.x), class_embeddings(
-        clip, tokenizer, classes, [cfg.classifier.prompt]))
-    images, gen_labels = paired_generations(cfg, model, diffusion)
-    unrelated, _ = paired_generations(cfg, model, diffusion, seed0=cfg.drift.seeds)
-    ref = {"kind": "drift-base", "labels": labels, "pred": classify(cfg, model, diffusion, prompts, test.x, 0)["pred"],
-           "pred_floor": classify(cfg, model, diffusion, prompts, test.x, 1)["pred"], "clip_pred": clip_pred,
-           "images": images, "unrelated": unrelated, "gen_labels": gen_labels}
-    checkpoint.save(path, ref)
-    return ref
+
+    def compute() -> dict:
+        model, diffusion, _, _ = load_diffusion(base_path, device)
+        classes = base_classes(cfg.data)
+        prompts = [cfg.classifier.prompt.format(c) for c in classes]
+        test, labels = test_images(cfg)
+        clip, tokenizer = load_clip(clip_path(cfg), cfg, device)
+        clip_pred = zero_shot_predict(clip, to_float(test.x), class_embeddings(
+            clip, tokenizer, classes, [cfg.classifier.prompt]))
+        images, gen_labels = paired_generations(cfg, model, diffusion)
+        unrelated, _ = paired_generations(cfg, model, diffusion, seed0=cfg.drift.seeds)
+        return {"labels": labels, "pred": classify(cfg, model, diffusion, prompts, test.x, 0)["pred"],
+                "pred_floor": classify(cfg, model, diffusion, prompts, test.x, 1)["pred"], "clip_pred": clip_pred,
+                "images": images, "unrelated": unrelated, "gen_labels": gen_labels}
+    return cached(cache_root(cfg), "drift-base", key, compute)
 
 
 def measure_drift(cfg: Config, custom_path, base_path=None, device="cpu") -> tuple[dict, torch.Tensor, torch.Tensor]:
@@ -93,7 +95,7 @@ def measure_drift(cfg: Config, custom_path, base_path=None, device="cpu") -> tup
     prompts = [cfg.classifier.prompt.format(c) for c in classes]
     after = classify(cfg, model, diffusion, prompts, test.x, 0)
     evaluator = load_evaluator(cfg, device)
-    concept = load_split(cfg.data, "test", cache_dir(cfg)).only([cfg.data.concept_class])
+    concept = load_split(cfg.data, "test", cache_root(cfg)).only([cfg.data.concept_class])
     distances = class_distances(extract_features(evaluator, test.x), labels, classes,
                                 extract_features(evaluator, concept.x))
     images, gen_labels = paired_generations(cfg, model, diffusion)
@@ -129,23 +131,33 @@ def measure_drift(cfg: Config, custom_path, base_path=None, device="cpu") -> tup
     return result, ref["images"], images
 
 
-def drift_stage(cfg: Config, custom_path, base_path=None) -> dict:
-    """measure_drift, written to runs/<preset>/drift/<method>-<reg>.json with a before/after PNG: one row per
-    base-class prompt, the base model's images on the left, the customized model's (same seeds) on the right."""
-    device = setup(cfg)
-    result, before, after = measure_drift(cfg, custom_path, base_path, device)
-    out = stage_dir(cfg, "drift")
-    name = f"{result['method']}-{result['reg']}"
-    n, shown = cfg.drift.seeds, min(cfg.drift.seeds, 6)
-    rows = [torch.cat([before[i * n:i * n + shown], after[i * n:i * n + shown]]) for i in range(len(before) // n)]
-    save_grid(torch.cat(rows), out / f"{name}.png", nrow=2 * shown, scale=max(1, 64 // cfg.data.resolution))
-    write_json(out / f"{name}.json", result)
-    sem, app = result["semantic"], result["appearance"]
-    print(f"drift {name}: accuracy {sem['accuracy_before']:.1%} -> {sem['accuracy_after']:.1%} (worst class "
-          f"{sem['worst_class']} {100 * sem['worst_change']:+.0f} pts, flip rate {sem['flip_rate']:.1%}); "
-          f"CDI {app['cdi']:.2f} (unrelated pairs {result['appearance_unrelated']['cdi']:.2f}); "
-          f"concept recognised {result['fidelity']['recognised']:.0%}")
-    return result
+def drift_stage(cfg: Config, force: bool = False, custom_path=None, base_path=None) -> dict:
+    """measure_drift of the customized checkpoint (default: cfg's customization run), written to
+    runs/<preset>/drift/<method>-<reg>/metrics.json with pairs.png: one row per base-class prompt, the base
+    model's images on the left, the customized model's (same seeds) on the right."""
+    custom_path = custom_path or run_dir(cfg) / "custom.pt"
+    custom = checkpoint.load(custom_path, kind="customized")
+    base_path = Path(base_path or custom["base_path"])
+    name = f"{custom['method']}-{custom['reg']}"
+    key = run_key(cfg, IMAGE_FIELDS + ("data.concept_class", "classifier", "drift", "diffusion"), custom=custom_path,
+                  base=base_path, clip=clip_path(cfg), evaluator=evaluator_path(cfg))
+    with RunFolder(stage_dir(cfg, "drift", name), key, force, f"drift {name}") as run:
+        if run.finished():
+            return run.result
+        start = time.time()
+        result, before, after = measure_drift(cfg, custom_path, base_path, setup(cfg))
+        n, shown = cfg.drift.seeds, min(cfg.drift.seeds, 6)
+        rows = [torch.cat([before[i * n:i * n + shown], after[i * n:i * n + shown]]) for i in range(len(before) // n)]
+        save_grid(torch.cat(rows), run.folder / "pairs.png", nrow=2 * shown, scale=max(1, 64 // cfg.data.resolution))
+        sem, app = result["semantic"], result["appearance"]
+        result["summary"] = (f"accuracy {sem['accuracy_before']:.1%} -> {sem['accuracy_after']:.1%} (worst class "
+                             f"{sem['worst_class']} {100 * sem['worst_change']:+.0f} pts, flip rate "
+                             f"{sem['flip_rate']:.1%}); CDI {app['cdi']:.2f} (unrelated pairs "
+                             f"{result['appearance_unrelated']['cdi']:.2f}); concept recognised "
+                             f"{result['fidelity']['recognised']:.0%}")
+        result["seconds"] = time.time() - start
+        print(f"drift {name}: {result['summary']}")
+        return run.finish(result)
 
 
 def benchmark_classifier(cfg: Config, ckpt, device="cpu") -> dict:
@@ -156,7 +168,7 @@ def benchmark_classifier(cfg: Config, ckpt, device="cpu") -> dict:
     classes = base_classes(cfg.data)
     prompts = [cfg.classifier.prompt.format(c) for c in classes]
     test, labels = test_images(cfg)
-    clip, tokenizer = load_clip(stage_dir(cfg, "clip") / "clip.pt", cfg, device)
+    clip, tokenizer = load_clip(clip_path(cfg), cfg, device)
     clip_pred = zero_shot_predict(clip, to_float(test.x), class_embeddings(clip, tokenizer, classes,
                                                                             [cfg.classifier.prompt]))
     result = {"checkpoint": str(ckpt), "n_images": len(labels), "n_classes": len(classes),

@@ -11,7 +11,7 @@ import torch
 from core import captions
 from core.config import Config
 from core.data import class_names
-from eval.evaluator import evaluator_path, extract_features, judge, load_evaluator
+from eval.evalnet import extract_features, judge, load_evaluator
 from eval.reference import fd_eval, reference_statistics
 from minidiff.diffusion import Diffusion
 from minidiff.text2img import TextToImage, generate
@@ -31,9 +31,7 @@ def recognition(cfg: Config, model: TextToImage, diffusion: Diffusion, prompts: 
 
 def sample_quality(cfg: Config, model: TextToImage, diffusion: Diffusion, classes, device,
                    n_per_class: int = 30) -> dict:
-    """Recognition accuracy and FD-eval of CFG DDIM samples of every class prompt; {} without an evaluator."""
-    if not evaluator_path(cfg).exists():
-        return {}
+    """Recognition accuracy and FD-eval of CFG DDIM samples of every class prompt."""
     evaluator = load_evaluator(cfg, device)
     names = class_names(cfg.data)
     prompts = [captions.class_caption(captions.TEMPLATES[cfg.data.dataset][0], c) for c in classes]

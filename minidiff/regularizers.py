@@ -16,30 +16,13 @@ At step 0 theta = theta_0, so the term is exactly 0.
 """
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import torch
 
-from core import captions, checkpoint
+from core import captions
 from core.config import Config
 from minidiff.diffusion import Diffusion
-from minidiff.text2img import TextToImage, generate
-
-
-def cached_generations(cache: Path, model: TextToImage, diffusion: Diffusion, prompts: list[str], cfg: Config,
-                       base_fingerprint: str) -> torch.Tensor:
-    """Base-model DDIM samples for `prompts` (seed i for prompt i), generated once and cached on disk under
-    a key of (base checkpoint, prompts, sampler): (N, H, W, 3) uint8."""
-    dc = cfg.diffusion
-    key = [base_fingerprint, prompts, dc.sample_steps, dc.guidance, dc.eta]
-    path = Path(cache) / f"generations-{checkpoint.key_digest(key)}.pt"
-    if path.exists():
-        return checkpoint.load(path, kind="generations")["images"]
-    images = generate(model, diffusion, prompts, list(range(len(prompts))), cfg.data.resolution, dc.sample_steps,
-                      dc.guidance, dc.eta)
-    checkpoint.save(path, {"kind": "generations", "key": key, "prompts": prompts, "images": images})
-    return images
+from minidiff.text2img import TextToImage
 
 
 def prior_prompt(cfg: Config, base_class_names) -> str:

@@ -11,16 +11,22 @@ import torch
 from tqdm import tqdm
 
 from core import captions, checkpoint
+from core.cache import cache_root
 from core.config import Config
-from core.data import base_classes, class_names, load_split, to_float
-from core.training import (cache_dir, check_finite, flip_and_shift, random_batches, setup, stage_dir,
-                           warmup_cosine, write_json)
+from core.data import IMAGE_FIELDS, base_classes, class_names, load_split, to_float
+from core.runs import RunFolder, require_finished, run_key, stage_dir
+from core.training import check_finite, flip_and_shift, random_batches, setup, warmup_cosine, weight_decay_groups
 from minidiff.clip import TinyClip, class_embeddings, zero_shot_predict
 from minidiff.tokenizer import Tokenizer
 
 
 def build_tokenizer(cfg: Config) -> Tokenizer:
     return Tokenizer.for_dataset(cfg.data.dataset, class_names(cfg.data), cfg.clip.context_length)
+
+
+def clip_path(cfg: Config):
+    """The finished CLIP checkpoint of cfg's preset (an error with the command to make it, if none)."""
+    return require_finished(stage_dir(cfg, "clip"), "clip.pt", f"python train.py clip --preset {cfg.run.preset}")
 
 
 def load_clip(path, cfg: Config, device="cpu") -> tuple[TinyClip, Tokenizer]:
@@ -42,18 +48,26 @@ def zero_shot_accuracy(clip: TinyClip, tokenizer: Tokenizer, images, labels, cla
     return {"accuracy": (preds == labels).float().mean().item(), "per_class": per_class}
 
 
-def train_clip(cfg: Config) -> dict:
-    device = setup(cfg)
+def train_clip(cfg: Config, force: bool = False) -> dict:
+    """Train (or, if finished before with the same settings, skip) tiny CLIP; returns its metrics."""
     out = stage_dir(cfg, "clip")
+    with RunFolder(out, run_key(cfg, IMAGE_FIELDS + ("data.concept_class", "clip")), force, "clip") as run:
+        if run.finished():
+            return run.result
+        device = setup(cfg)
+        model, tokenizer, metrics = _train(cfg, device)
+        run.save_checkpoint(out / "clip.pt", {"kind": "clip", "config": cfg.to_dict(), "step": cfg.clip.steps,
+                                              "model": model.state_dict(), "vocab": tokenizer.words})
+        return run.finish(metrics)
+
+
+def _train(cfg: Config, device) -> tuple[TinyClip, Tokenizer, dict]:
     classes = base_classes(cfg.data)
-    train = load_split(cfg.data, "train", cache_dir(cfg)).only(classes)
-    test = load_split(cfg.data, "test", cache_dir(cfg)).only(classes)
+    train = load_split(cfg.data, "train", cache_root(cfg)).only(classes)
+    test = load_split(cfg.data, "test", cache_root(cfg)).only(classes)
     tokenizer = build_tokenizer(cfg)
     model = TinyClip(len(tokenizer), cfg.clip).to(device)
-    decay = [p for p in model.parameters() if p.ndim >= 2]
-    no_decay = [p for p in model.parameters() if p.ndim < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.clip.weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=cfg.clip.lr)
+    opt = torch.optim.AdamW(weight_decay_groups(model, cfg.clip.weight_decay), lr=cfg.clip.lr)
     images = to_float(train.x)
     rng = np.random.default_rng(cfg.run.seed)
     gen = torch.Generator().manual_seed(cfg.run.seed)
@@ -80,16 +94,11 @@ def train_clip(cfg: Config) -> dict:
     train_seconds = time.time() - start
     model.eval()
     test_labels = torch.tensor([classes.index(names[int(y)]) for y in test.y])
-    metrics = {
-        "stage": "clip", "steps": cfg.clip.steps, "train_seconds": train_seconds, "device": str(device),
-        "parameters": sum(p.numel() for p in model.parameters()), "final_loss": loss.item(),
-        "zero_shot_test": zero_shot_accuracy(model, tokenizer, to_float(test.x), test_labels, classes,
-                                             cfg.data.dataset),
-        "n_test_images": len(test), "classes": list(classes),
-    }
-    checkpoint.save(out / "clip.pt", {"kind": "clip", "config": cfg.to_dict(), "step": cfg.clip.steps,
-                                      "model": model.state_dict(), "vocab": tokenizer.words})
-    write_json(out / "metrics.json", metrics)
-    print(f"clip: zero-shot accuracy on {len(test)} test images of {len(classes)} base classes: "
-          f"{metrics['zero_shot_test']['accuracy']:.1%} ({train_seconds:.0f}s training)")
-    return metrics
+    accuracy = zero_shot_accuracy(model, tokenizer, to_float(test.x), test_labels, classes, cfg.data.dataset)
+    summary = (f"zero-shot accuracy {accuracy['accuracy']:.1%} on {len(test)} test images of {len(classes)} base "
+               f"classes ({train_seconds:.0f}s training)")
+    print(f"clip: {summary}")
+    return model, tokenizer, {
+        "stage": "clip", "summary": summary, "steps": cfg.clip.steps, "train_seconds": train_seconds,
+        "device": str(device), "parameters": sum(p.numel() for p in model.parameters()),
+        "final_loss": loss.item(), "zero_shot_test": accuracy, "n_test_images": len(test), "classes": list(classes)}

@@ -2,10 +2,10 @@
 
 AdamW with warm-up and cosine decay, gradient clipping, EMA weights, classifier-free-guidance caption
 dropout, bf16 autocast and channels_last on CUDA (optional torch.compile), a clear stop on NaN/inf,
-per-class sample grids, and exact resume from runs/<preset>/diffusion/last.pt (model, EMA, optimizer and
-step; every random draw is seeded by (seed, rank, step)). Multi-GPU through torchrun (core/distributed.py).
-Writes metrics.json with throughput and, when the evaluator exists, how often it recognises CFG DDIM
-samples as the prompted class.
+per-class sample grids, and exact resume from runs/<preset>/diffusion/last.pt (model, EMA, optimizer,
+step and the training clock; every random draw is seeded by (seed, rank, step)). Multi-GPU through
+torchrun (core/distributed.py). metrics.json says how often the evaluator recognises CFG DDIM samples as
+the prompted class.
 """
 from __future__ import annotations
 
@@ -16,17 +16,19 @@ import torch
 from tqdm import tqdm
 
 from core import captions, checkpoint, distributed
+from core.cache import cache_root
 from core.config import Config
-from core.data import base_classes, load_split, to_float
+from core.data import IMAGE_FIELDS, base_classes, load_split, to_float
 from core.images import save_grid
-from core.training import (EMA, autocast, cache_dir, check_finite, count_parameters, setup, stage_dir, step_seed,
-                           warmup_cosine, write_json)
+from core.runs import RunFolder, require_finished, run_key, stage_dir
+from core.training import EMA, autocast, check_finite, count_parameters, random_flip, setup, step_seed, warmup_cosine
+from eval.evalnet import evaluator_path
 from minidiff.clip import TextEncoder
 from minidiff.diffusion import Diffusion
 from minidiff.quality import sample_quality
 from minidiff.text2img import TextToImage, generate
 from minidiff.tokenizer import Tokenizer
-from minidiff.train_clip import load_clip
+from minidiff.train_clip import clip_path, load_clip
 from minidiff.unet import UNet
 
 
@@ -53,18 +55,31 @@ def class_prompts(cfg: Config, classes) -> list[str]:
     return [captions.class_caption(captions.TEMPLATES[cfg.data.dataset][0], c) for c in classes]
 
 
-def train_diffusion(cfg: Config) -> dict:
-    device = distributed.init(setup(cfg))
+def base_model_path(cfg: Config):
+    """The finished base model of cfg's preset, runs/<preset>/diffusion/last.pt."""
+    return require_finished(stage_dir(cfg, "diffusion"), "last.pt",
+                            f"python train.py diffusion --preset {cfg.run.preset}")
+
+
+def train_diffusion(cfg: Config, force: bool = False) -> dict:
+    """Train (resume, or if finished before with the same settings, skip) the base model; its metrics."""
     out = stage_dir(cfg, "diffusion")
-    dc = cfg.diffusion
+    key = run_key(cfg, IMAGE_FIELDS + ("data.concept_class", "diffusion"), clip=clip_path(cfg),
+                  evaluator=evaluator_path(cfg))
+    device = distributed.init(setup(cfg))  # before the run folder: rank 0 alone locks and writes it
+    with RunFolder(out, key, force, "diffusion") as run:
+        if run.finished():
+            return run.result
+        return run.finish(_train(cfg, run, device))
+
+
+def _train(cfg: Config, run: RunFolder, device) -> dict:
+    out, dc = run.folder, cfg.diffusion
     if dc.batch_size % distributed.world_size():
         raise ValueError(f"diffusion.batch_size={dc.batch_size} must divide among {distributed.world_size()} ranks")
-    clip_path = stage_dir(cfg, "clip") / "clip.pt"
-    if not clip_path.exists():
-        raise FileNotFoundError(f"{clip_path} is missing: run `python train.py clip --preset {cfg.run.preset}` first")
-    clip, tokenizer = load_clip(clip_path, cfg, device)
+    clip, tokenizer = load_clip(clip_path(cfg), cfg, device)
     classes = base_classes(cfg.data)
-    train = load_split(cfg.data, "train", cache_dir(cfg)).only(classes)
+    train = load_split(cfg.data, "train", cache_root(cfg)).only(classes)
     images = to_float(train.x).to(device)
 
     model = build_model(cfg, clip.text, tokenizer).to(device)
@@ -75,57 +90,55 @@ def train_diffusion(cfg: Config) -> dict:
     diffusion = Diffusion(dc.timesteps, dc.schedule)
     opt = torch.optim.AdamW(model.unet.parameters(), lr=dc.lr, weight_decay=dc.weight_decay)
     ema = EMA(model.unet, dc.ema_decay)
-    start_step = 0
     last = out / "last.pt"
-    if last.exists():
-        payload = checkpoint.load(last, kind="diffusion")
-        checkpoint.check_arch(payload, {"data": cfg.data, "clip": cfg.clip, "diffusion": dc}, str(last))
+    state = {"step": 0, "train_seconds": 0.0, "loss": None}   # what a resumed run continues from
+    payload = run.resume(last, "diffusion")
+    if payload is not None:
         model.unet.load_state_dict(payload["model"])
         ema.load_state_dict(payload["ema"])
         opt.load_state_dict(payload["optimizer"])
-        start_step = payload["step"]
+        state = {k: payload[k] for k in state}
         if distributed.is_main():
-            print(f"diffusion: resuming from step {start_step} ({last})")
+            print(f"diffusion: resuming from step {state['step']} ({last})")
+    start_step, start_seconds = state["step"], state["train_seconds"]
 
-    def save(step: int) -> None:
-        if distributed.is_main():
-            checkpoint.save(last, {"kind": "diffusion", "config": cfg.to_dict(), "step": step,
+    def save() -> None:
+        run.save_checkpoint(last, {"kind": "diffusion", "config": cfg.to_dict(), **state,
                                    "model": model.unet.state_dict(), "ema": ema.state_dict(),
                                    "optimizer": opt.state_dict(), "text": clip.text.state_dict(),
                                    "vocab": tokenizer.words})
 
     prompts = class_prompts(cfg, classes)
     model.train()
-    start, loss = time.time(), torch.tensor(float("nan"))
+    start = time.time() - state["train_seconds"]
     bar = tqdm(range(start_step, dc.steps), initial=start_step, total=dc.steps, desc="diffusion",
                disable=not distributed.is_main())
     for step in bar:
         loss = training_step(cfg, model, unet, diffusion, opt, ema, images, train, step)
         check_finite(loss, "diffusion", step)
+        state.update(step=step + 1, train_seconds=time.time() - start, loss=loss.item())
         if step % 25 == 0:
             seen = (step + 1 - start_step) * dc.batch_size
-            bar.set_postfix(loss=f"{loss.item():.4f}", img_s=f"{seen / (time.time() - start):.0f}")
+            bar.set_postfix(loss=f"{state['loss']:.4f}", img_s=f"{seen / (time.time() - start):.0f}")
         done = step + 1
-        if dc.checkpoint_every and done % dc.checkpoint_every == 0 and done < dc.steps:
-            save(done)
+        if done == dc.steps or dc.checkpoint_every and done % dc.checkpoint_every == 0:
+            save()
         if distributed.is_main() and dc.sample_every and done % dc.sample_every == 0 and done < dc.steps:
             sample_grid(cfg, ema_model(model, ema), diffusion, prompts, out / f"samples_{done:06d}.png")
-    seconds = time.time() - start
-    save(dc.steps)
     distributed.barrier()
     if not distributed.is_main():
         return {}
     final = ema_model(model, ema)
     sample_grid(cfg, final, diffusion, prompts, out / "samples.png")
-    metrics = {"stage": "diffusion", "steps": dc.steps, "resumed_from": start_step, "train_seconds": seconds,
-               "train_images_per_second": (dc.steps - start_step) * dc.batch_size / max(seconds, 1e-9),
-               "final_loss": loss.item(), "unet_parameters": count_parameters(model.unet.parameters()),
-               "device": str(device), "world_size": distributed.world_size(), "classes": list(classes)}
-    metrics["samples"] = sample_quality(cfg, final, diffusion, classes, device)
-    write_json(out / "metrics.json", metrics)
-    summary = metrics["samples"].get("summary", "no evaluator yet: run `python train.py eval-net`")
-    print(f"diffusion: {dc.steps} steps in {seconds:.0f}s, final loss {loss.item():.4f}; {summary}")
-    return metrics
+    session = state["train_seconds"] - start_seconds
+    quality = sample_quality(cfg, final, diffusion, classes, device)
+    summary = f"{dc.steps} steps in {state['train_seconds']:.0f}s, final loss {state['loss']:.4f}; {quality['summary']}"
+    print(f"diffusion: {summary}")
+    return {"stage": "diffusion", "summary": summary, "steps": dc.steps, "resumed_from": start_step,
+            "train_seconds": state["train_seconds"], "final_loss": state["loss"],
+            "train_images_per_second": (dc.steps - start_step) * dc.batch_size / session if session > 0 else None,
+            "unet_parameters": count_parameters(model.unet.parameters()), "device": str(device),
+            "world_size": distributed.world_size(), "classes": list(classes), "samples": quality}
 
 
 def training_step(cfg, model, unet, diffusion, opt, ema, images, train, step) -> torch.Tensor:
@@ -143,8 +156,7 @@ def training_step(cfg, model, unet, diffusion, opt, ema, images, train, step) ->
     texts = captions.random_captions(cfg.data.dataset, train.classes, train.y[idx],
                                      None if train.attrs is None else train.attrs[idx], rng, dc.attribute_prob)
     texts = ["" if drop else t for t, drop in zip(texts, rng.random(len(texts)) < dc.cond_drop_prob)]
-    x0 = images[idx.to(device)]
-    x0 = torch.where(torch.rand(len(x0), 1, 1, 1, device=device) < 0.5, x0.flip(3), x0)  # horizontal flip
+    x0 = random_flip(images[idx.to(device)])
     if device.type == "cuda":
         x0 = x0.contiguous(memory_format=torch.channels_last)
     with torch.no_grad():

@@ -58,7 +58,7 @@ class ResBlock(nn.Module):
         return self.skip(x) + h
 
 
-class TransformerBlock(nn.Module):
+class SpatialTransformer(nn.Module):
     """Self-attention, cross-attention to the text, MLP; on the (H*W) image tokens of one resolution."""
 
     def __init__(self, channels: int, context_dim: int, heads: int):
@@ -81,7 +81,7 @@ class TransformerBlock(nn.Module):
 
 
 class NoAttention(nn.Module):
-    """Stands in for a TransformerBlock at resolutions without attention."""
+    """Stands in for a SpatialTransformer at resolutions without attention."""
 
     def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
         return x
@@ -94,11 +94,23 @@ class Level(nn.Module):
                  attend: bool):
         super().__init__()
         self.res = nn.ModuleList(ResBlock(ci, co, emb_dim, cfg.dropout) for ci, co in channels)
-        self.attn = nn.ModuleList(TransformerBlock(co, context_dim, cfg.heads) if attend else NoAttention()
+        self.attn = nn.ModuleList(SpatialTransformer(co, context_dim, cfg.heads) if attend else NoAttention()
                                   for _, co in channels)
 
 
 class UNet(nn.Module):
+    """eps_theta(x_t, t, text): conv_in, then down levels (each halving the resolution but the last), a
+    middle block, and up levels that mirror them, each up block reading the matching down activation
+    through a skip connection (concatenated on channels), then conv_out.
+
+    Skip bookkeeping (channels@pixels), e.g. base 16, channel_mults (1, 2, 2), one res block per level, 16x16:
+        down   conv_in 16@16 | level 0: 16@16, downsample 16@8 | level 1: 32@8, downsample 32@4 | level 2: 32@4
+               every one of these is pushed: skips = [16@16, 16@16, 16@8, 32@8, 32@4, 32@4]
+        up     level 2 pops 32@4, 32@4, upsample to 8 | level 1 pops 32@8, 16@8, upsample to 16
+               | level 0 pops 16@16, 16@16   (num_res_blocks + 1 blocks per level, popping in reverse)
+    Every up block takes (its input channels + the popped skip's) and every pushed activation is popped once.
+    """
+
     def __init__(self, cfg: DiffusionConfig, resolution: int, context_dim: int, pooled_dim: int):
         super().__init__()
         c = cfg.base_channels
@@ -108,7 +120,7 @@ class UNet(nn.Module):
         self.text_proj = nn.Linear(pooled_dim, emb_dim)
         self.conv_in = nn.Conv2d(3, c, 3, padding=1)
         widths = [c * m for m in cfg.channel_mults]
-        res, skips, ch = resolution, [c], c
+        res, skips, ch = resolution, [c], c        # skips: channel count of every activation the down path pushes
         self.down, self.downsample = nn.ModuleList(), nn.ModuleList()
         for i, width in enumerate(widths):
             pairs = [(ch if j == 0 else width, width) for j in range(cfg.num_res_blocks)]
@@ -118,15 +130,15 @@ class UNet(nn.Module):
             last = i == len(widths) - 1
             self.downsample.append(nn.Identity() if last else nn.Conv2d(ch, ch, 3, stride=2, padding=1))
             if not last:
-                skips.append(ch)
+                skips.append(ch)                   # the downsampled activation is pushed too
                 res //= 2
         self.mid1 = ResBlock(ch, ch, emb_dim, cfg.dropout)
-        self.mid_attn = TransformerBlock(ch, context_dim, cfg.heads)
+        self.mid_attn = SpatialTransformer(ch, context_dim, cfg.heads)
         self.mid2 = ResBlock(ch, ch, emb_dim, cfg.dropout)
         self.up, self.upsample = nn.ModuleList(), nn.ModuleList()
         for i, width in reversed(list(enumerate(widths))):
             pairs = []
-            for _ in range(cfg.num_res_blocks + 1):
+            for _ in range(cfg.num_res_blocks + 1):  # one more than down: also consumes the downsample's push
                 pairs.append((ch + skips.pop(), width))
                 ch = width
             self.up.append(Level(pairs, emb_dim, context_dim, cfg, res in cfg.attention_resolutions))
@@ -138,19 +150,20 @@ class UNet(nn.Module):
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, context: torch.Tensor, pooled: torch.Tensor):
         """x (B, 3, H, W), t (B,), context (B, L, context_dim), pooled (B, pooled_dim) -> eps (B, 3, H, W)."""
-        emb = self.time_mlp(timestep_embedding(t, self.base_channels)) + self.text_proj(pooled)
-        h = self.conv_in(x)
+        emb = self.time_mlp(timestep_embedding(t, self.base_channels)) + self.text_proj(pooled)  # (B, 4c)
+        h = self.conv_in(x)                                   # (B, c, H, W)
         skips = [h]
         for level, down in zip(self.down, self.downsample):
             for res, attn in zip(level.res, level.attn):
-                h = attn(res(h, emb), context)
+                h = attn(res(h, emb), context)                # (B, width, r, r)
                 skips.append(h)
             if not isinstance(down, nn.Identity):
-                h = down(h)
+                h = down(h)                                   # (B, width, r/2, r/2)
                 skips.append(h)
         h = self.mid2(self.mid_attn(self.mid1(h, emb), context), emb)
         for level, up in zip(self.up, self.upsample):
             for res, attn in zip(level.res, level.attn):
-                h = attn(res(torch.cat([h, skips.pop()], dim=1), emb), context)
-            h = up(h)
-        return self.out(h)
+                h = torch.cat([h, skips.pop()], dim=1)        # (B, ch + skip channels, r, r)
+                h = attn(res(h, emb), context)                # (B, width, r, r)
+            h = up(h)                                         # (B, width, 2r, 2r) except at the top level
+        return self.out(h)                                    # (B, 3, H, W)

@@ -2,10 +2,10 @@
 Training", Sec. 3). The same random transformations family is applied to real and fake images before
 D, in both the D and the G step; every op is differentiable, so G's gradient passes through it.
 
-Policy: a comma-separated subset of "color,translation,cutout" ("" = no augmentation).
+Policy: a sequence of op names from ("color", "translation", "cutout"), applied in order (() = none).
   color:       brightness x + U(-0.5, 0.5); saturation (x - mean_c) * U(0, 2) + mean_c;
                contrast (x - mean_chw) * U(0.5, 1.5) + mean_chw (one draw per sample each)
-  translation: shift by integers in [-R/8, R/8] per sample and axis, padding with zeros (or reflection)
+  translation: shift by integers in [-R/8, R/8] per sample and axis, padding with zeros
   cutout:      one (R/2 x R/2) square per sample set to zero, centre anywhere in the image
 """
 import torch
@@ -25,12 +25,12 @@ def color(x, generator=None):
     return (x - mean) * (_rand(x, 1, 1, 1, generator=generator) + 0.5) + mean
 
 
-def translation(x, ratio=0.125, padding="zeros", generator=None):
-    """out[b, :, y, x] = x[b, :, y - dy_b, x - dx_b], |dy|, |dx| <= ratio * size, outside = padding."""
+def translation(x, ratio=0.125, generator=None):
+    """out[b, :, y, x] = x[b, :, y - dy_b, x - dx_b], |dy|, |dx| <= ratio * size, zero outside."""
     B, C, H, W = x.shape
     s = max(1, int(H * ratio + 0.5))
     shift = torch.randint(-s, s + 1, (2, B, 1, 1), generator=generator, device=x.device)
-    x_pad = F.pad(x, [s, s, s, s], mode="constant" if padding == "zeros" else "reflect")
+    x_pad = F.pad(x, [s, s, s, s])
     rows = torch.arange(H, device=x.device).view(1, H, 1) + s - shift[0]  # (B, H, 1) source rows
     cols = torch.arange(W, device=x.device).view(1, 1, W) + s - shift[1]  # (B, 1, W) source cols
     batch = torch.arange(B, device=x.device).view(B, 1, 1)
@@ -49,21 +49,13 @@ def cutout(x, ratio=0.5, generator=None):
     return x * (~inside).unsqueeze(1).to(x.dtype)
 
 
-POLICY_OPS = ("color", "translation", "cutout")
+OPS = {"color": color, "translation": translation, "cutout": cutout}
 
 
-def diff_augment(x, policy="color,translation,cutout", generator=None, padding="zeros"):
-    """Apply the policy's ops in order to a batch (B, C, H, W); generator makes the draws reproducible;
-    padding ("zeros" or "reflect") is the translation's."""
-    if padding not in ("zeros", "reflect"):
-        raise ValueError(f"padding must be 'zeros' or 'reflect', got {padding!r}")
-    for name in filter(None, (p.strip() for p in policy.split(","))):
-        if name == "color":
-            x = color(x, generator=generator)
-        elif name == "translation":
-            x = translation(x, padding=padding, generator=generator)
-        elif name == "cutout":
-            x = cutout(x, generator=generator)
-        else:
-            raise ValueError(f"unknown augmentation {name!r}; choose from {POLICY_OPS}")
+def diff_augment(x, policy=("color", "translation", "cutout"), generator=None):
+    """Apply the policy's ops in order to a batch (B, C, H, W); generator makes the draws reproducible."""
+    for name in policy:
+        if name not in OPS:
+            raise ValueError(f"unknown augmentation {name!r}; choose from {', '.join(OPS)}")
+        x = OPS[name](x, generator=generator)
     return x

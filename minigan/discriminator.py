@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from minigan.layers import EqualConv2d, EqualLinear, channels_per_resolution, resolutions
 
 
-class ResBlock(nn.Module):
+class DownResBlock(nn.Module):
     """y = (avgpool(conv(conv(x))) + conv1x1(avgpool(x))) / sqrt(2), LeakyReLU(0.2) after each 3x3 conv."""
 
     def __init__(self, in_channels, out_channels):
@@ -58,7 +58,7 @@ class ResNetTrunk(nn.Module):
         super().__init__()
         self.mbstd_group = mbstd_group
         self.from_rgb = EqualConv2d(img_channels, ch[resolution], 1)
-        self.blocks = nn.ModuleList(ResBlock(ch[r], ch[r // 2]) for r in reversed(resolutions(resolution)[1:]))
+        self.blocks = nn.ModuleList(DownResBlock(ch[r], ch[r // 2]) for r in reversed(resolutions(resolution)[1:]))
         self.conv = EqualConv2d(ch[4] + 1, ch[4], 3)
         self.out_features = ch[4] * 4 * 4
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from pathlib import Path
+from typing import Callable
 
 import torch
 from tqdm import tqdm
@@ -48,8 +48,8 @@ class LoopSpec:
     r1_gamma: float
     r1_every: int
     ema_decay: float
-    augment: str
-    ssl: str = ""                      # "" (none) | barlow | ntxent
+    augment: tuple[str, ...]           # DiffAugment ops
+    ssl: str = "none"                  # none | barlow | ntxent
     ssl_weight: float = 0.0
     d_class_lr_mul: float = 1.0        # learning-rate multiplier of D's class-specific parameters
     checkpoint_every: int = 0          # 0: only at the end
@@ -65,7 +65,7 @@ class GanTrainer:
     """
 
     def __init__(self, G, D, g_params, z_dim, real, labels, n_classes, spec: LoopSpec, stage: str):
-        if spec.ssl and spec.ssl not in SSL_LOSSES:
+        if spec.ssl != "none" and spec.ssl not in SSL_LOSSES:
             raise ValueError(f"unknown self-supervised loss {spec.ssl!r}; choose from {', '.join(SSL_LOSSES)}")
         if spec.r1_every < 1:
             raise ValueError(f"r1_every must be >= 1, got {spec.r1_every}")
@@ -117,7 +117,7 @@ class GanTrainer:
             r1 = r1_penalty(real_logits.float(), real, s.r1_gamma)
             loss = loss + s.r1_every * r1
             out["r1"] = r1.item()
-        if s.ssl:
+        if s.ssl != "none":
             ssl = self.ssl_loss(real_raw, real_f) + self.ssl_loss(fake_raw, fake_f)
             loss = loss + s.ssl_weight * ssl
             out["ssl"] = ssl.item()
@@ -152,8 +152,8 @@ class GanTrainer:
 
     # ----------------------------------------------------------------------------- loop and resume
 
-    def train(self, ckpt_path: Path, payload_extra: dict, progress=True):
-        """Run to spec.steps, checkpointing every checkpoint_every steps and at the end."""
+    def train(self, save: Callable[[dict], None], progress=True):
+        """Run to spec.steps, calling save(self.state()) every checkpoint_every steps and at the end."""
         s = self.spec
         if distributed.world_size() > 1:             # one start for all ranks, a different stream on each
             for module in (self.G, self.D, self.ema.model):
@@ -171,7 +171,7 @@ class GanTrainer:
                 self.log.append({"step": self.step, **losses})
                 bar.set_postfix({k: f"{v:.3f}" for k, v in losses.items()})
             if self.step == s.steps or (s.checkpoint_every and self.step % s.checkpoint_every == 0):
-                self.save(ckpt_path, payload_extra)
+                save(self.state())
         distributed.check_in_sync(self.G, "G")
         distributed.check_in_sync(self.D, "D")
         return self.log
@@ -181,12 +181,8 @@ class GanTrainer:
                 "D": self.D.state_dict(), "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(),
                 "ema": self.ema.state_dict(), "rng": checkpoint.rng_state()}
 
-    def save(self, path: Path, payload_extra: dict):
-        if distributed.is_main():
-            checkpoint.save(path, {**payload_extra, **self.state()})
-
     def load_state(self, payload: dict):
-        """Resume from a payload written by save(): weights, optimizers, EMA, RNG, step, log."""
+        """Resume from a payload holding state(): weights, optimizers, EMA, RNG, step, log."""
         self.G.load_state_dict(payload["G"])
         self.D.load_state_dict(payload["D"])
         self.opt_g.load_state_dict(payload["opt_g"])

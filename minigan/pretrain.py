@@ -2,23 +2,26 @@
 
 `python train.py gan-pretrain` calls `pretrain_gan(cfg)`: non-saturating loss + lazy R1, EMA generator,
 DiffAugment, Adam (0, 0.99), on every train-split image of cfg.data.source_classes, labels ignored. It
-writes runs/<preset>/gan-pretrain/{checkpoint.pt, grid.png, metrics.json}; rerunning resumes from the
-checkpoint (and only re-evaluates when training is complete). The transfer stage starts from this
-checkpoint: load_pretrained() gives its EMA generator and its discriminator.
+writes runs/<preset>/gan-pretrain/{checkpoint.pt, grid.png, metrics.json}; an interrupted run resumes from
+the checkpoint (core.runs). The transfer stage starts from this checkpoint: load_pretrained() gives its
+EMA generator and its discriminator.
 """
 from __future__ import annotations
 
 import torch
 
 from core import checkpoint, distributed
+from core.cache import cache_root
 from core.config import Config
-from core.data import check_splits, load_split, to_float
+from core.data import IMAGE_FIELDS, load_split, to_float
 from core.images import save_grid
-from core.training import cache_dir, count_parameters, setup, stage_dir, write_json
+from core.runs import RunFolder, require_finished, run_key, stage_dir
+from core.training import count_parameters, setup
+from eval.evalnet import evaluator_path, load_evaluator
 from minigan.discriminator import Discriminator
-from minigan.evaluate import load_evaluator_or_none, pretrain_quality, sample_images
 from minigan.generator import Generator
 from minigan.loop import GanTrainer, LoopSpec
+from minigan.quality import pretrain_quality, sample_images
 
 KIND = "gan-pretrain"
 
@@ -46,61 +49,60 @@ def pretrain_spec(cfg: Config) -> LoopSpec:
                     checkpoint_every=g.checkpoint_every, seed=cfg.run.seed)
 
 
-def checkpoint_path(cfg: Config):
-    return stage_dir(cfg, KIND) / "checkpoint.pt"
+def pretrained_path(cfg: Config):
+    """The finished pretraining run's checkpoint, runs/<preset>/gan-pretrain/checkpoint.pt."""
+    return require_finished(stage_dir(cfg, KIND), "checkpoint.pt", f"python train.py gan-pretrain --preset {cfg.run.preset}")
 
 
 def load_pretrained(cfg: Config, device) -> tuple[Generator, Discriminator]:
     """The finished pretraining run's EMA generator and its discriminator, on `device`."""
-    path = checkpoint_path(cfg)
-    if not path.exists():
-        raise FileNotFoundError(f"no pretrained GAN at {path}; run `python train.py gan-pretrain "
-                                f"--preset {cfg.run.preset}` (same overrides) first")
+    path = pretrained_path(cfg)
     payload = checkpoint.load(path, kind=KIND)
     checkpoint.check_arch(payload, {"data": cfg.data, "gan": cfg.gan}, str(path))
-    if payload["step"] < payload["config"]["gan"]["steps"]:
-        raise ValueError(f"{path} is an unfinished pretraining run (step {payload['step']}); "
-                         f"finish it with `python train.py gan-pretrain` first")
     G, D = build_generator(cfg), build_discriminator(cfg)
     G.load_state_dict(payload["ema"]["model"])
     D.load_state_dict(payload["D"])
     return G.to(device).eval(), D.to(device)
 
 
-def pretrain_gan(cfg: Config) -> dict:
-    device = distributed.init(setup(cfg))
-    check_splits(cfg.data)
-    out = stage_dir(cfg, KIND)
-    train = load_split(cfg.data, "train", cache_dir(cfg)).only(cfg.data.source_classes)
+def pretrain_gan(cfg: Config, force: bool = False) -> dict:
+    """Pretrain (resume, or if finished before with the same settings, skip); returns the metrics."""
+    key = run_key(cfg, IMAGE_FIELDS + ("data.source_classes", "gan"), evaluator=evaluator_path(cfg))
+    device = distributed.init(setup(cfg))  # before the run folder: rank 0 alone locks and writes it
+    with RunFolder(stage_dir(cfg, KIND), key, force, KIND) as run:
+        if run.finished():
+            return run.result
+        return run.finish(_pretrain(cfg, run, device))
+
+
+def _pretrain(cfg: Config, run: RunFolder, device) -> dict:
+    train = load_split(cfg.data, "train", cache_root(cfg)).only(cfg.data.source_classes)
     if len(train) < cfg.gan.batch_size:
         raise ValueError(f"only {len(train)} source images for gan.batch_size={cfg.gan.batch_size}")
     G, D = build_generator(cfg).to(device), build_discriminator(cfg).to(device)
     trainer = GanTrainer(G, D, G.parameters(), cfg.gan.z_dim, to_float(train.x).to(device), None, 0,
                          pretrain_spec(cfg), KIND)
-    path = checkpoint_path(cfg)
-    if path.exists():
-        payload = checkpoint.load(path, kind=KIND)
-        checkpoint.check_arch(payload, {"data": cfg.data, "gan": cfg.gan}, str(path))
+    path = run.folder / "checkpoint.pt"
+    payload = run.resume(path, KIND)
+    if payload is not None:
         trainer.load_state(payload)
         if distributed.is_main():
             print(f"{KIND}: resuming from {path} at step {trainer.step}")
-    trainer.train(path, {"kind": KIND, "config": cfg.to_dict()})
+    trainer.train(lambda state: run.save_checkpoint(path, {"kind": KIND, "config": cfg.to_dict(), **state}))
     distributed.barrier()
     if not distributed.is_main():
         return {}
     G_ema = trainer.ema.model
-    save_grid(sample_images(G_ema, 64, seed=cfg.run.seed), out / "grid.png", nrow=8, scale=4)
+    save_grid(sample_images(G_ema, 64, seed=cfg.run.seed), run.folder / "grid.png", nrow=8, scale=4)
     metrics = {"stage": KIND, "steps": trainer.step, "train_seconds": trainer.seconds, "device": str(device),
                "world_size": distributed.world_size(), "torch_threads": torch.get_num_threads(),
                "g_parameters": count_parameters(G.parameters()),
                "d_parameters": count_parameters(D.parameters()), "n_train_images": len(train),
                "source_classes": list(cfg.data.source_classes), "final_losses": trainer.log[-1],
                "loss_log": trainer.log}
-    evaluator = load_evaluator_or_none(cfg, device)
-    if evaluator is not None:
-        metrics.update(pretrain_quality(cfg, evaluator, G_ema))
-    write_json(out / "metrics.json", metrics)
-    fd = metrics.get("fd_eval_vs_source")
-    print(f"{KIND}: {trainer.step} steps in {trainer.seconds:.0f}s"
-          + (f", FD-eval vs source test images {fd:.2f}" if fd is not None else ""))
+    metrics.update(pretrain_quality(cfg, load_evaluator(cfg, device), G_ema))
+    metrics["summary"] = (f"{trainer.step} steps in {trainer.seconds:.0f}s, FD-eval vs source test images "
+                          f"{metrics['fd_eval_vs_source']:.2f}, {metrics['recognised_as_a_source_class']:.1%} "
+                          f"recognised as a source class")
+    print(f"{KIND}: {metrics['summary']}")
     return metrics

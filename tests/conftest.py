@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from core.config import make_config
+from core.cli import make_config
 
 
 @pytest.fixture(autouse=True)
@@ -30,7 +30,7 @@ def tiny_diffusion_overrides(out_dir) -> list[str]:
 def save_untrained_clip(cfg) -> None:
     """Write an (untrained) tiny CLIP checkpoint where the diffusion stage looks for it."""
     from core import checkpoint
-    from core.training import stage_dir
+    from core.runs import stage_dir
     from minidiff.clip import TinyClip
     from minidiff.train_clip import build_tokenizer
     tok = build_tokenizer(cfg)
@@ -39,23 +39,32 @@ def save_untrained_clip(cfg) -> None:
         clip = TinyClip(len(tok), cfg.clip)
     checkpoint.save(stage_dir(cfg, "clip") / "clip.pt", {"kind": "clip", "config": cfg.to_dict(), "step": 0,
                                                           "model": clip.state_dict(), "vocab": tok.words})
+    mark_finished(stage_dir(cfg, "clip"))
+
+
+def mark_finished(folder) -> None:
+    """A metrics.json in `folder`, so that later stages accept the checkpoint written there (core.runs)."""
+    from core.files import write_json
+    write_json(folder / "metrics.json", {"summary": "untrained, written by a test", "test_accuracy": None})
 
 
 def save_untrained_evaluator(cfg) -> None:
     """Write an (untrained) evaluator checkpoint where stages look for it."""
     from core import checkpoint
     from core.data import class_names
-    from eval.evaluator import Evaluator, evaluator_path
+    from core.runs import stage_dir
+    from eval.evalnet import Evaluator
     with torch.random.fork_rng():
         torch.manual_seed(0)
         net = Evaluator(cfg.evalnet, len(class_names(cfg.data)))
-    checkpoint.save(evaluator_path(cfg), {"kind": "evaluator", "config": cfg.to_dict(), "step": 0,
-                                          "model": net.state_dict()})
+    checkpoint.save(stage_dir(cfg, "eval-net") / "evaluator.pt", {"kind": "evaluator", "config": cfg.to_dict(),
+                                                                  "step": 0, "model": net.state_dict()})
+    mark_finished(stage_dir(cfg, "eval-net"))
 
 
 def tiny_base_model(out_dir, *extra):
-    """Config, and a 2-step base diffusion checkpoint (plus CLIP and evaluator) under out_dir."""
-    from core.config import make_config
+    """Config, and a finished 2-step base diffusion run (plus CLIP and evaluator) under out_dir."""
+    from core.cli import make_config
     from minidiff.train_diffusion import train_diffusion
     cfg = make_config("quick", tiny_diffusion_overrides(out_dir) + [
         "--diffusion.steps=2", "--evalnet.channels=8,16", "--customize.fidelity_samples=4",

@@ -3,7 +3,7 @@ import math
 
 import torch
 
-from core.config import make_config
+from core.cli import make_config
 from core.data import base_classes, load_split, to_float
 from minidiff.clip import TinyClip, clip_loss
 from minidiff.tokenizer import Tokenizer

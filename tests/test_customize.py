@@ -9,10 +9,12 @@ import torch
 import minidiff.regularizers as regs
 from core import checkpoint
 from core.data import base_classes
-from core.training import cache_dir, stage_dir
+from core.cache import cache_root
+from core.runs import stage_dir
 from minidiff.customize import load_customized, prepare
 from minidiff.lora import LoRA, add_lora, merge_lora, unmerge_lora
 from minidiff.regularizers import functional_regularization
+import minidiff.train_customize as train_customize
 from minidiff.train_customize import customize, run_dir
 from minidiff.train_diffusion import load_diffusion
 from tests.conftest import tiny_base_model
@@ -107,13 +109,13 @@ def test_stage_runs_each_regularizer_and_records_zero_at_start(base):
 def test_prior_images_are_generated_once_and_reused(base, monkeypatch):
     cfg = with_method(base, "full+prior")
     customize(cfg)
-    assert list((cache_dir(cfg) / "generations").glob("generations-*.pt"))
+    assert list((cache_root(cfg) / "generations").glob("*.pt"))
 
     def no_generation(*args, **kwargs):
         raise AssertionError("prior images should come from the cache")
 
-    monkeypatch.setattr(regs, "generate", no_generation)
-    customize(cfg)
+    monkeypatch.setattr(train_customize, "generate", no_generation)
+    customize(cfg, force=True)
 
 
 def test_customized_checkpoint_loads_on_its_base_only(base, tmp_path):
@@ -128,7 +130,3 @@ def test_customized_checkpoint_loads_on_its_base_only(base, tmp_path):
     with pytest.raises(checkpoint.CheckpointMismatch, match="fingerprint"):
         load_customized(path, base_path=stage_dir(other, "diffusion") / "last.pt")
 
-
-def test_unknown_method_is_a_clear_error(base):
-    with pytest.raises(ValueError, match="valid choices: full, full\\+prior, lora, custom, ti"):
-        customize(with_method(base, "dreambooth"))

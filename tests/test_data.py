@@ -1,11 +1,13 @@
-"""Shapes determinism and balance, caption grammar, CIFAR loading from .npz, class splits."""
+"""Shapes determinism and balance, caption grammar, CIFAR loading from .npz (and refusing broken files), class
+splits."""
 import numpy as np
 import pytest
 import torch
 
 from core import captions, shapes
-from core.config import make_config
-from core.data import ImageSet, base_classes, check_splits, load_split, to_float, to_uint8
+from core.cli import make_config
+from core.data import ImageSet, base_classes, load_split, to_float, to_uint8
+from core.errors import ConfigError, DataError
 
 
 def test_shapes_are_a_pure_function_of_seed_split_index():
@@ -35,7 +37,7 @@ def test_shape_classes_differ_in_their_masks():
 
 def test_load_split_caches_and_reloads_identically(tiny_cfg, tmp_path):
     first = load_split(tiny_cfg.data, "test", tmp_path)
-    assert len(list(tmp_path.glob("shapes-*.npz"))) == 1
+    assert len(list(tmp_path.glob("shapes/*.pt"))) == 1
     again = load_split(tiny_cfg.data, "test", tmp_path)
     assert torch.equal(first.x, again.x) and torch.equal(first.y, again.y)
     assert len(first) == tiny_cfg.data.shapes_test_size
@@ -70,10 +72,10 @@ def test_attribute_captions():
 def test_splits_hold_out_the_concept_and_reject_bad_names():
     cfg = make_config()
     assert cfg.data.concept_class not in base_classes(cfg.data) and len(base_classes(cfg.data)) == 9
-    with pytest.raises(ValueError, match="unknown classes"):
-        check_splits(make_config("quick", ["--data.concept_class=dragon"]).data)
-    with pytest.raises(ValueError, match="overlap"):
-        check_splits(make_config("quick", ["--data.target_classes=circle"]).data)
+    with pytest.raises(ConfigError, match="unknown classes"):
+        make_config("quick", ["--data.concept_class=dragon"])
+    with pytest.raises(ConfigError, match="overlap"):
+        make_config("quick", ["--data.target_classes=circle"])
 
 
 def test_cifar_from_npz_folder(tmp_path):
@@ -86,5 +88,29 @@ def test_cifar_from_npz_folder(tmp_path):
     small = load_split(make_config("cifar10", [f"--data.root={tmp_path}", "--data.resolution=16"]).data, "test")
     assert small.x.shape == (20, 16, 16, 3)
     np.savez(tmp_path / "train.npz", x=x[:, :16], y=y)
-    with pytest.raises(ValueError, match="expected x uint8"):
+    with pytest.raises(DataError, match="expected x uint8"):
         load_split(cfg.data, "train")
+
+
+def test_cifar_labels_outside_the_classes_are_refused(tmp_path):
+    """An npz whose labels go past the 10 classes would silently drop images from every per-class split."""
+    x = np.zeros((20, 32, 32, 3), dtype=np.uint8)
+    np.savez(tmp_path / "test.npz", x=x, y=np.arange(20) * 3)
+    cfg = make_config("cifar10", [f"--data.root={tmp_path}"])
+    with pytest.raises(DataError, match=r"test.npz: \d+ labels outside 0..9"):
+        load_split(cfg.data, "test")
+
+
+def test_truncated_cifar_file_names_the_file(tmp_path):
+    np.savez(tmp_path / "test.npz", x=np.zeros((20, 32, 32, 3), dtype=np.uint8), y=np.arange(20) % 10)
+    data = (tmp_path / "test.npz").read_bytes()
+    (tmp_path / "test.npz").write_bytes(data[:len(data) // 2])
+    with pytest.raises(DataError, match="test.npz is not a readable CIFAR-10 file"):
+        load_split(make_config("cifar10", [f"--data.root={tmp_path}"]).data, "test")
+
+
+def test_missing_cifar_folder_says_where_data_comes_from(tmp_path, monkeypatch):
+    import torchvision.datasets
+    monkeypatch.setattr(torchvision.datasets, "CIFAR10", lambda *a, **k: (_ for _ in ()).throw(OSError("offline")))
+    with pytest.raises(DataError, match="--data.root=DIR"):
+        load_split(make_config("cifar10", [f"--data.root={tmp_path / 'none'}"]).data, "test")

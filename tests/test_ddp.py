@@ -7,13 +7,14 @@ from pathlib import Path
 import torch
 
 from core import checkpoint
-from core.config import make_config
+from core.cli import make_config
+from eval.evalnet import train_evaluator
 from minidiff.train_diffusion import load_diffusion
-from tests.conftest import save_untrained_clip, tiny_diffusion_overrides
+from tests.conftest import save_untrained_clip, save_untrained_evaluator, tiny_diffusion_overrides
 from tests.test_minigan_training import TINY as TINY_GAN
 
 ROOT = Path(__file__).resolve().parents[1]
-GAN_KEYS = {"kind", "config", "step", "seconds", "log", "G", "D", "opt_g", "opt_d", "ema", "rng"}
+GAN_KEYS = {"kind", "config", "step", "seconds", "log", "G", "D", "opt_g", "opt_d", "ema", "rng", "run_key"}
 
 
 def torchrun(*args):
@@ -24,14 +25,16 @@ def torchrun(*args):
 
 
 def test_two_process_ddp_run_writes_a_normal_checkpoint(tmp_path):
-    overrides = tiny_diffusion_overrides(tmp_path) + ["--diffusion.steps=3", "--run.threads=1"]
+    overrides = tiny_diffusion_overrides(tmp_path) + ["--diffusion.steps=3", "--run.threads=1",
+                                                      "--evalnet.channels=8,16"]
     cfg = make_config("quick", overrides)
     save_untrained_clip(cfg)
+    save_untrained_evaluator(cfg)
     torchrun("diffusion", *overrides)
     path = tmp_path / "quick" / "diffusion" / "last.pt"
     payload = checkpoint.load(path, kind="diffusion")
-    assert payload["step"] == 3 and set(payload) == {"kind", "config", "step", "model", "ema", "optimizer", "text",
-                                                     "vocab"}
+    assert payload["step"] == 3 and set(payload) == {"kind", "config", "step", "train_seconds", "loss", "model", "ema",
+                                                     "optimizer", "text", "vocab", "run_key"}
     assert not any(k.startswith("module.") for k in payload["model"])  # the DDP wrapper is not in the names
     model, _, _, _ = load_diffusion(path)
     assert all(torch.isfinite(p).all() for p in model.unet.parameters())
@@ -42,13 +45,14 @@ def test_two_process_gan_pretrain_and_transfer(tmp_path):
     """R1, the SSL loss and a frozen base G all under 2 ranks; GanTrainer.train stops if the ranks' G or D
     differ at the end, so a zero exit status means the gradient averaging kept them identical."""
     overrides = [f"--run.out_dir={tmp_path}", *TINY_GAN, "--gan.r1_every=1"]
+    train_evaluator(make_config("quick", overrides))   # the evaluator does not train under torchrun
     torchrun("gan-pretrain", *overrides)
     pretrain = checkpoint.load(tmp_path / "quick" / "gan-pretrain" / "checkpoint.pt", kind="gan-pretrain")
     check_gan_payload(pretrain, GAN_KEYS, steps=4)
-    torchrun("gan-transfer", "--variant=hypermod+selfinit+ssl", *overrides)
+    torchrun("gan-transfer", *overrides)
     transfer = checkpoint.load(tmp_path / "quick" / "gan-transfer" / "hypermod+selfinit+ssl-lowrank" / "checkpoint.pt",
                                kind="gan-transfer")
-    check_gan_payload(transfer, GAN_KEYS | {"variant", "start_check"}, steps=3)
+    check_gan_payload(transfer, GAN_KEYS | {"run", "start_check"}, steps=3)
 
 
 def check_gan_payload(payload, keys, steps):

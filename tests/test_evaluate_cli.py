@@ -7,10 +7,10 @@ from PIL import Image
 
 import evaluate
 from core import checkpoint
-from core.config import make_config
+from core.cli import make_config
 from core.data import load_split
-from core.training import cache_dir
-from eval.evaluator import Evaluator, evaluator_path
+from core.cache import cache_root
+from tests.conftest import save_untrained_evaluator
 
 OVERRIDES = ["--data.shapes_train_size=300", "--data.shapes_test_size=100", "--evalnet.channels=8,16,32"]
 
@@ -20,11 +20,9 @@ def tiny_setup(tmp_path, with_evaluator=True):
     overrides = [f"--run.out_dir={tmp_path}", *OVERRIDES]
     cfg = make_config("quick", overrides)
     if with_evaluator:
-        model = Evaluator(cfg.evalnet, 10)
-        checkpoint.save(evaluator_path(cfg), {"kind": "evaluator", "config": cfg.to_dict(),
-                                              "model": model.state_dict()})
+        save_untrained_evaluator(cfg)
     npz = tmp_path / "samples.npz"
-    np.savez(npz, images=load_split(cfg.data, "train", cache_dir(cfg)).x[:40].numpy())
+    np.savez(npz, images=load_split(cfg.data, "train", cache_root(cfg)).x[:40].numpy())
     return overrides, npz
 
 
@@ -72,7 +70,8 @@ def test_fid_clear_errors(tmp_path, capsys):
     overrides, npz = tiny_setup(tmp_path, with_evaluator=False)
     cases = [(["--ref", "shapes:test"], "python train.py eval-net --preset quick"),
              (["--ref", "cifar10:train", "--preset", "quick"], "use --preset cifar10"),
-             (["--ref", "shapes:test", "--data.resolution=32"], "data.resolution=32"),
+             (["--ref", "shapes:test", "--data.resolution=32", "--diffusion.attention_resolutions=16,8"],
+              "data.resolution=32"),
              (["--ref", "shapes:test", "--data.resolutoin=32"], "did you mean 'resolution'")]
     for args, message in cases:
         with pytest.raises(SystemExit) as err:

@@ -6,15 +6,24 @@ import pytest
 import torch
 
 from core import checkpoint
-from core.config import make_config
-from core.training import read_json
-from eval.evaluator import load_evaluator, train_evaluator
-from minigan.evaluate import selfinit_check
+from core.cli import make_config
+from core.files import read_json
+from core.runs import stage_dir
+from eval.evalnet import load_evaluator, train_evaluator
+from eval.report import gan_results, markdown_tables
 from minigan.hypermod import HyperModulatedGenerator
 from minigan.loop import GanTrainer
 from minigan.pretrain import load_pretrained, pretrain_gan
-from minigan.transfer import (ABLATION, VARIANTS, build_models, few_shot_targets, gan_table, transfer_ablation,
-                              transfer_gan, transfer_spec)
+from minigan.selfinit import selfinit_check
+from minigan.transfer import ABLATION, build_models, few_shot_targets, run_name, transfer_gan, transfer_spec
+
+SWITCHES = {  # the ablation rows as command-line switches
+    "scratch": ["--transfer.generator=scratch", "--transfer.selfinit=false", "--transfer.ssl=none"],
+    "finetune": ["--transfer.generator=finetune", "--transfer.selfinit=false", "--transfer.ssl=none"],
+    "hypermod": ["--transfer.selfinit=false", "--transfer.ssl=none"],
+    "hypermod+selfinit": ["--transfer.ssl=none"],
+    "hypermod+selfinit+ssl": [],
+}
 
 TINY = ["--data.shapes_train_size=300", "--data.shapes_test_size=100", "--data.k_per_target=4",
         "--evalnet.channels=8,16", "--evalnet.epochs=1", "--evalnet.batch_size=50",
@@ -57,12 +66,26 @@ def test_pretrain_writes_checkpoint_grid_and_metrics(pretrained):
     assert payload["step"] == 4 and {"G", "D", "opt_g", "opt_d", "ema", "rng"} <= set(payload)
 
 
-def test_pretrain_resume_matches_uninterrupted_run(tmp_path, pretrained):
-    src = pretrained[0] / "quick" / "gan-pretrain" / "checkpoint.pt"     # stopped after 4 steps
-    resumed = tiny_config(tmp_path / "a", "--gan.steps=6")
-    (tmp_path / "a" / "quick" / "gan-pretrain").mkdir(parents=True)
-    (tmp_path / "a" / "quick" / "gan-pretrain" / "checkpoint.pt").write_bytes(src.read_bytes())
+def test_pretrain_resume_matches_uninterrupted_run(tmp_path, pretrained, monkeypatch):
+    resumed = tiny_config(tmp_path / "a", "--gan.steps=6", "--gan.checkpoint_every=4")
     straight = tiny_config(tmp_path / "b", "--gan.steps=6")
+    for cfg in (resumed, straight):
+        stage_dir(cfg, "eval-net").mkdir(parents=True)
+        for name in ("evaluator.pt", "metrics.json"):
+            (stage_dir(cfg, "eval-net") / name).write_bytes((stage_dir(tiny_config(pretrained[0]), "eval-net") /
+                                                             name).read_bytes())
+    real_step = GanTrainer.g_step
+
+    def crash_at_5(self):
+        if self.step == 4:
+            raise KeyboardInterrupt
+        return real_step(self)
+
+    monkeypatch.setattr(GanTrainer, "g_step", crash_at_5)
+    with pytest.raises(KeyboardInterrupt):
+        pretrain_gan(resumed)
+    monkeypatch.setattr(GanTrainer, "g_step", real_step)
+    assert checkpoint.load(stage_dir(resumed, "gan-pretrain") / "checkpoint.pt")["step"] == 4
     a, b = pretrain_gan(resumed), pretrain_gan(straight)
     assert a["final_losses"] == b["final_losses"]          # step 6, bit for bit
     ckpt_a = checkpoint.load(tmp_path / "a" / "quick" / "gan-pretrain" / "checkpoint.pt")
@@ -77,26 +100,37 @@ def test_pretrain_refuses_other_architecture(pretrained):
 
 
 @pytest.mark.parametrize("variant", ["hypermod+selfinit+ssl", "finetune"])
-def test_transfer_smoke_and_resume(tmp_path, pretrained, variant):
+def test_transfer_smoke_and_resume(pretrained, variant, monkeypatch):
     out = pretrained[0]
-    straight = transfer_gan(tiny_config(out, f"--transfer.variant={variant}", "--transfer.steps=5"))
+    cfg = tiny_config(out, *SWITCHES[variant], "--transfer.steps=5", "--transfer.checkpoint_every=3")
+    straight = transfer_gan(cfg)
     run = out / "quick" / "gan-transfer" / straight["run"]
     assert {"checkpoint.pt", "grid.png", "real.png", "metrics.json"} <= {p.name for p in run.iterdir()}
     q = straight["quality"]
     assert 0 <= q["accuracy"] <= 1 and set(q["per_class"]) == {"star", "cross", "heart", "crescent", "arrow"}
-    (run / "checkpoint.pt").unlink()
-    transfer_gan(tiny_config(out, f"--transfer.variant={variant}", "--transfer.steps=3"))
-    resumed = transfer_gan(tiny_config(out, f"--transfer.variant={variant}", "--transfer.steps=5"))
+    real_step = GanTrainer.g_step
+
+    def crash_at_4(self):
+        if self.step == 3:
+            raise KeyboardInterrupt
+        return real_step(self)
+
+    monkeypatch.setattr(GanTrainer, "g_step", crash_at_4)
+    with pytest.raises(KeyboardInterrupt):
+        transfer_gan(cfg, force=True)
+    monkeypatch.setattr(GanTrainer, "g_step", real_step)
+    resumed = transfer_gan(cfg)
     assert resumed["final_losses"] == straight["final_losses"]
     if variant.startswith("hypermod"):
         check = resumed["start_check"]
         assert check["after_selfinit"]["ratio"] > 0 and check["random_heads"]["ratio"] > 0
-    assert variant in gan_table(tiny_config(out))
+    assert straight["run"] in markdown_tables(out / "quick")
 
 
-@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("variant", list(SWITCHES))
 def test_each_variant_trains_what_it_claims(pretrained, variant):
-    cfg = tiny_config(pretrained[0], f"--transfer.variant={variant}")
+    cfg = tiny_config(pretrained[0], *SWITCHES[variant])
+    assert run_name(cfg).startswith(variant)
     _, images, labels = few_shot_targets(cfg)
     G, D, g_params, base = build_models(cfg, torch.device("cpu"))
     trainable = {id(p) for p in g_params}
@@ -121,21 +155,15 @@ def test_each_variant_trains_what_it_claims(pretrained, variant):
     assert any(not torch.equal(p, d_before[n]) for n, p in D.named_parameters())
 
 
-def test_bad_variant_is_refused(tmp_path):
-    with pytest.raises(ValueError, match="transfer.variant"):
-        transfer_gan(tiny_config(tmp_path, "--transfer.variant=hyper"))
-    with pytest.raises(ValueError, match="transfer.ssl"):
-        transfer_gan(tiny_config(tmp_path, "--transfer.ssl=simclr"))
-
-
 @pytest.mark.slow
-def test_ablation_runs_every_variant_and_writes_the_table(pretrained):
+def test_ablation_runs_every_variant_and_the_table_lists_them(pretrained):
+    import train
     out = pretrained[0]
-    results = transfer_ablation(tiny_config(out))
-    assert len(results) == len(ABLATION)
-    table = (out / "quick" / "gan-transfer" / "table.md").read_text()
-    rows = [line for line in table.splitlines() if line.startswith("| ") and not line.startswith("| variant")]
-    assert len(rows) >= len(ABLATION)
+    train.run(train.paper2(tiny_config(out)), force=False)
+    results = {r["run"]: r for r in gan_results(out / "quick")}
+    assert len(results) >= len(ABLATION)
+    table = markdown_tables(out / "quick")
+    assert all(name in table for name in results)
     dense, lowrank = results["hypermod+selfinit+ssl-dense"], results["hypermod+selfinit+ssl-lowrank"]
     assert lowrank["trainable_parameters"] < dense["trainable_parameters"]
 

@@ -1,74 +1,129 @@
-"""core/pipeline.py and the step list of `python train.py`: skipping, forcing, failures that name the rerun
-command, waiting on the background chain, and which steps the default pipeline runs."""
+"""`python train.py`: the order of the two papers' stages, --force reaching every stage, one-line user errors,
+and core/background.py (waiting on the background chain, giving the second core back)."""
 import os
 import subprocess
 import sys
-import time
+from pathlib import Path
 
 import pytest
 import torch
 
 import train
-from core.config import make_config
-from core.pipeline import Step, StepFailed, run_steps, share_cores, wait_for
+from core import background
+from core.errors import CheckpointMismatch, ConfigError
 from minigan.transfer import ABLATION
 
-
-def test_run_steps_skips_finished_steps_and_force_reruns_them(tmp_path):
-    ran = []
-    done = tmp_path / "done.json"
-    done.write_text("{}")
-    steps = [Step("a", lambda: ran.append("a"), done, "cmd a"), Step("b", lambda: ran.append("b"), tmp_path / "b", "")]
-    run_steps(steps)
-    assert ran == ["b"]
-    run_steps(steps, force=True)
-    assert ran == ["b", "a", "b"]
+ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_a_failing_step_names_itself_and_its_rerun_command(tmp_path):
-    def boom():
-        raise ValueError("bad value")
-    with pytest.raises(StepFailed, match=r"step 'customize lora/none' failed: ValueError: bad value(.|\n)*"
-                                         r"python train.py customize --method lora"):
-        run_steps([Step("customize lora/none", boom, tmp_path / "x", "python train.py customize --method lora")])
+def record_stages(monkeypatch, calls):
+    """Replace every stage train.py calls by a recorder of (stage, method/run, force)."""
+    def recorder(name):
+        def stage(cfg, force=False):
+            detail = {"customize": f"{cfg.customize.method}/{cfg.customize.reg}",
+                      "drift": f"{cfg.customize.method}/{cfg.customize.reg}",
+                      "gan-transfer": f"{cfg.transfer.generator}/{cfg.transfer.selfinit}/{cfg.transfer.ssl}/"
+                                      f"{cfg.transfer.head}"}.get(name, "")
+            calls.append((name, detail, force))
+            return {}
+        return stage
+    for attr, name in (("train_clip", "clip"), ("train_evaluator", "eval-net"), ("train_diffusion", "diffusion"),
+                       ("customize", "customize"), ("drift_stage", "drift"), ("pretrain_gan", "gan-pretrain"),
+                       ("transfer_gan", "gan-transfer")):
+        monkeypatch.setattr(train, attr, recorder(name))
+    monkeypatch.setattr(train, "write_report", lambda run, out: calls.append(("report", "", False)) or out)
 
 
-def test_wait_for_returns_once_the_file_is_written_and_fails_if_the_writer_died(tmp_path):
+def test_the_pipeline_runs_both_papers_in_order(monkeypatch, tmp_path):
+    calls = []
+    record_stages(monkeypatch, calls)
+    train.main(["--jobs", "1", f"--run.out_dir={tmp_path}"])
+    names = [c[0] for c in calls]
+    assert names[:2] == ["eval-net", "gan-pretrain"] and names[-1] == "report"
+    assert [c[1] for c in calls if c[0] == "gan-transfer"] == [f"{g}/{s}/{l}/{h}" for g, s, l, h in ABLATION]
+    assert names[2 + len(ABLATION):4 + len(ABLATION)] == ["clip", "diffusion"]
+    assert [c[1] for c in calls if c[0] == "drift"] == ["full/none", "full/functional", "lora/none", "lora/functional"]
+    assert not any(force for _, _, force in calls)
+    calls.clear()
+    train.main(["--jobs", "1", "--all-methods", "--force", f"--run.out_dir={tmp_path}"])
+    assert sum(c[0] == "drift" for c in calls) == 2 * 5
+    assert all(force for name, _, force in calls if name != "report")   # --force reaches every stage
+
+
+def test_one_stage_gets_its_overrides_and_force(monkeypatch, tmp_path):
+    calls = []
+    record_stages(monkeypatch, calls)
+    seen = {}
+    monkeypatch.setitem(train.STAGES, "customize", lambda cfg, force: seen.update(cfg=cfg, force=force))
+    train.main(["customize", "--method", "lora", "--reg=functional", "--force", f"--run.out_dir={tmp_path}"])
+    assert seen["force"] and seen["cfg"].customize.method == "lora" and seen["cfg"].customize.reg == "functional"
+
+
+def test_user_errors_are_one_line_and_debug_shows_the_traceback(monkeypatch, tmp_path, capsys):
+    """Issue row 13: an error inside a stage is `error: ...` with a non-zero exit, no traceback."""
+    def mismatch(cfg, force):
+        raise CheckpointMismatch("runs/x/last.pt was made with other settings")
+    monkeypatch.setitem(train.STAGES, "diffusion", mismatch)
+    with pytest.raises(SystemExit) as exit_info:
+        train.main(["diffusion", f"--run.out_dir={tmp_path}"])
+    assert str(exit_info.value.code) == "error: runs/x/last.pt was made with other settings"
+    assert "Traceback" not in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        train.main(["diffusion", "--debug", f"--run.out_dir={tmp_path}"])
+    assert "Traceback" in capsys.readouterr().err
+    with pytest.raises(SystemExit, match="error: run.preset cannot be overridden"):
+        train.main(["clip", "--run.preset=cifar10"])                     # issue row 5
+
+
+def test_programming_errors_keep_their_traceback(monkeypatch, tmp_path):
+    monkeypatch.setitem(train.STAGES, "clip", lambda cfg, force: {}["missing key"])
+    with pytest.raises(KeyError):
+        train.main(["clip", f"--run.out_dir={tmp_path}"])
+
+
+def test_train_py_as_a_process_refuses_a_bad_device_in_one_line(tmp_path):
+    done = subprocess.run([sys.executable, "train.py", "clip", "--run.device=tpu", f"--run.out_dir={tmp_path}"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0 and done.stderr.strip().startswith("error: run.device='tpu'")
+    assert len(done.stderr.strip().splitlines()) == 1 and not any(tmp_path.iterdir())  # nothing written
+
+
+def test_wait_for_returns_once_ready_and_fails_if_the_process_died(tmp_path):
     target = tmp_path / "metrics.json"
     writer = subprocess.Popen([sys.executable, "-c", f"import time; time.sleep(1); open({str(target)!r}, 'w')"])
-    wait_for(target, writer, tmp_path / "log")
-    assert target.exists()
+    background.wait_for(target.exists, writer, tmp_path / "log", "the file was written")
     writer.wait()
-    with pytest.raises(StepFailed, match="ended without writing"):
-        wait_for(tmp_path / "never.json", writer, tmp_path / "log")
-    with pytest.raises(StepFailed):                          # an old file does not count after --force
-        wait_for(target, writer, tmp_path / "log", since=time.time() + 60)
+    with pytest.raises(background.BackgroundFailed, match="ended before the other file was written"):
+        background.wait_for((tmp_path / "never").exists, writer, tmp_path / "log", "the other file was written")
+
+
+def test_a_failed_background_chain_reports_the_end_of_its_log(tmp_path):
+    log = tmp_path / "chain.log"
+    child = background.start([sys.executable, "-c", "import sys; print('stage gan-pretrain failed'); sys.exit(3)"],
+                             log)
+    with pytest.raises(background.BackgroundFailed, match="exit status 3(.|\n)*stage gan-pretrain failed"):
+        background.wait(child, log)
 
 
 def test_share_cores_gives_the_second_core_back_when_the_background_process_ends():
     before = torch.get_num_threads()
     sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
     try:
-        share_cores(sleeper)
+        background.share_cores(sleeper)
         assert torch.get_num_threads() == 1
     finally:
         sleeper.kill()
         sleeper.wait()
-    share_cores(sleeper)
+    background.share_cores(sleeper)
     assert torch.get_num_threads() == (os.cpu_count() or 1)
     torch.set_num_threads(before)
 
 
-def test_default_pipeline_runs_full_and_lora_with_and_without_the_regularizer_and_every_gan_variant(tmp_path):
-    cfg = make_config("quick", [f"--run.out_dir={tmp_path}"])
-    chains = train.pipeline(cfg, [], all_methods=False)
-    names = {chain: [s.name for s in steps] for chain, steps in chains.items()}
-    assert names["evaluator"] == ["eval-net"]
-    assert names["diffusion"][:2] == ["clip", "diffusion"]
-    assert [n for n in names["diffusion"] if n.startswith("drift")] == [
-        "drift full/none", "drift full/functional", "drift lora/none", "drift lora/functional"]
-    assert names["gan"][0] == "gan-pretrain" and len(names["gan"]) == 1 + len(ABLATION)
-    every = train.pipeline(cfg, [], all_methods=True)
-    assert sum(s.name.startswith("drift") for s in every["diffusion"]) == 2 * 5
-    rerun = {s.name: s.command for s in chains["diffusion"]}["customize lora/functional"]
-    assert rerun.startswith("python train.py customize --method lora --reg functional --preset quick")
+def test_config_errors_stop_before_any_stage(monkeypatch, tmp_path):
+    calls = []
+    record_stages(monkeypatch, calls)
+    with pytest.raises(SystemExit, match="data.resolution=17"):
+        train.main(["--data.resolution=17", f"--run.out_dir={tmp_path}"])     # issue row 9
+    assert calls == []
+    with pytest.raises(ConfigError):
+        train.make_config("quick", ["--diffusion.steps=0"])

@@ -1,17 +1,29 @@
-"""The diffusion training stage: checkpoint and grid written, exact resume after a crash, NaN stop."""
+"""The diffusion training stage, and through it the run-folder protocol every stage follows (core.runs):
+checkpoint and grid written, exact resume after a crash, a finished run skipped (not retrained, metrics kept),
+--force retraining from scratch, refusals when the config or an input changed, a diverged run stopping
+with a finite checkpoint and a restart hint."""
+import json
+
 import pytest
 import torch
 
 import minidiff.train_diffusion as td
 from core import checkpoint
-from core.config import make_config
-from tests.conftest import save_untrained_clip, tiny_diffusion_overrides
+from core.cli import make_config
+from core.errors import CheckpointMismatch, Diverged, UserError
+from tests.conftest import save_untrained_clip, save_untrained_evaluator, tiny_diffusion_overrides
 
 
 def tiny_cfg(tmp_path, *extra):
-    cfg = make_config("quick", tiny_diffusion_overrides(tmp_path) + ["--diffusion.steps=6"] + list(extra))
+    cfg = make_config("quick", tiny_diffusion_overrides(tmp_path) + ["--diffusion.steps=6", "--evalnet.channels=8,16",
+                                                                     *extra])
     save_untrained_clip(cfg)
+    save_untrained_evaluator(cfg)
     return cfg
+
+
+def stored_metrics(tmp_path):
+    return json.loads((tmp_path / "quick" / "diffusion" / "metrics.json").read_text())
 
 
 def test_stage_writes_checkpoint_grid_and_metrics(tmp_path):
@@ -20,6 +32,7 @@ def test_stage_writes_checkpoint_grid_and_metrics(tmp_path):
     out = tmp_path / "quick" / "diffusion"
     assert (out / "last.pt").exists() and (out / "samples.png").exists() and (out / "metrics.json").exists()
     assert metrics["steps"] == 6 and metrics["train_images_per_second"] > 0
+    assert 0 <= metrics["samples"]["recognised"]["accuracy"] <= 1
     model, diffusion, stored_cfg, payload = td.load_diffusion(out / "last.pt")
     assert payload["step"] == 6 and stored_cfg == cfg and diffusion.timesteps == 100
 
@@ -39,6 +52,7 @@ def test_resume_after_a_crash_gives_the_same_next_loss(tmp_path, monkeypatch):
         td.train_diffusion(cfg)
     monkeypatch.setattr(td, "training_step", real_step)
     assert checkpoint.load(tmp_path / "b" / "quick" / "diffusion" / "last.pt")["step"] == 3
+    assert not (tmp_path / "b" / "quick" / "diffusion" / "metrics.json").exists()  # not finished: no metrics
     resumed = td.train_diffusion(cfg)
     assert resumed["resumed_from"] == 3
     assert resumed["final_loss"] == straight["final_loss"]
@@ -47,19 +61,64 @@ def test_resume_after_a_crash_gives_the_same_next_loss(tmp_path, monkeypatch):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_nan_loss_stops_with_a_clear_message(tmp_path):
-    cfg = tiny_cfg(tmp_path, "--diffusion.lr=1e30", "--diffusion.warmup=1", "--diffusion.grad_clip=1e30")
-    with pytest.raises(FloatingPointError, match="diffusion: loss is (nan|inf) at step"):
-        td.train_diffusion(cfg)
+def test_a_finished_run_is_skipped_and_force_retrains_it(tmp_path, monkeypatch, capsys):
+    """Issue row 1: rerunning a finished stage trains nothing and keeps its metrics; --force really retrains."""
+    cfg = tiny_cfg(tmp_path)
+    first = td.train_diffusion(cfg)
+    calls = []
+    real_step = td.training_step
+    monkeypatch.setattr(td, "training_step", lambda *a: calls.append(a[-1]) or real_step(*a))
+    again = td.train_diffusion(cfg)
+    assert calls == [] and again == stored_metrics(tmp_path) and again["final_loss"] == first["final_loss"]
+    assert "finished before" in capsys.readouterr().out
+    forced = td.train_diffusion(cfg, force=True)
+    assert calls == list(range(6)) and forced["resumed_from"] == 0
+    assert forced["final_loss"] == first["final_loss"]  # same seed, from scratch: the same run
 
 
-def test_missing_clip_and_mismatched_resume_are_clear(tmp_path):
-    cfg = make_config("quick", tiny_diffusion_overrides(tmp_path))
-    with pytest.raises(FileNotFoundError, match="run `python train.py clip"):
-        td.train_diffusion(cfg)
-    cfg = tiny_cfg(tmp_path, "--diffusion.steps=2")
+def test_other_settings_are_refused_with_what_changed(tmp_path):
+    """Issue row 1 (fewer steps) and row 3 (another lr): a finished or checkpointed run made with other settings
+    is neither skipped nor continued."""
+    td.train_diffusion(tiny_cfg(tmp_path))
+    for extra, change in ((["--diffusion.steps=3"], "diffusion.steps: 6 -> 3"),
+                          (["--diffusion.lr=1e-4"], "diffusion.lr: 0.003 -> 0.0001")):
+        with pytest.raises(CheckpointMismatch, match=change + "(.|\n)*--force"):
+            td.train_diffusion(tiny_cfg(tmp_path, *extra))
+    (tmp_path / "quick" / "diffusion" / "metrics.json").unlink()   # an unfinished run, checkpoint only
+    with pytest.raises(CheckpointMismatch, match="last.pt was made with other settings(.|\n)*diffusion.steps"):
+        td.train_diffusion(tiny_cfg(tmp_path, "--diffusion.steps=12"))
+
+
+def test_a_retrained_clip_is_named_as_the_change(tmp_path):
+    """Issue row 2: the text encoder changed under a checkpoint -> refusal naming the CLIP."""
+    cfg = tiny_cfg(tmp_path, "--diffusion.checkpoint_every=2")
     td.train_diffusion(cfg)
-    wider = make_config("quick", tiny_diffusion_overrides(tmp_path) + ["--diffusion.steps=4",
-                                                                        "--diffusion.base_channels=16"])
-    with pytest.raises(checkpoint.CheckpointMismatch, match="diffusion.base_channels"):
-        td.train_diffusion(wider)
+    (tmp_path / "quick" / "diffusion" / "metrics.json").unlink()
+    from core.runs import stage_dir
+    clip = checkpoint.load(stage_dir(cfg, "clip") / "clip.pt")
+    clip["model"]["logit_scale"] = clip["model"]["logit_scale"] + 1
+    checkpoint.save(stage_dir(cfg, "clip") / "clip.pt", clip)
+    with pytest.raises(CheckpointMismatch, match="inputs.clip"):
+        td.train_diffusion(cfg)
+
+
+def test_divergence_stops_with_a_finite_checkpoint_and_a_restart_hint(tmp_path):
+    """Issue row 3: the NaN stop names the step and says how to start over; no checkpoint on disk is non-finite."""
+    cfg = tiny_cfg(tmp_path, "--diffusion.lr=1e30", "--diffusion.warmup=1", "--diffusion.grad_clip=1e30",
+                   "--diffusion.checkpoint_every=1")
+    with pytest.raises(Diverged, match=r"(loss is (nan|inf) at step \d+(.|\n)*--force)|(holds NaN or inf)"):
+        td.train_diffusion(cfg)
+    last = tmp_path / "quick" / "diffusion" / "last.pt"
+    if last.exists():
+        payload = checkpoint.load(last)
+        assert checkpoint.non_finite(payload) is None
+    assert not (tmp_path / "quick" / "diffusion" / "metrics.json").exists()
+
+
+def test_missing_inputs_are_clear(tmp_path):
+    cfg = make_config("quick", tiny_diffusion_overrides(tmp_path))
+    with pytest.raises(UserError, match="no finished run: run `python train.py clip"):
+        td.train_diffusion(cfg)
+    save_untrained_clip(cfg)
+    with pytest.raises(UserError, match="no finished run: run `python train.py eval-net"):
+        td.train_diffusion(cfg)

@@ -1,7 +1,7 @@
 """UNet and TextToImage: conditioning is wired, every parameter learns, a tiny model overfits."""
 import torch
 
-from core.config import make_config
+from core.cli import make_config
 from core.data import base_classes, load_split, to_float
 from minidiff.clip import TinyClip
 from minidiff.diffusion import Diffusion

@@ -1,22 +1,20 @@
-"""Evaluation of the GAN side with the project's evaluator network (eval/evaluator.py, the offline
-stand-in for Inception).
+"""Quality of generated images on the GAN side, judged by the project's evaluator network (eval/evalnet.py,
+the offline stand-in for Inception).
 
   * quality per class and overall: FD-eval (Frechet distance of evaluator features) and KID against the
     real images of the *test* split (never the k training images), with every sample count stated;
   * recognition: evaluator accuracy on generated images, 10-way (argmax over every dataset class must be
-    the requested class) and restricted to the target classes (argmax among them);
-  * self-initialization check (Laria et al. Sec. 3.3): FD-eval between the modulated generator's samples
-    and the base generator's, next to FD-eval between two independent base sample sets (the floor).
+    the requested class) and restricted to the target classes (argmax among them).
 Samples come from fixed seeds, so every number is reproducible.
 """
 from __future__ import annotations
 
 import torch
 
+from core.cache import cache_root
 from core.config import Config
 from core.data import class_names, load_split, to_uint8
-from core.training import cache_dir
-from eval.evaluator import extract_features, judge, load_evaluator, predict_logits
+from eval.evalnet import extract_features, judge, predict_logits
 from eval.metrics import fd_from_features, kernel_inception_distance
 
 REFERENCE_SPLIT = "test"
@@ -50,17 +48,8 @@ def sample_images(G, n, labels=None, seed=0, batch_size=500) -> torch.Tensor:
     return torch.cat(out)
 
 
-def load_evaluator_or_none(cfg: Config, device):
-    """The preset's evaluator, or None (with a note) when it has not been trained yet."""
-    try:
-        return load_evaluator(cfg, device)
-    except FileNotFoundError as err:
-        print(f"note: no GAN metrics that need the evaluator: {err}")
-        return None
-
-
 def real_images(cfg: Config, classes, split=REFERENCE_SPLIT):
-    return load_split(cfg.data, split, cache_dir(cfg)).only(classes)
+    return load_split(cfg.data, split, cache_root(cfg)).only(classes)
 
 
 def set_distance(fake_feats, real_feats) -> dict:
@@ -111,19 +100,3 @@ def transfer_quality(cfg: Config, evaluator, G) -> dict:
         "overall": set_distance(fake_f, real_f), "per_class": per_class,
         "samples_per_class": n,
     }
-
-
-def selfinit_check(evaluator, hyper_gen, n, seed=0) -> dict:
-    """FD-eval(modulated G, base G) next to FD-eval(base G, base G) for two independent base sample sets.
-
-    The modulated samples (class 0) use the same z and noise as the first base set (seed + 1), the second
-    base set is independent (seed + 2): fd_modulated_vs_base = FD(mod(seed+1), base(seed+2)) and the
-    floor fd_base_vs_base = FD(base(seed+1), base(seed+2)). Pairing the z removes most of the sampling
-    noise from the comparison, so ratio = fd_modulated_vs_base / fd_base_vs_base is 1 exactly when the
-    modulated generator reproduces the base one and grows with any difference."""
-    labels = torch.zeros(n, dtype=torch.long)
-    mod = extract_features(evaluator, sample_images(hyper_gen, n, labels, seed=seed + 1))
-    base1 = extract_features(evaluator, sample_images(hyper_gen.base, n, seed=seed + 1))
-    base2 = extract_features(evaluator, sample_images(hyper_gen.base, n, seed=seed + 2))
-    fd_mod, fd_floor = fd_from_features(mod, base2), fd_from_features(base1, base2)
-    return {"fd_modulated_vs_base": fd_mod, "fd_base_vs_base": fd_floor, "ratio": fd_mod / fd_floor, "n": n}

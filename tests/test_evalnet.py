@@ -7,14 +7,17 @@ import torch
 import torch.nn as nn
 
 from core import checkpoint
-from core.config import make_config
+from core.cache import cache_root
+from core.cli import make_config
 from core.data import load_split
-from core.training import cache_dir
+from core.errors import ConfigError, UserError
+from core.runs import stage_dir
 from eval import reference
-from eval.evaluator import (Evaluator, evaluator_path, extract_features, judge, load_evaluator,
-                            predict_logits, train_evaluator)
+from eval.evalnet import (Evaluator, evaluator_path, extract_features, judge, load_evaluator, predict_logits,
+                          train_evaluator)
 from eval.inception import InceptionFeatures, load_inception
 from eval.metrics import feature_statistics
+from tests.conftest import mark_finished
 
 TINY_NET = ["--evalnet.channels=8,16,32", "--evalnet.batch_size=32"]
 
@@ -28,7 +31,9 @@ def save_evaluator(cfg, seed=0):
     """An untrained evaluator checkpoint where load_evaluator(cfg) looks for it."""
     torch.manual_seed(seed)
     model = Evaluator(cfg.evalnet, 10).eval()
-    checkpoint.save(evaluator_path(cfg), {"kind": "evaluator", "config": cfg.to_dict(), "model": model.state_dict()})
+    checkpoint.save(stage_dir(cfg, "eval-net") / "evaluator.pt", {"kind": "evaluator", "config": cfg.to_dict(),
+                                                                  "model": model.state_dict()})
+    mark_finished(stage_dir(cfg, "eval-net"))
     return model
 
 
@@ -44,8 +49,8 @@ def test_shapes_of_logits_features_and_early_features(size):
 
 
 def test_channels_need_a_stem_and_a_stage():
-    with pytest.raises(ValueError, match="evalnet.channels"):
-        Evaluator(make_config("quick", ["--evalnet.channels=8"]).evalnet, 10)
+    with pytest.raises(ConfigError, match="evalnet.channels"):
+        make_config("quick", ["--evalnet.channels=8"])
 
 
 class LabelFromPixel(nn.Module):
@@ -83,17 +88,17 @@ def test_tiny_evaluator_learns_shapes_and_round_trips(tmp_path):
     cfg = tiny(tmp_path, "--evalnet.epochs=8", "--evalnet.lr=0.1", "--run.threads=1")
     metrics = train_evaluator(cfg)
     assert metrics["test_accuracy"] > 0.4, metrics["test_accuracy"]  # chance is 0.1; seeds 0-3 gave 0.72-0.88
-    assert set(metrics["test_per_class"]) == set(load_split(cfg.data, "test", cache_dir(cfg)).classes)
+    assert set(metrics["test_per_class"]) == set(load_split(cfg.data, "test", cache_root(cfg)).classes)
     assert (evaluator_path(cfg).parent / "metrics.json").exists()
     model = load_evaluator(cfg)
     assert not model.training and not any(p.requires_grad for p in model.parameters())
-    test = load_split(cfg.data, "test", cache_dir(cfg))
+    test = load_split(cfg.data, "test", cache_root(cfg))
     assert math.isclose(judge(model, test.x, test.y, test.classes)["accuracy"], metrics["test_accuracy"])
 
 
 def test_load_evaluator_missing_and_mismatched(tmp_path):
     cfg = tiny(tmp_path)
-    with pytest.raises(FileNotFoundError, match="python train.py eval-net --preset quick"):
+    with pytest.raises(UserError, match="python train.py eval-net --preset quick"):
         load_evaluator(cfg)
     save_evaluator(cfg)
     other = tiny(tmp_path, "--evalnet.channels=8,16,64")
@@ -114,16 +119,16 @@ def test_reference_statistics_are_of_the_raw_split(tmp_path):
     cfg = tiny(tmp_path)
     save_evaluator(cfg)
     net = load_evaluator(cfg)
-    raw = load_split(cfg.data, "test", cache_dir(cfg))
+    raw = load_split(cfg.data, "test", cache_root(cfg))
     mu, sigma = reference.reference_statistics(cfg, net, "test")
     mu_raw, sigma_raw = feature_statistics(extract_features(net, raw.x))
     np.testing.assert_allclose(mu, mu_raw, rtol=1e-6, atol=1e-8)
     np.testing.assert_allclose(sigma, sigma_raw, rtol=1e-6, atol=1e-8)
-    subset = reference.reference_features(cfg, net, "test", classes=("star", "circle"))
+    subset = reference.reference_set(cfg, net, "test", classes=("star", "circle"))["features"]
     assert torch.equal(subset, extract_features(net, raw.only(("circle", "star")).x))
     assert reference.fd_eval(net, raw.x, (mu, sigma)) < 1e-6
     with pytest.raises(ValueError, match="unknown or no reference classes"):
-        reference.reference_features(cfg, net, "test", classes=("dragon",))
+        reference.reference_set(cfg, net, "test", classes=("dragon",))
 
 
 def test_reference_cache_hit_and_miss_on_new_checkpoint(tmp_path, monkeypatch):
@@ -140,7 +145,7 @@ def test_reference_cache_hit_and_miss_on_new_checkpoint(tmp_path, monkeypatch):
     assert np.array_equal(mu, mu2) and np.array_equal(sigma, sigma2)
     save_evaluator(cfg, seed=1)  # retrained evaluator: new file hash, so the cache must miss
     new_net = load_evaluator(cfg)
-    assert reference.cache_path(cfg, new_net, "test") != reference.cache_path(cfg, net, "test")
+    assert reference.network_key(new_net) != reference.network_key(net)
     with pytest.raises(AssertionError, match="features recomputed"):
         reference.reference_statistics(cfg, new_net, "test")
 
@@ -149,7 +154,7 @@ def test_distances_to_reference_reports_counts(tmp_path):
     cfg = tiny(tmp_path)
     save_evaluator(cfg)
     net = load_evaluator(cfg)
-    images = load_split(cfg.data, "train", cache_dir(cfg)).x[:50]
+    images = load_split(cfg.data, "train", cache_root(cfg)).x[:50]
     r = reference.distances_to_reference(cfg, net, images, "test", kid_subset=40)
     assert (r["n_images"], r["n_reference"], r["feature_dim"]) == (50, 200, 32)
     assert r["kid"]["subset_size"] == 40 and r["precision_recall"]["n_real"] == 50 and r["fd"] >= 0

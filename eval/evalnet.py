@@ -27,10 +27,14 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from core import checkpoint
+from core.cache import cache_root
 from core.config import Config, EvalNetConfig
-from core.data import class_names, load_split, to_float
-from core.training import (autocast, cache_dir, check_finite, count_parameters, flip_and_shift, read_json,
-                           setup, stage_dir, warmup_cosine, write_json)
+from core.errors import ConfigError
+from core.data import IMAGE_FIELDS, class_names, load_split, to_float
+from core.files import read_json
+from core.runs import RunFolder, require_finished, run_key, stage_dir
+from core.training import (autocast, check_finite, count_parameters, flip_and_shift, setup, warmup_cosine,
+                           weight_decay_groups)
 
 
 def conv_bn(c_in: int, c_out: int, pool: bool = False) -> nn.Sequential:
@@ -93,16 +97,15 @@ class Evaluator(nn.Module):
 # ------------------------------------------------------------------------------------------ checkpoints
 
 def evaluator_path(cfg: Config) -> Path:
-    """runs/<preset>/eval-net/evaluator.pt (not created)."""
-    return Path(cfg.run.out_dir) / cfg.run.preset / "eval-net" / "evaluator.pt"
+    """The finished evaluator of cfg's preset, runs/<preset>/eval-net/evaluator.pt, or an error saying how
+    to train it."""
+    return require_finished(stage_dir(cfg, "eval-net"), "evaluator.pt",
+                            f"python train.py eval-net --preset {cfg.run.preset}")
 
 
 def load_evaluator(cfg: Config, device="cpu") -> Evaluator:
     """The trained evaluator of cfg's preset, in eval mode and frozen (requires_grad False)."""
     path = evaluator_path(cfg)
-    if not path.exists():
-        raise FileNotFoundError(f"no evaluator checkpoint at {path}; train it first with "
-                                f"`python train.py eval-net --preset {cfg.run.preset}` (same overrides)")
     payload = checkpoint.load(path, kind="evaluator")
     checkpoint.check_arch(payload, {"data": cfg.data, "evalnet": cfg.evalnet}, str(path))
     model = Evaluator(cfg.evalnet, len(class_names(cfg.data)))
@@ -115,8 +118,7 @@ def describe_evaluator(cfg: Config) -> dict:
     """Which evaluator a number came from: checkpoint path and hash, and (from its metrics.json) the test
     accuracy, device and training time it had."""
     path = evaluator_path(cfg)
-    metrics_path = path.with_name("metrics.json")
-    metrics = read_json(metrics_path) if metrics_path.exists() else {}
+    metrics = read_json(path.with_name("metrics.json"))
     return {"path": str(path), "hash": checkpoint.fingerprint(path), "test_accuracy": metrics.get("test_accuracy"),
             "n_test": metrics.get("n_test"), "trained_on": metrics.get("device"),
             "train_seconds": metrics.get("train_seconds")}
@@ -184,23 +186,35 @@ def judge(evaluator: Evaluator, images, labels, class_names) -> dict:
 
 def _optimizer(model: nn.Module, cfg: EvalNetConfig) -> torch.optim.Optimizer:
     """SGD with Nesterov momentum; weight decay on conv/linear weights only (not BN or biases)."""
-    decay = [p for p in model.parameters() if p.ndim >= 2]
-    no_decay = [p for p in model.parameters() if p.ndim < 2]
-    return torch.optim.SGD([{"params": decay, "weight_decay": cfg.weight_decay},
-                            {"params": no_decay, "weight_decay": 0.0}],
-                           lr=cfg.lr, momentum=0.9, nesterov=True)
+    return torch.optim.SGD(weight_decay_groups(model, cfg.weight_decay), lr=cfg.lr, momentum=0.9, nesterov=True)
 
 
-def train_evaluator(cfg: Config) -> dict:
-    """Train the evaluator on every class of the train split (flips and shifts, label smoothing, warm-up
-    then cosine learning rate) and report its test accuracy, overall and per class."""
-    device = setup(cfg)
-    ec = cfg.evalnet
+def evaluator_key(cfg: Config) -> dict:
+    """What the evaluator depends on (core.runs): the images and its own section."""
+    return run_key(cfg, IMAGE_FIELDS + ("evalnet",))
+
+
+def train_evaluator(cfg: Config, force: bool = False) -> dict:
+    """Train (or, if finished before with the same settings, skip) the evaluator; returns its metrics."""
     out = stage_dir(cfg, "eval-net")
-    train = load_split(cfg.data, "train", cache_dir(cfg))
-    test = load_split(cfg.data, "test", cache_dir(cfg))
+    with RunFolder(out, evaluator_key(cfg), force, "eval-net") as run:
+        if run.finished():
+            return run.result
+        model, metrics = _train(cfg, setup(cfg))
+        run.save_checkpoint(out / "evaluator.pt", {"kind": "evaluator", "config": cfg.to_dict(),
+                                                   "step": metrics["steps"], "model": model.state_dict(),
+                                                   "test_accuracy": metrics["test_accuracy"]})
+        return run.finish(metrics)
+
+
+def _train(cfg: Config, device) -> tuple[Evaluator, dict]:
+    """Train on every class of the train split (flips and shifts, label smoothing, warm-up then cosine
+    learning rate) and report the test accuracy, overall and per class."""
+    ec = cfg.evalnet
+    train = load_split(cfg.data, "train", cache_root(cfg))
+    test = load_split(cfg.data, "test", cache_root(cfg))
     if len(train) < ec.batch_size:
-        raise ValueError(f"evalnet.batch_size={ec.batch_size} is larger than the train split ({len(train)} images)")
+        raise ConfigError(f"evalnet.batch_size={ec.batch_size} is larger than the train split ({len(train)} images)")
     memory_format = torch.channels_last if device.type == "cuda" else torch.contiguous_format
     model = Evaluator(ec, len(train.classes)).to(device, memory_format=memory_format)
     opt = _optimizer(model, ec)
@@ -230,15 +244,13 @@ def train_evaluator(cfg: Config) -> dict:
     train_seconds = time.time() - start
     model.eval()
     result = judge(model, test.x, test.y, test.classes)
-    metrics = {"stage": "eval-net", "dataset": cfg.data.dataset, "resolution": cfg.data.resolution,
-               "test_accuracy": result["accuracy"], "test_per_class": result["per_class"],
-               "test_mean_confidence": result["mean_confidence"], "n_test": result["n"], "n_train": len(train),
-               "epochs": ec.epochs, "steps": total, "train_seconds": train_seconds, "device": str(device),
-               "torch_threads": torch.get_num_threads(), "parameters": count_parameters(model.parameters()),
-               "final_loss": loss.item()}
-    checkpoint.save(out / "evaluator.pt", {"kind": "evaluator", "config": cfg.to_dict(), "step": total,
-                                           "model": model.state_dict(), "test_accuracy": result["accuracy"]})
-    write_json(out / "metrics.json", metrics)
-    print(f"eval-net: test accuracy {result['accuracy']:.2%} on {result['n']} {cfg.data.dataset} test images "
-          f"({metrics['parameters'] / 1e6:.2f}M params, {ec.epochs} epochs, {train_seconds:.0f}s on {device})")
-    return metrics
+    parameters = count_parameters(model.parameters())
+    summary = (f"test accuracy {result['accuracy']:.2%} on {result['n']} {cfg.data.dataset} test images "
+               f"({parameters / 1e6:.2f}M params, {ec.epochs} epochs, {train_seconds:.0f}s on {device})")
+    print(f"eval-net: {summary}")
+    return model, {"stage": "eval-net", "summary": summary, "dataset": cfg.data.dataset,
+                   "resolution": cfg.data.resolution, "test_accuracy": result["accuracy"],
+                   "test_per_class": result["per_class"], "test_mean_confidence": result["mean_confidence"],
+                   "n_test": result["n"], "n_train": len(train), "epochs": ec.epochs, "steps": total,
+                   "train_seconds": train_seconds, "device": str(device),
+                   "torch_threads": torch.get_num_threads(), "parameters": parameters, "final_loss": loss.item()}

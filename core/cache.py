@@ -1,0 +1,39 @@
+"""One cache for everything derived that is costly to make and depends only on inputs that can be named:
+rendered shapes, reference statistics of real images, base-model generations, the base model's side of
+a drift measurement.
+
+    images = cached(root, "generations", [base_fingerprint, prompts, steps, guidance], lambda: {...})
+
+The value (a dict of tensors and plain values) is computed once and stored atomically as
+<root>/<name>/<sha256 of the key>.pt. The key must hold everything the value depends on (settings, and
+checkpoint fingerprints for models), so a retrained model or another setting makes a new entry and a
+stale one is never reused. An unreadable entry (a crash from before atomic writes, a full disk) is
+computed again.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+from core import checkpoint
+from core.errors import DataError
+
+
+def cache_root(cfg) -> Path:
+    """<run.out_dir>/cache: shared by every preset and stage of one output folder."""
+    return Path(cfg.run.out_dir) / "cache"
+
+
+def cached(root: Path | None, name: str, key, compute: Callable[[], dict]) -> dict:
+    """compute(), stored under root/name/ by key and loaded from there afterwards; root None: no cache."""
+    if root is None:
+        return compute()
+    path = Path(root) / name / f"{checkpoint.key_digest(key)}.pt"
+    if path.exists():
+        try:
+            return checkpoint.load(path, kind="cache")["value"]
+        except DataError as err:
+            print(f"cache: recomputing an unreadable entry ({err})")
+    value = compute()
+    checkpoint.save(path, {"kind": "cache", "name": name, "key": key, "value": value})
+    return value
