@@ -28,10 +28,10 @@ import numpy as np
 from PIL import Image
 
 from core.cli import make_config, parse_overrides
-from core.config import PRESETS
 from core.data import class_names
 from core.errors import ConfigError, DataError, UserError
 from core.files import atomic_write, write_json
+from core.presets import PRESETS
 from core.runs import stage_dir
 from core.training import pick_device, setup
 

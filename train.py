@@ -25,8 +25,9 @@ import traceback
 
 from core import background, distributed
 from core.cli import make_config
-from core.config import PRESETS, Config
+from core.config import Config
 from core.errors import UserError
+from core.presets import PRESETS
 from core.runs import is_finished, stage_dir
 from core.training import pick_device
 from eval.evalnet import evaluator_key, train_evaluator

@@ -12,7 +12,9 @@ import dataclasses
 import difflib
 import typing
 
-from core.config import MODELS, PRESETS, Config, coerce, validate
+from core.config import Config, coerce
+from core.presets import PRESETS
+from core.validate import MODELS, validate
 from core.errors import ConfigError
 
 

@@ -8,14 +8,13 @@ its default, so `validate(cfg)` can refuse a bad value before any work starts. T
   result=False   the field does not change what a run computes (where it writes, how often it saves), so a
                  run may be resumed or skipped with another value (core.runs).
 
-Command-line overrides (`--diffusion.lr=1e-3`) are parsed in core/cli.py; tuned values and why they were
-chosen are in the README ("How the presets were tuned").
+The presets are in core/presets.py, the checks in core/validate.py, command-line overrides
+(`--diffusion.lr=1e-3`) in core/cli.py; why the tuned values were chosen is in the README ("How the presets
+were tuned").
 """
 from __future__ import annotations
 
 import dataclasses
-import math
-import re
 import typing
 import warnings
 from dataclasses import dataclass, field
@@ -122,7 +121,7 @@ class CustomizeConfig:
     k_images: int = param(5, low=1)                     # images of the new concept
     placeholder: str = param("<new0>", choices=PLACEHOLDERS)
     prompt: str = param("a photo of a {}")              # {} is the placeholder
-    steps: int = param(-1, low=-1)                      # -1: the method's default (METHOD_SCHEDULES)
+    steps: int = param(-1, low=-1)                      # -1: the method's default (core.presets)
     lr: float = param(-1.0, low=-1)                     # -1: the method's default; 0 is the no-change control
     lora_rank: int = param(4, low=1)
     lora_convs: bool = param(True)                      # adapters on the residual-block convolutions too
@@ -133,22 +132,6 @@ class CustomizeConfig:
     empty_anchor_prob: float = param(0.5, low=0, high=1)  # share of anchors that are the empty prompt
     anchor_images: str = param("generated", choices=("generated", "concept"))  # what x_t is noised from
     fidelity_samples: int = param(64, low=1)
-
-
-# steps and learning rate of each customization method, per preset: tuned so that each learns the concept
-METHOD_SCHEDULES = {
-    "quick": {"full": (400, 3e-4), "full+prior": (400, 3e-4), "lora": (300, 3e-3), "custom": (500, 3e-3),
-              "ti": (300, 5e-2)},
-    "cifar10": {"full": (400, 1e-4), "full+prior": (400, 1e-4), "lora": (400, 1e-3), "custom": (400, 1e-3),
-                "ti": (1000, 5e-3)},
-}
-
-
-def customize_schedule(cfg: "Config") -> tuple[int, float]:
-    """(steps, lr) of a customization run: customize.steps/lr where set, else the preset's table."""
-    steps, lr = METHOD_SCHEDULES[cfg.run.preset][cfg.customize.method]
-    cc = cfg.customize
-    return (cc.steps if cc.steps >= 0 else steps), (cc.lr if cc.lr >= 0 else lr)
 
 
 @dataclass
@@ -244,45 +227,6 @@ class Config:
         return cls(**sections)
 
 
-# ------------------------------------------------------------------------------------------ presets
-
-def quick() -> Config:
-    """Shapes at 16x16 on a 2-core CPU: every stage in minutes."""
-    return Config()
-
-
-def cifar10() -> Config:
-    """CIFAR-10 at 32x32 on one GPU."""
-    cfg = Config()
-    cfg.run.preset = "cifar10"
-    cfg.data = DataConfig(dataset="cifar10", resolution=32, concept_class="cat",
-                          source_classes=("bird", "cat", "deer", "dog", "frog", "horse"),
-                          target_classes=("airplane", "automobile", "ship", "truck"), k_per_target=100)
-    cfg.clip = ClipConfig(width=256, layers=4, heads=8, embed_dim=256, image_channels=(64, 128, 256),
-                          steps=3000, batch_size=512, lr=1e-3, warmup=200)
-    cfg.evalnet = EvalNetConfig(channels=(64, 128, 256, 512), blocks_per_stage=1, epochs=16, batch_size=512,
-                                lr=0.2, warmup_epochs=2, label_smoothing=0.2, max_shift=2)  # ResNet-9-like
-    cfg.diffusion = DiffusionConfig(base_channels=128, channel_mults=(1, 2, 2), num_res_blocks=2,
-                                    attention_resolutions=(16, 8), heads=8, dropout=0.1, steps=40000,
-                                    batch_size=128, lr=2e-4, warmup=1000, ema_decay=0.9995,
-                                    sample_every=5000, checkpoint_every=5000, sample_steps=50,
-                                    guidance=3.0)
-    cfg.classifier = ClassifierConfig(n_timesteps=100, stages=(20, 100), keep=(3, 1),
-                                      prompt="a blurry photo of a {}", n_images=900, batch_size=16)
-    cfg.gan = GanConfig(z_dim=128, w_dim=128, channels=(128,), d_channels=(128,), mapping_lr_mul=0.01,
-                        steps=20000, batch_size=64, r1_gamma=0.01, ema_decay=0.999,
-                        augment=AUGMENTATIONS, checkpoint_every=2000, eval_samples=5000)
-    cfg.transfer = dataclasses.replace(cfg.transfer, embed_dim=64, selfinit_steps=1000, selfinit_batch=32,
-                                       steps=2000, batch_size=64, lr=2e-3, d_lr=2e-3, r1_gamma=0.01,
-                                       ema_decay=0.999, augment=AUGMENTATIONS, checkpoint_every=500,
-                                       eval_samples=1000)
-    return cfg
-
-
-PRESETS = {"quick": quick, "cifar10": cifar10}
-
-
-# ------------------------------------------------------------------------------------------ validation
 
 def coerce(value, typ, key: str):
     """value as the field type int, float, str, bool or tuple[...]; strings are parsed (command line)."""
@@ -307,129 +251,6 @@ def coerce(value, typ, key: str):
         return typ(value)
     except (TypeError, ValueError):
         raise ConfigError(f"{key} expects {typ.__name__}, got {value!r}") from None
-
-
-def _check_field(key: str, value, meta: dict) -> None:
-    """One field against its declared range (every element of a tuple)."""
-    for v in value if isinstance(value, tuple) else (value,):
-        if meta["choices"] is not None and v not in meta["choices"]:
-            raise ConfigError(f"{key}={v!r} is not one of: {', '.join(map(str, meta['choices']))}")
-        if isinstance(v, float) and not math.isfinite(v):
-            raise ConfigError(f"{key}={v} is not a finite number")
-        if meta["low"] is not None and v < meta["low"]:
-            raise ConfigError(f"{key}={v} is below its minimum {meta['low']}")
-        if meta["high"] is not None and v > meta["high"]:
-            raise ConfigError(f"{key}={v} is above its maximum {meta['high']}")
-        if meta["above"] is not None and v <= meta["above"]:
-            raise ConfigError(f"{key}={v} must be greater than {meta['above']}")
-
-
-def levels(resolution: int, n_levels: int) -> list[int]:
-    """Resolutions of n_levels halving levels starting at `resolution`."""
-    return [resolution // 2 ** i for i in range(n_levels)]
-
-
-MODELS = ("clip", "evalnet", "unet", "gan")  # what validate() can check the image resolution against
-
-
-def validate(cfg: Config, models: tuple[str, ...] = MODELS) -> Config:
-    """Refuse a config that cannot work, naming the field: every field's range, then the fields that must
-    agree, including the image resolution with each of `models` (the ones the command will build)."""
-    for section in dataclasses.fields(cfg):
-        for f in dataclasses.fields(section.default_factory):
-            _check_field(f"{section.name}.{f.name}", getattr(getattr(cfg, section.name), f.name), f.metadata)
-    if cfg.run.preset not in PRESETS:
-        raise ConfigError(f"run.preset={cfg.run.preset!r}; valid presets: {', '.join(PRESETS)}")
-    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", cfg.run.device):
-        raise ConfigError(f"run.device={cfg.run.device!r}; valid: auto, cpu, cuda, cuda:N, mps")
-    _check_classes(cfg.data)
-    for model in models:
-        CHECKS[model](cfg)
-    _check_classifier(cfg.classifier, len(DATASETS[cfg.data.dataset]) - 1)
-    cc = cfg.customize
-    if cc.steps == 0:
-        raise ConfigError("customize.steps=0 trains nothing; give steps >= 1 (or -1 for the method's default); "
-                          "the no-change control is customize.lr=0")
-    if cc.prompt.count("{}") != 1 or cfg.classifier.prompt.count("{}") != 1:
-        raise ConfigError("customize.prompt and classifier.prompt need exactly one {} for the subject")
-    if cfg.transfer.selfinit and cfg.transfer.generator != "hypermod":
-        raise ConfigError(f"transfer.selfinit=true needs transfer.generator=hypermod "
-                          f"(got {cfg.transfer.generator}); set --transfer.selfinit=false")
-    if cfg.diffusion.sample_steps > cfg.diffusion.timesteps:
-        raise ConfigError(f"diffusion.sample_steps={cfg.diffusion.sample_steps} exceeds diffusion.timesteps="
-                          f"{cfg.diffusion.timesteps}")
-    return cfg
-
-
-def _check_classes(d: DataConfig) -> None:
-    """Every class named exists in the dataset; GAN source and target classes are disjoint."""
-    names = DATASETS[d.dataset]
-    for key, value in (("concept_class", (d.concept_class,)), ("source_classes", d.source_classes),
-                       ("target_classes", d.target_classes)):
-        unknown = [c for c in value if c not in names]
-        if unknown or not value:
-            raise ConfigError(f"data.{key} names unknown classes {unknown}; {d.dataset} has {', '.join(names)}")
-    overlap = set(d.source_classes) & set(d.target_classes)
-    if overlap:
-        raise ConfigError(f"data.source_classes and data.target_classes overlap: {sorted(overlap)}")
-
-
-def _check_unet(cfg: Config) -> None:
-    """The UNet halves the image once per level but the last; attention runs only at those resolutions;
-    every width divides into attention heads and GroupNorm groups."""
-    r, dc = cfg.data.resolution, cfg.diffusion
-    unet_levels = levels(r, len(dc.channel_mults))
-    if r % 2 ** (len(dc.channel_mults) - 1):
-        raise ConfigError(f"data.resolution={r} cannot be halved {len(dc.channel_mults) - 1} times for the UNet's "
-                          f"{len(dc.channel_mults)} levels (diffusion.channel_mults={dc.channel_mults})")
-    unused = [a for a in dc.attention_resolutions if a not in unet_levels]
-    if unused:
-        raise ConfigError(f"diffusion.attention_resolutions={dc.attention_resolutions}: at data.resolution={r} the "
-                          f"UNet's levels are at {unet_levels} pixels, so attention at {unused} would never run")
-    for width in sorted({dc.base_channels * m for m in dc.channel_mults}):
-        groups = min(8, width // 4) or 1
-        if width % dc.heads or width % groups:
-            raise ConfigError(f"UNet width {width} (diffusion.base_channels x channel_mults) must divide into "
-                              f"{dc.heads} attention heads and {groups} GroupNorm groups")
-
-
-def _check_clip(cfg: Config) -> None:
-    if cfg.clip.width % cfg.clip.heads:
-        raise ConfigError(f"clip.width={cfg.clip.width} must divide into clip.heads={cfg.clip.heads}")
-
-
-def _check_gan(cfg: Config) -> None:
-    """The GAN grows from 4x4 by doubling; its widths are one number or one per resolution."""
-    r = cfg.data.resolution
-    if r & (r - 1):
-        raise ConfigError(f"data.resolution={r}: the GAN grows from 4x4 by doubling, so it must be a power of two")
-    n = int(math.log2(r)) - 1                            # resolutions 4, 8, ..., r
-    for key, widths in (("gan.channels", cfg.gan.channels), ("gan.d_channels", cfg.gan.d_channels)):
-        if len(widths) not in (1, n):
-            raise ConfigError(f"{key} needs 1 width or {n} (one per resolution 4..{r} at data.resolution={r}), "
-                              f"got {widths}")
-
-
-def _check_evalnet(cfg: Config) -> None:
-    r, channels = cfg.data.resolution, cfg.evalnet.channels
-    if len(channels) < 2 or r % 2 ** (len(channels) - 1):
-        raise ConfigError(f"evalnet.channels={channels}: a stem plus at least one stage, and data.resolution={r} "
-                          f"halved once per stage")
-
-
-CHECKS = {"clip": _check_clip, "evalnet": _check_evalnet, "unet": _check_unet, "gan": _check_gan}
-
-
-def _check_classifier(c: ClassifierConfig, n_classes: int) -> None:
-    """Adaptive stages are nested sub-grids of the full grid; kept classes decrease to 1."""
-    n, stages, keep = c.n_timesteps, c.stages, c.keep
-    if len(stages) != len(keep) or not stages:
-        raise ConfigError("classifier.stages and classifier.keep need the same (non-zero) length")
-    if any(n % s for s in stages) or any(b % a for a, b in zip(stages, stages[1:])):
-        raise ConfigError(f"classifier.stages={stages}: every stage size must divide the next and "
-                          f"n_timesteps={n}")
-    if list(keep) != sorted(keep, reverse=True) or keep[-1] != 1 or keep[0] > n_classes:
-        raise ConfigError(f"classifier.keep={keep} must decrease to 1 and never exceed the {n_classes} classes")
 
 
 def arch_fields(section) -> dict:

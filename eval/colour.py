@@ -1,8 +1,7 @@
 """Colour and pixel metrics for paired images: CIELAB, Colour Drift Index, delta-E, PSNR, Gram distance.
 
-Appearance drift (DESIGN.md, "Drift measurement") compares images generated from the same prompt and seed
-before and after customization, so every function here takes two image sets of the same shape where
-images_a[i] and images_b[i] form a pair. Images are uint8 RGB of shape (N, H, W, 3), given as numpy arrays
+Appearance drift compares images generated from the same prompt and seed before and after customization,
+so every function here takes two image sets of the same shape where images_a[i] and images_b[i] form a pair. Images are uint8 RGB of shape (N, H, W, 3), given as numpy arrays
 or torch tensors (channels last, as images are saved; a float or channels-first input is refused rather
 than guessed at). Arithmetic is float64 in numpy; arrays come back as numpy float64, scalars as floats.
 """
@@ -59,7 +58,8 @@ def _lab_pixels(images):
 
 
 def colour_drift_index(images_a, images_b):
-    """Colour Drift Index (as defined in DESIGN.md; the paper's own formula is not public).
+    """Pairwise Colour Drift Index, as this project defines it (the paper names a Colour Drift Index but does
+    not publish its formula).
 
     For each pair (a_i, b_i) and each Lab channel, the 1-D Wasserstein-1 distance between the two images'
     pixel-value distributions; with equal pixel counts W1(u, v) = mean_j |sort(u)_j - sort(v)_j|. CDI is the

@@ -9,11 +9,10 @@ from __future__ import annotations
 import base64
 import datetime
 import html
-import json
 import platform
 from pathlib import Path
 
-from core.files import atomic_write
+from core.files import atomic_write, read_json
 from eval.svg import bar_chart
 
 STYLE = """body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222;line-height:1.4}
@@ -61,12 +60,13 @@ def image(path: Path, caption: str = "", width: int | None = None) -> str:
 
 def finished_runs(folder: Path) -> list[dict]:
     """The metrics.json of every finished run in the subfolders of `folder`."""
-    return [json.loads(p.read_text()) for p in sorted(folder.glob("*/metrics.json"))]
+    return [read_json(p) for p in sorted(folder.glob("*/metrics.json"))]
 
 
 def read_metrics(folder: Path) -> dict:
+    """folder/metrics.json, or {} when that stage has not finished."""
     path = folder / "metrics.json"
-    return json.loads(path.read_text()) if path.exists() else {}
+    return read_json(path) if path.exists() else {}
 
 
 # ------------------------------------------------------------------------------------------ paper 1

@@ -17,9 +17,10 @@ from tqdm import tqdm
 
 from core import checkpoint
 from core.cache import cache_root, cached
-from core.config import Config, customize_schedule
+from core.config import Config
 from core.data import IMAGE_FIELDS, base_classes, load_split, to_float
 from core.images import save_grid
+from core.presets import customize_schedule
 from core.runs import RunFolder, run_key, stage_dir
 from core.training import check_finite, count_parameters, random_flip, setup
 from eval.evalnet import evaluator_path, load_evaluator

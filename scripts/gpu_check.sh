@@ -29,7 +29,7 @@ $PY -m bench.bench_gan --device cuda --out "$OUT/bench_gan.json"
 
 stamp "shortened CIFAR-10 pipeline"
 SHORT=(--run.out_dir="$RUN" --clip.steps=400 --evalnet.epochs=4 --diffusion.steps=3000
-       --diffusion.sample_every=0 --customize.steps_full=200 --customize.steps_lora=200 --classifier.n_images=450
+       --diffusion.sample_every=0 --customize.steps=200 --classifier.n_images=450
        --gan.steps=1500 --transfer.steps=500 --transfer.selfinit_steps=200)
 $PY train.py --preset cifar10 "${SHORT[@]}"
 $PY evaluate.py classify --preset cifar10 "${SHORT[@]}" --out "$OUT/classifier.json"

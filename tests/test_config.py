@@ -5,8 +5,9 @@ import dataclasses
 import pytest
 
 from core.cli import make_config, parse_overrides
-from core.config import METHOD_SCHEDULES, PRESETS, Config, arch_fields, customize_schedule, result_fields
+from core.config import Config, arch_fields, result_fields
 from core.errors import ConfigError
+from core.presets import METHOD_SCHEDULES, PRESETS, customize_schedule
 
 
 def test_presets_differ_and_quick_is_default():

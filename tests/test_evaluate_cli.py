@@ -85,3 +85,39 @@ def test_fid_inception_without_weights_fails_fast(tmp_path, monkeypatch):
     with pytest.raises(SystemExit, match="Inception-v3 weights not found.*--download"):
         evaluate.main(["fid", "--images", str(npz), "--ref", "shapes:test", "--net", "inception", *overrides])
     assert not (tmp_path / "torch").exists()  # nothing downloaded, no partial file left behind
+
+
+def tree(folder):
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*"))
+
+
+def test_read_only_commands_write_nothing(tmp_path, capsys):
+    """Issue row 6: `table` prints and writes nothing; `report` writes only its --out."""
+    run = tmp_path / "runs"
+    (run / "quick").mkdir(parents=True)
+    before = tree(tmp_path)
+    evaluate.main(["table", f"--run.out_dir={run}"])
+    assert "Open-world forgetting" in capsys.readouterr().out and tree(tmp_path) == before
+    evaluate.main(["report", f"--run.out_dir={run}", "--out", str(tmp_path / "page.html")])
+    assert tree(tmp_path) == sorted(before + ["page.html"])
+
+
+@pytest.mark.parametrize("args, message", [  # issue rows 7 and 10
+    (["sample", "--ckpt", "x.pt", "--prompt", "a photo of a star", "--gudiance=-3", "--foo.bar=1"],
+     "unrecognized arguments for `sample`: --gudiance=-3 --foo.bar=1"),
+    (["classify", "--gudiance=3"], "unrecognized argument '--gudiance=3'"),
+    (["classify", "--foo.bar=1"], "unknown config section 'foo'"),
+    (["table", "--diffusion.lrr=1"], "did you mean 'lr'"),
+])
+def test_unknown_options_are_refused_naming_them(args, message):
+    with pytest.raises(SystemExit) as err:
+        evaluate.main(args)
+    assert message in str(err.value)
+
+
+def test_bad_counts_are_refused_by_the_parser(capsys):
+    for bad in (["--n", "0"], ["--steps", "0"], ["--guidance", "nan"]):
+        with pytest.raises(SystemExit) as err:
+            evaluate.main(["sample", "--ckpt", "x.pt", "--prompt", "a photo of a star", *bad])
+        assert err.value.code == 2
+    assert "must be" in capsys.readouterr().err

@@ -66,6 +66,21 @@ def test_pretrain_writes_checkpoint_grid_and_metrics(pretrained):
     assert payload["step"] == 4 and {"G", "D", "opt_g", "opt_d", "ema", "rng"} <= set(payload)
 
 
+def crash_after(steps, monkeypatch, stage, *args, **kwargs):
+    """Run a stage that is killed (KeyboardInterrupt) in the middle of its step `steps` + 1."""
+    real_step = GanTrainer.g_step
+
+    def crashing(self):
+        if self.step == steps:
+            raise KeyboardInterrupt
+        return real_step(self)
+
+    monkeypatch.setattr(GanTrainer, "g_step", crashing)
+    with pytest.raises(KeyboardInterrupt):
+        stage(*args, **kwargs)
+    monkeypatch.setattr(GanTrainer, "g_step", real_step)
+
+
 def test_pretrain_resume_matches_uninterrupted_run(tmp_path, pretrained, monkeypatch):
     resumed = tiny_config(tmp_path / "a", "--gan.steps=6", "--gan.checkpoint_every=4")
     straight = tiny_config(tmp_path / "b", "--gan.steps=6")
@@ -74,17 +89,7 @@ def test_pretrain_resume_matches_uninterrupted_run(tmp_path, pretrained, monkeyp
         for name in ("evaluator.pt", "metrics.json"):
             (stage_dir(cfg, "eval-net") / name).write_bytes((stage_dir(tiny_config(pretrained[0]), "eval-net") /
                                                              name).read_bytes())
-    real_step = GanTrainer.g_step
-
-    def crash_at_5(self):
-        if self.step == 4:
-            raise KeyboardInterrupt
-        return real_step(self)
-
-    monkeypatch.setattr(GanTrainer, "g_step", crash_at_5)
-    with pytest.raises(KeyboardInterrupt):
-        pretrain_gan(resumed)
-    monkeypatch.setattr(GanTrainer, "g_step", real_step)
+    crash_after(4, monkeypatch, pretrain_gan, resumed)
     assert checkpoint.load(stage_dir(resumed, "gan-pretrain") / "checkpoint.pt")["step"] == 4
     a, b = pretrain_gan(resumed), pretrain_gan(straight)
     assert a["final_losses"] == b["final_losses"]          # step 6, bit for bit
@@ -108,17 +113,7 @@ def test_transfer_smoke_and_resume(pretrained, variant, monkeypatch):
     assert {"checkpoint.pt", "grid.png", "real.png", "metrics.json"} <= {p.name for p in run.iterdir()}
     q = straight["quality"]
     assert 0 <= q["accuracy"] <= 1 and set(q["per_class"]) == {"star", "cross", "heart", "crescent", "arrow"}
-    real_step = GanTrainer.g_step
-
-    def crash_at_4(self):
-        if self.step == 3:
-            raise KeyboardInterrupt
-        return real_step(self)
-
-    monkeypatch.setattr(GanTrainer, "g_step", crash_at_4)
-    with pytest.raises(KeyboardInterrupt):
-        transfer_gan(cfg, force=True)
-    monkeypatch.setattr(GanTrainer, "g_step", real_step)
+    crash_after(3, monkeypatch, transfer_gan, cfg, force=True)
     resumed = transfer_gan(cfg)
     assert resumed["final_losses"] == straight["final_losses"]
     if variant.startswith("hypermod"):

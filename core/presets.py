@@ -1,0 +1,62 @@
+"""The presets: `quick` (shapes at 16x16, every stage on a 2-core CPU in minutes) and `cifar10` (32x32 on
+one GPU), and the per-preset customization schedules. Every value is a field of core/config.py, where its
+range and meaning are declared; the README ("How the presets were tuned") says why these values.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+from core.config import (AUGMENTATIONS, ClassifierConfig, ClipConfig, Config, DataConfig, DiffusionConfig,
+                         EvalNetConfig, GanConfig)
+
+
+def quick() -> Config:
+    """Shapes at 16x16 on a 2-core CPU: every stage in minutes."""
+    return Config()
+
+
+def cifar10() -> Config:
+    """CIFAR-10 at 32x32 on one GPU."""
+    cfg = Config()
+    cfg.run.preset = "cifar10"
+    cfg.data = DataConfig(dataset="cifar10", resolution=32, concept_class="cat",
+                          source_classes=("bird", "cat", "deer", "dog", "frog", "horse"),
+                          target_classes=("airplane", "automobile", "ship", "truck"), k_per_target=100)
+    cfg.clip = ClipConfig(width=256, layers=4, heads=8, embed_dim=256, image_channels=(64, 128, 256),
+                          steps=3000, batch_size=512, lr=1e-3, warmup=200)
+    cfg.evalnet = EvalNetConfig(channels=(64, 128, 256, 512), blocks_per_stage=1, epochs=16, batch_size=512,
+                                lr=0.2, warmup_epochs=2, label_smoothing=0.2, max_shift=2)  # ResNet-9-like
+    cfg.diffusion = DiffusionConfig(base_channels=128, channel_mults=(1, 2, 2), num_res_blocks=2,
+                                    attention_resolutions=(16, 8), heads=8, dropout=0.1, steps=40000,
+                                    batch_size=128, lr=2e-4, warmup=1000, ema_decay=0.9995,
+                                    sample_every=5000, checkpoint_every=5000, sample_steps=50,
+                                    guidance=3.0)
+    cfg.classifier = ClassifierConfig(n_timesteps=100, stages=(20, 100), keep=(3, 1),
+                                      prompt="a blurry photo of a {}", n_images=900, batch_size=16)
+    cfg.gan = GanConfig(z_dim=128, w_dim=128, channels=(128,), d_channels=(128,), mapping_lr_mul=0.01,
+                        steps=20000, batch_size=64, r1_gamma=0.01, ema_decay=0.999,
+                        augment=AUGMENTATIONS, checkpoint_every=2000, eval_samples=5000)
+    cfg.transfer = dataclasses.replace(cfg.transfer, embed_dim=64, selfinit_steps=1000, selfinit_batch=32,
+                                       steps=2000, batch_size=64, lr=2e-3, d_lr=2e-3, r1_gamma=0.01,
+                                       ema_decay=0.999, augment=AUGMENTATIONS, checkpoint_every=500,
+                                       eval_samples=1000)
+    return cfg
+
+
+PRESETS = {"quick": quick, "cifar10": cifar10}
+
+
+# steps and learning rate of each customization method, per preset: tuned so that each learns the concept
+METHOD_SCHEDULES = {
+    "quick": {"full": (400, 3e-4), "full+prior": (400, 3e-4), "lora": (300, 3e-3), "custom": (500, 3e-3),
+              "ti": (300, 5e-2)},
+    "cifar10": {"full": (400, 1e-4), "full+prior": (400, 1e-4), "lora": (400, 1e-3), "custom": (400, 1e-3),
+                "ti": (1000, 5e-3)},
+}
+
+
+def customize_schedule(cfg: "Config") -> tuple[int, float]:
+    """(steps, lr) of a customization run: customize.steps/lr where set, else the preset's table."""
+    steps, lr = METHOD_SCHEDULES[cfg.run.preset][cfg.customize.method]
+    cc = cfg.customize
+    return (cc.steps if cc.steps >= 0 else steps), (cc.lr if cc.lr >= 0 else lr)

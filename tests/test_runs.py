@@ -1,0 +1,88 @@
+"""core/runs.py: one writer per run folder (a live owner refuses a second process, a dead owner's lock is taken
+over), finished runs skipped only with the same key, --force clearing the folder first."""
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from core import checkpoint
+from core.errors import CheckpointMismatch, RunInUse
+from core.runs import LOCK, RunFolder, differences, is_finished
+
+ROOT = Path(__file__).resolve().parents[1]
+KEY = {"run.seed": 0, "diffusion.lr": 0.003}
+
+
+def hold_lock(folder: Path, seconds: float) -> subprocess.Popen:
+    """A second process that takes the folder's lock and keeps it for `seconds`."""
+    code = (f"import time; from core.runs import RunFolder\n"
+            f"with RunFolder({str(folder)!r}, {{}}):\n    print('locked', flush=True); time.sleep({seconds})")
+    holder = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "locked"
+    return holder
+
+
+def test_a_second_writer_is_refused_while_the_first_lives(tmp_path):
+    """Issue row 4: two processes on one run folder -> the second stops with a message naming the first."""
+    holder = hold_lock(tmp_path, 30)
+    try:
+        with pytest.raises(RunInUse, match=f"being written by process {holder.pid}"):
+            with RunFolder(tmp_path, KEY):
+                pass
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_a_killed_owner_leaves_a_lock_that_the_next_run_takes_over(tmp_path, capsys):
+    holder = hold_lock(tmp_path, 30)
+    holder.kill()                                          # kill -9: no cleanup
+    holder.wait()
+    assert json.loads((tmp_path / LOCK).read_text())["pid"] == holder.pid
+    with RunFolder(tmp_path, KEY):
+        assert json.loads((tmp_path / LOCK).read_text())["pid"] == os.getpid()
+    assert "taking over" in capsys.readouterr().out
+    assert not (tmp_path / LOCK).exists()                  # released on exit
+
+
+def test_finished_runs_are_kept_only_for_the_same_key(tmp_path):
+    with RunFolder(tmp_path, KEY) as run:
+        assert not run.finished()
+        run.finish({"summary": "loss 0.1", "loss": float("nan")})
+    assert is_finished(tmp_path, KEY) and not is_finished(tmp_path, KEY, since=time.time() + 60)
+    with RunFolder(tmp_path, KEY) as run:
+        assert run.finished() and run.result["summary"] == "loss 0.1" and run.result["loss"] is None
+    with pytest.raises(CheckpointMismatch, match="diffusion.lr: 0.003 -> 0.001(.|\n)*--force"):
+        with RunFolder(tmp_path, {**KEY, "diffusion.lr": 0.001}) as run:
+            run.finished()
+
+
+def test_resume_only_from_a_checkpoint_with_the_same_key(tmp_path):
+    with RunFolder(tmp_path, KEY) as run:
+        assert run.resume(tmp_path / "last.pt", "test") is None
+        run.save_checkpoint(tmp_path / "last.pt", {"kind": "test", "step": 3})
+        assert run.resume(tmp_path / "last.pt", "test")["step"] == 3
+    with pytest.raises(CheckpointMismatch, match="last.pt was made with other settings"):
+        with RunFolder(tmp_path, {**KEY, "run.seed": 1}) as run:
+            run.resume(tmp_path / "last.pt", "test")
+    checkpoint.save(tmp_path / "old.pt", {"kind": "test", "step": 1})   # written before run keys existed
+    with pytest.raises(CheckpointMismatch, match="older version of this code"):
+        with RunFolder(tmp_path, KEY) as run:
+            run.resume(tmp_path / "old.pt", "test")
+
+
+def test_force_clears_the_folder_before_the_run(tmp_path):
+    with RunFolder(tmp_path, KEY) as run:
+        run.save_checkpoint(tmp_path / "last.pt", {"kind": "test", "step": 3})
+        run.finish({"summary": "done"})
+    with RunFolder(tmp_path, {**KEY, "diffusion.lr": 1.0}, force=True) as run:
+        assert not run.finished() and run.resume(tmp_path / "last.pt", "test") is None
+        assert sorted(p.name for p in tmp_path.iterdir()) == [LOCK]
+
+
+def test_differences_lists_every_changed_entry():
+    assert differences({"a": 1, "b": 2}, {"a": 1, "b": 3, "c": 4}) == ["b: 2 -> 3", "c: (none) -> 4"]
