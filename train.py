@@ -11,13 +11,13 @@ Any config field can be overridden with --section.field=value (core/config.py li
 are short for --customize.method and --customize.reg. A stage that finished before with the same settings is
 skipped (it says so, with its figures); --force reruns it from scratch; an interrupted stage resumes from its
 last checkpoint. --all-methods runs every customization method (default: full finetuning and LoRA), each
-with and without functional regularization. On a multi-core CPU the evaluator and the GAN chain run in a
+with and without functional regularization; --seeds N repeats every customization and GAN transfer N times
+(the base models are shared) and the tables show mean +- standard deviation. On a multi-core CPU the evaluator and the GAN chain run in a
 background process beside the diffusion chain (core/background.py; --jobs 1 runs one chain after the other).
 """
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 import sys
 import time
@@ -51,22 +51,25 @@ ALL_METHODS = ("full", "full+prior", "lora", "custom", "ti")
 
 # ------------------------------------------------------------------------------------------ the two papers
 
-def paper1(cfg: Config, methods) -> list:
+def paper1(cfg: Config, methods, seeds: int = 1) -> list:
     """Open-world forgetting, in order: tiny CLIP, the base text-to-image model, then each customization
-    (with and without functional regularization) and the drift it caused. A list of (stage, config)."""
+    (with and without functional regularization, repeated with `seeds` seeds) and the drift it caused.
+    A list of (stage, config)."""
     steps = [(train_clip, cfg), (train_diffusion, cfg)]
     for method in methods:
         for reg in ("none", "functional"):
-            c = dataclasses.replace(cfg, customize=dataclasses.replace(cfg.customize, method=method, reg=reg))
-            steps += [(customize, c), (drift_stage, c)]
+            for seed in range(seeds):
+                c = cfg.updated("customize", method=method, reg=reg, seed=seed)
+                steps += [(customize, c), (drift_stage, c)]
     return steps
 
 
-def paper2(cfg: Config) -> list:
+def paper2(cfg: Config, seeds: int = 1) -> list:
     """The evaluator (both papers' metrics need it), then hyper-modulated transfer: pretraining and every row
-    of the ablation. A list of (stage, config)."""
-    return [(train_evaluator, cfg), (pretrain_gan, cfg)] + [(transfer_gan, with_switches(cfg, *row))
-                                                            for row in ABLATION]
+    of the ablation, each repeated with `seeds` seeds. A list of (stage, config)."""
+    return [(train_evaluator, cfg), (pretrain_gan, cfg)] + [
+        (transfer_gan, with_switches(cfg, *row).updated("transfer", seed=seed)) for row in ABLATION
+        for seed in range(seeds)]
 
 
 def run(steps: list, force: bool, before_each=lambda stage: None) -> None:
@@ -79,16 +82,16 @@ def pipeline(cfg: Config, args, overrides: list[str]) -> None:
     """Both papers, then the report. On a multi-core CPU, paper 2 (evaluator first) runs in a background
     process with one thread, and paper 1 here waits for the evaluator before the base model's metrics."""
     start = time.time()
-    steps1 = paper1(cfg, ALL_METHODS if args.all_methods else DEFAULT_METHODS)
+    steps1 = paper1(cfg, ALL_METHODS if args.all_methods else DEFAULT_METHODS, args.seeds)
     parallel = args.jobs == 2 or (args.jobs == 0 and pick_device(cfg.run.device).type == "cpu"
                                   and (os.cpu_count() or 1) >= 2)
     if not parallel:
-        run(paper2(cfg) + steps1, args.force)
+        run(paper2(cfg, args.seeds) + steps1, args.force)
     else:
         log = stage_dir(cfg, "gan-chain.log")
         pinned = [] if cfg.run.threads else ["--run.threads=1"]
         child = background.start([sys.executable, __file__, "--chain", "gan", "--preset", cfg.run.preset,
-                                  *overrides, *pinned, *["--force"] * args.force], log)
+                                  f"--seeds={args.seeds}", *overrides, *pinned, *["--force"] * args.force], log)
         print(f"[evaluator + GAN chain] running in the background (log: {log})", flush=True)
         since = start if args.force else 0.0
 
@@ -130,6 +133,8 @@ def parse_args(argv):
     parser.add_argument("--preset", default="quick", choices=list(PRESETS))
     parser.add_argument("--force", action="store_true", help="rerun finished stages from scratch")
     parser.add_argument("--all-methods", action="store_true", help="all: every customization method")
+    parser.add_argument("--seeds", type=int, default=1, help="all: repeat every customization and transfer with "
+                                                              "this many seeds (the tables show mean +- std)")
     parser.add_argument("--jobs", type=int, default=0, choices=(0, 1, 2),
                         help="all: 2 runs the GAN chain beside the diffusion chain, 1 one after the other, "
                              "0 (default) picks 2 on a multi-core CPU")
@@ -144,7 +149,7 @@ def main(argv=None) -> None:
     try:
         cfg = make_config(args.preset, overrides, MODELS["gan-pretrain" if args.chain else args.stage])
         if args.chain:
-            run(paper2(cfg), args.force)
+            run(paper2(cfg, args.seeds), args.force)
         elif args.stage == "all":
             pipeline(cfg, args, overrides)
         else:

@@ -117,6 +117,7 @@ class DiffusionConfig:
 @dataclass
 class CustomizeConfig:
     method: str = param("full", choices=("full", "full+prior", "lora", "custom", "ti"))
+    seed: int = param(0, low=0)                         # repeat: customization draws, drift noise banks (--seeds)
     reg: str = param("none", choices=("none", "functional"))
     k_images: int = param(5, low=1)                     # images of the new concept
     placeholder: str = param("<new0>", choices=PLACEHOLDERS)
@@ -174,6 +175,7 @@ class GanConfig:
 @dataclass
 class TransferConfig:
     generator: str = param("hypermod", choices=("scratch", "finetune", "hypermod"))  # minigan/transfer.py
+    seed: int = param(0, low=0)                         # repeat: self-init, training draws, samples (--seeds)
     selfinit: bool = param(True)                        # self-initialise the hypernetwork (hypermod only)
     ssl: str = param("barlow", choices=("none", "barlow", "ntxent"))  # self-supervised loss on D
     head: str = param("lowrank", choices=("dense", "lowrank"), arch=True)  # hyper-modulation heads
@@ -211,6 +213,10 @@ class Config:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+    def updated(self, section: str, **values) -> "Config":
+        """A copy with some fields of one section replaced, e.g. cfg.updated("customize", method="lora")."""
+        return dataclasses.replace(self, **{section: dataclasses.replace(getattr(self, section), **values)})
 
     @classmethod
     def from_dict(cls, d: dict) -> "Config":

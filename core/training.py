@@ -52,10 +52,11 @@ def warmup_cosine(step: int, total: int, warmup: int, final_fraction: float = 0.
     return final_fraction + (1 - final_fraction) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
-def step_seed(seed: int, step: int, rank: int = 0) -> int:
-    """A seed that is a pure function of (run seed, step, rank): seeding every step with it makes resume exact
-    without storing RNG state, and gives every distributed rank its own stream."""
-    return int(np.random.SeedSequence([seed, step, rank]).generate_state(1, np.uint64)[0] >> 1)
+def mix_seed(*parts: int) -> int:
+    """A seed that is a pure function of several integers, e.g. (run seed, step, rank): seeding every step
+    with it makes resume exact without storing RNG state and gives every distributed rank its own stream;
+    (run seed, stage, repeat) gives each repeat of a stage its own, unrelated stream."""
+    return int(np.random.SeedSequence(list(parts)).generate_state(1, np.uint64)[0] >> 1)
 
 
 def random_batches(n: int, batch_size: int, generator: torch.Generator, steps: int):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import datetime
 import html
+import math
 import platform
 from pathlib import Path
 
@@ -35,6 +36,35 @@ def pct(x) -> str:
 def num(x, digits: int = 2) -> str:
     """x rounded to `digits`; a value that rounds to zero prints without a sign (no "-0.0")."""
     return "-" if x is None else f"{round(x, digits) + 0.0:.{digits}f}"   # -0.0 + 0.0 == +0.0
+
+
+def mean_std(values) -> tuple[float, float] | None:
+    """Mean and sample standard deviation (n - 1) of the finite values; std 0 for one value; None for none."""
+    values = [v for v in values if v is not None and math.isfinite(v)]
+    if not values:
+        return None
+    mean = sum(values) / len(values)
+    var = sum((v - mean) ** 2 for v in values) / (len(values) - 1) if len(values) > 1 else 0.0
+    return mean, math.sqrt(var)
+
+
+def spread(values, scale: float = 1.0, digits: int = 1, unit: str = "") -> str:
+    """'12.3 +- 1.4' over the repeats (mean +- sample std), '12.3' for a single run, '-' for none."""
+    stats = mean_std(values)
+    if stats is None:
+        return "-"
+    mean, std = stats
+    values = [v for v in values if v is not None]
+    text = f"{round(scale * mean, digits) + 0.0:.{digits}f}{unit}"
+    return text if len(values) < 2 else f"{text} +- {round(scale * std, digits) + 0.0:.{digits}f}"
+
+
+def by_condition(results: list[dict], name) -> dict[str, list[dict]]:
+    """Runs grouped by name(run) (everything but the repeat seed), in first-seen order."""
+    groups: dict[str, list[dict]] = {}
+    for r in results:
+        groups.setdefault(name(r), []).append(r)
+    return groups
 
 
 def markdown_table(header: list[str], rows: list[list]) -> str:
@@ -139,10 +169,10 @@ def diffusion_section(run: Path) -> str:
         parts.append(bar_chart(methods, series, label, "", width=540))
     parts.append("<h3>Before / after (same prompt, same seed)</h3><p class='note'>Each row a base-class prompt; "
                  "left half the base model, right half the customized model.</p>")
-    parts += [image(run / "drift" / f"{r['method']}-{r['reg']}" / "pairs.png", n, width=400)
+    parts += [image(run / "drift" / f"{r['method']}-{r['reg']}-s{r['seed']}" / "pairs.png", n, width=400)
               for n, r in zip(names, results)]
     parts.append("<h3>Concept samples</h3>")
-    parts += [image(run / "customize" / f"{r['method']}-{r['reg']}" / "samples.png", n, width=260)
+    parts += [image(run / "customize" / f"{r['method']}-{r['reg']}-s{r['seed']}" / "samples.png", n, width=260)
               for n, r in zip(names, results)]
     return "\n".join(parts)
 
@@ -201,7 +231,8 @@ def gan_section(run: Path) -> str:
     if results:
         parts += [html_table(GAN_HEADER, gan_rows(results)), f'<p class="note">{esc(GAN_NOTE)}</p>']
     parts.append(image(run / "gan-pretrain" / "grid.png", "pretrained unconditional generator", width=320))
-    parts += [image(run / "gan-transfer" / r["run"] / "grid.png", f"{r['run']}: one row per target class", width=320)
+    parts += [image(run / "gan-transfer" / f"{r['run']}-s{r['seed']}" / "grid.png",
+                    f"{r['run']}: one row per target class", width=320)
               for r in results]
     return "\n".join(parts)
 

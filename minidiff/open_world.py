@@ -33,7 +33,7 @@ from minidiff.clip import class_embeddings, zero_shot_predict
 from minidiff.customize import load_customized
 from minidiff.text2img import TextToImage, generate
 from minidiff.train_clip import clip_path, load_clip
-from minidiff.train_customize import run_dir
+from minidiff.train_customize import run_dir, run_name
 from minidiff.train_diffusion import class_prompts, load_diffusion
 
 
@@ -111,7 +111,7 @@ def measure_drift(cfg: Config, custom_path, base_path=None, device="cpu") -> tup
     with_concept = classify(cfg, model, diffusion, prompts + [concept_prompt], concept_imgs, 0)
     metrics = checkpoint.load(custom_path, kind="customized")["metrics"]
     result = {
-        "method": cc.method, "reg": cc.reg, "custom_checkpoint": str(custom_path), "base_checkpoint": str(base_path),
+        "method": cc.method, "reg": cc.reg, "seed": cc.seed, "custom_checkpoint": str(custom_path), "base_checkpoint": str(base_path),
         "classifier": {"schedule": {"n_timesteps": cfg.classifier.n_timesteps, "stages": cfg.classifier.stages,
                                     "keep": cfg.classifier.keep, "loss": cfg.classifier.loss,
                                     "prompt": cfg.classifier.prompt},
@@ -138,7 +138,7 @@ def drift_stage(cfg: Config, force: bool = False, custom_path=None, base_path=No
     custom_path = custom_path or run_dir(cfg) / "custom.pt"
     custom = checkpoint.load(custom_path, kind="customized")
     base_path = Path(base_path or custom["base_path"])
-    name = f"{custom['method']}-{custom['reg']}"
+    name = run_name(Config.from_dict(custom["config"]))
     key = run_key(cfg, IMAGE_FIELDS + ("data.concept_class", "classifier", "drift", "diffusion"), custom=custom_path,
                   base=base_path, clip=clip_path(cfg), evaluator=evaluator_path(cfg))
     with RunFolder(stage_dir(cfg, "drift", name), key, force, f"drift {name}") as run:

@@ -22,7 +22,7 @@ from core.data import IMAGE_FIELDS, base_classes, load_split, to_float
 from core.images import save_grid
 from core.presets import customize_schedule
 from core.runs import RunFolder, run_key, stage_dir
-from core.training import check_finite, count_parameters, random_flip, setup
+from core.training import check_finite, count_parameters, mix_seed, random_flip, setup
 from eval.evalnet import evaluator_path, load_evaluator
 from minidiff.customize import prepare, save_customized
 from minidiff.quality import concept_fidelity
@@ -32,8 +32,14 @@ from minidiff.text2img import generate
 from minidiff.train_diffusion import base_model_path, load_diffusion
 
 
+def run_name(cfg: Config) -> str:
+    """'lora-functional-s0': method, regularizer, repeat seed."""
+    cc = cfg.customize
+    return f"{cc.method}-{cc.reg}-s{cc.seed}"
+
+
 def run_dir(cfg: Config):
-    return stage_dir(cfg, "customize", f"{cfg.customize.method}-{cfg.customize.reg}")
+    return stage_dir(cfg, "customize", run_name(cfg))
 
 
 def base_generations(cfg: Config, model, diffusion, prompts: list[str], seeds: list[int], base_fingerprint: str):
@@ -51,7 +57,7 @@ def customize(cfg: Config, force: bool = False) -> dict:
     key = run_key(cfg, IMAGE_FIELDS + ("data.concept_class", "customize", "diffusion"), base=base_path,
                   evaluator=evaluator_path(cfg))
     key["customize.schedule"] = [steps, lr]
-    name = f"customize {cfg.customize.method}/{cfg.customize.reg}"
+    name = f"customize {run_name(cfg)}"
     with RunFolder(run_dir(cfg), key, force, name) as run:
         if run.finished():
             return run.result
@@ -63,6 +69,7 @@ def customize(cfg: Config, force: bool = False) -> dict:
 def _customize(cfg: Config, run: RunFolder, base_path, steps: int, lr: float) -> dict:
     device = setup(cfg)
     cc = cfg.customize
+    torch.manual_seed(mix_seed(cfg.run.seed, cc.seed))  # each repeat draws its own batches, t and noise
     model, diffusion, _, payload = load_diffusion(base_path, device)
     checkpoint.check_arch(payload, {"data": cfg.data, "clip": cfg.clip, "diffusion": cfg.diffusion}, str(base_path))
     classes = base_classes(cfg.data)
@@ -88,7 +95,7 @@ def _customize(cfg: Config, run: RunFolder, base_path, steps: int, lr: float) ->
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
     model.train()
     start, history = time.time(), {"loss": [], "functional": []}
-    for step in tqdm(range(steps), desc=f"customize {cc.method}/{cc.reg}"):
+    for step in tqdm(range(steps), desc=f"customize {run_name(cfg)}"):
         loss, terms = customization_loss(cfg, model, diffusion, x0, prompt, anchors, extra)
         check_finite(loss, "customize", step)
         opt.zero_grad(set_to_none=True)
@@ -102,7 +109,7 @@ def _customize(cfg: Config, run: RunFolder, base_path, steps: int, lr: float) ->
 
     model.eval()
     functional = history["functional"] or [None]
-    metrics = {"stage": "customize", "method": cc.method, "reg": cc.reg, "steps": steps, "lr": lr,
+    metrics = {"stage": "customize", "method": cc.method, "reg": cc.reg, "seed": cc.seed, "steps": steps, "lr": lr,
                "k_images": cc.k_images, "prompt": prompt, "train_seconds": seconds,
                "trainable_parameters": count_parameters(params),
                "unet_parameters": count_parameters(p for n, p in model.unet.named_parameters() if ".base." not in n),
@@ -118,7 +125,7 @@ def _customize(cfg: Config, run: RunFolder, base_path, steps: int, lr: float) ->
     save_grid(samples[:32], run.folder / "samples.png", nrow=8, scale=max(1, 64 // cfg.data.resolution))
     if run.main:
         save_customized(run.folder / "custom.pt", model, cfg, base_path, metrics)
-    print(f"customize {cc.method}/{cc.reg}: {metrics['summary']}")
+    print(f"customize {run_name(cfg)}: {metrics['summary']}")
     return metrics
 
 

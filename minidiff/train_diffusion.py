@@ -21,7 +21,7 @@ from core.config import Config
 from core.data import IMAGE_FIELDS, base_classes, load_split, to_float
 from core.images import save_grid
 from core.runs import RunFolder, require_finished, run_key, stage_dir
-from core.training import EMA, autocast, check_finite, count_parameters, random_flip, setup, step_seed, warmup_cosine
+from core.training import EMA, autocast, check_finite, count_parameters, random_flip, setup, mix_seed, warmup_cosine
 from eval.evalnet import evaluator_path
 from minidiff.clip import TextEncoder
 from minidiff.diffusion import Diffusion
@@ -148,7 +148,7 @@ def training_step(cfg, model, unet, diffusion, opt, ema, images, train, step) ->
     step), so a resumed run replays exactly what an uninterrupted one does, and ranks draw different batches.
     """
     dc = cfg.diffusion
-    seed = step_seed(cfg.run.seed, step, distributed.rank())
+    seed = mix_seed(cfg.run.seed, step, distributed.rank())
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     device = images.device

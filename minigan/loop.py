@@ -31,7 +31,7 @@ import torch
 from tqdm import tqdm
 
 from core import checkpoint, distributed
-from core.training import EMA, autocast, check_finite, step_seed
+from core.training import EMA, autocast, check_finite, mix_seed
 from minigan.augment import diff_augment
 from minigan.losses import barlow_twins_loss, d_logistic_loss, g_nonsaturating_loss, nt_xent_loss, r1_penalty
 
@@ -158,7 +158,7 @@ class GanTrainer:
         if distributed.world_size() > 1:             # one start for all ranks, a different stream on each
             for module in (self.G, self.D, self.ema.model):
                 distributed.broadcast_module(module)
-            torch.manual_seed(step_seed(s.seed, self.step, distributed.rank()))
+            torch.manual_seed(mix_seed(s.seed, self.step, distributed.rank()))
         bar = tqdm(range(self.step, s.steps), initial=self.step, total=s.steps, desc=self.stage,
                    disable=not (progress and distributed.is_main()))
         start = time.time() - self.seconds

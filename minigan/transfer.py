@@ -21,8 +21,6 @@ Writes runs/<preset>/gan-transfer/<run>/{checkpoint.pt, grid.png (one row per cl
 """
 from __future__ import annotations
 
-import dataclasses
-
 import torch
 
 from core import distributed
@@ -54,8 +52,7 @@ ABLATION = (  # (generator, selfinit, ssl, head): the rows of the paper's ablati
 
 def with_switches(cfg: Config, generator: str, selfinit: bool, ssl: str, head: str) -> Config:
     """cfg with one ablation row's switches."""
-    return dataclasses.replace(cfg, transfer=dataclasses.replace(
-        cfg.transfer, generator=generator, selfinit=selfinit, ssl=ssl, head=head))
+    return cfg.updated("transfer", generator=generator, selfinit=selfinit, ssl=ssl, head=head)
 
 
 def run_name(cfg: Config) -> str:
@@ -110,7 +107,8 @@ def transfer_gan(cfg: Config, force: bool = False) -> dict:
         inputs["pretrained"] = pretrained_path(cfg)
     key = run_key(cfg, IMAGE_FIELDS + ("data.target_classes", "data.k_per_target", "gan", "transfer"), **inputs)
     device = distributed.init(setup(cfg))  # before the run folder: rank 0 alone locks and writes it
-    with RunFolder(stage_dir(cfg, KIND, run_name(cfg)), key, force, f"{KIND} {run_name(cfg)}") as run:
+    folder = f"{run_name(cfg)}-s{cfg.transfer.seed}"
+    with RunFolder(stage_dir(cfg, KIND, folder), key, force, f"{KIND} {folder}") as run:
         if run.finished():
             return run.result
         return run.finish(_transfer(cfg, run, device))
@@ -153,7 +151,7 @@ def _transfer(cfg: Config, run: RunFolder, device) -> dict:
                f"FD-eval {q['fd_eval_intra']:.2f}, {count_parameters(g_params):,} trainable parameters, "
                f"{trainer.seconds:.0f}s")
     print(f"{KIND} {run_name(cfg)}: {summary}")
-    return {"stage": KIND, "summary": summary, "run": run_name(cfg), "generator": t.generator,
+    return {"stage": KIND, "summary": summary, "run": run_name(cfg), "seed": t.seed, "generator": t.generator,
             "selfinit": t.selfinit, "ssl": t.ssl, "head": t.head,
             "target_classes": list(targets), "k_per_target": cfg.data.k_per_target,
             "steps": trainer.step, "train_seconds": trainer.seconds, "device": str(device),

@@ -86,19 +86,19 @@ class Collector(HTMLParser):
 
 def test_report_is_self_contained(tmp_path):
     run = tmp_path / "quick"
-    (run / "drift" / "full-none").mkdir(parents=True)
+    (run / "drift" / "full-none-s0").mkdir(parents=True)
     from core.images import save_grid
     images, gen_labels, feats, early = fake_generations()
-    save_grid(images.numpy(), run / "drift" / "full-none" / "pairs.png", nrow=4)
+    save_grid(images.numpy(), run / "drift" / "full-none-s0" / "pairs.png", nrow=4)
     semantic = semantic_drift(torch.tensor([0, 1, 2]), torch.tensor([0, 1, 2]), torch.tensor([0, 0, 2]), CLASSES)
     appearance = appearance_drift(images, images, gen_labels, CLASSES, feats, feats, early, early)
-    result = {"method": "full", "reg": "none", "semantic": semantic, "semantic_floor": semantic,
+    result = {"method": "full", "reg": "none", "seed": 0, "semantic": semantic, "semantic_floor": semantic,
               "appearance": appearance, "appearance_unrelated": appearance, "clip_zero_shot_accuracy": 1.0,
               "fidelity": {"recognised": 0.7, "diffusion_classifier_concept_accuracy": 0.5},
               "customization": {"steps": 10, "trainable_parameters": 123}, "concept_class": "heart",
               "classifier": {"unet_passes_per_image": 75, "n_images": 3}, "k_images": 5,
               "prompt": "a photo of a <new0>"}
-    (run / "drift" / "full-none" / "metrics.json").write_text(json.dumps(result, default=float))
+    (run / "drift" / "full-none-s0" / "metrics.json").write_text(json.dumps(result, default=float))
     out = write_report(run, run / "report.html")
     page = out.read_text()
     parser = Collector()

@@ -109,7 +109,7 @@ def test_transfer_smoke_and_resume(pretrained, variant, monkeypatch):
     out = pretrained[0]
     cfg = tiny_config(out, *SWITCHES[variant], "--transfer.steps=5", "--transfer.checkpoint_every=3")
     straight = transfer_gan(cfg)
-    run = out / "quick" / "gan-transfer" / straight["run"]
+    run = out / "quick" / "gan-transfer" / f"{straight['run']}-s0"
     assert {"checkpoint.pt", "grid.png", "real.png", "metrics.json"} <= {p.name for p in run.iterdir()}
     q = straight["quality"]
     assert 0 <= q["accuracy"] <= 1 and set(q["per_class"]) == {"star", "cross", "heart", "crescent", "arrow"}
