@@ -190,10 +190,14 @@ def run_report(args, overrides) -> dict:
 
 
 def run_table(args, overrides) -> dict:
-    from eval.report import markdown_tables
+    from eval.report import drift_summary, markdown_tables
 
-    text = markdown_tables(stage_dir(make_config(args.preset, overrides, models=())))
+    run = stage_dir(make_config(args.preset, overrides, models=()))
+    text = markdown_tables(run)
     print(text)
+    if args.json:
+        write_json(args.json, {"drift": drift_summary(run)})
+        print(f"per-repeat values -> {args.json}")
     return {"markdown": text}
 
 
@@ -238,7 +242,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="measure again even if measured before")
     p = add("report", run_report, "one self-contained HTML page of a preset's results")
     p.add_argument("--out", default=None, help="HTML file (default: runs/<preset>/report.html)")
-    add("table", run_table, "print the results tables of a preset's run as markdown (writes nothing)")
+    p = add("table", run_table, "print the results tables of a preset's run as markdown (writes nothing)")
+    p.add_argument("--json", default=None, help="also write every cell's per-repeat values to this JSON file")
     return parser
 
 

@@ -37,7 +37,7 @@ from minidiff.train_clip import train_clip
 from minidiff.train_customize import customize
 from minidiff.train_diffusion import train_diffusion
 from minigan.pretrain import pretrain_gan
-from minigan.transfer import ABLATION, transfer_gan, with_switches
+from minigan.transfer import ABLATION, CURVE, CURVE_K, transfer_gan, with_switches
 
 STAGES = {"clip": train_clip, "eval-net": train_evaluator, "diffusion": train_diffusion, "customize": customize,
           "gan-pretrain": pretrain_gan, "gan-transfer": transfer_gan}
@@ -64,12 +64,14 @@ def paper1(cfg: Config, methods, seeds: int = 1) -> list:
     return steps
 
 
-def paper2(cfg: Config, seeds: int = 1) -> list:
+def paper2(cfg: Config, seeds: int = 1, rows=ABLATION, ks=None) -> list:
     """The evaluator (both papers' metrics need it), then hyper-modulated transfer: pretraining and every row
-    of the ablation, each repeated with `seeds` seeds. A list of (stage, config)."""
+    of the ablation, each repeated with `seeds` seeds; with ks, every row at each k images per target
+    class (the data-efficiency curve). A list of (stage, config)."""
+    ks = ks or (cfg.data.k_per_target,)
     return [(train_evaluator, cfg), (pretrain_gan, cfg)] + [
-        (transfer_gan, with_switches(cfg, *row).updated("transfer", seed=seed)) for row in ABLATION
-        for seed in range(seeds)]
+        (transfer_gan, with_switches(cfg, *row).updated("transfer", seed=seed).updated("data", k_per_target=k))
+        for k in ks for row in rows for seed in range(seeds)]
 
 
 def run(steps: list, force: bool, before_each=lambda stage: None) -> None:
@@ -138,7 +140,11 @@ def parse_args(argv):
     parser.add_argument("--jobs", type=int, default=0, choices=(0, 1, 2),
                         help="all: 2 runs the GAN chain beside the diffusion chain, 1 one after the other, "
                              "0 (default) picks 2 on a multi-core CPU")
-    parser.add_argument("--chain", choices=("gan",), help="only the evaluator and the GAN chain, no report")
+    parser.add_argument("--chain", choices=("gan", "gan-curve"),
+                        help="only the evaluator and the GAN chain, no report; gan-curve: the data-efficiency "
+                             "curve instead of the ablation (its variants at every --k)")
+    parser.add_argument("--k", type=lambda s: tuple(int(k) for k in s.split(",")),
+                        help="gan-curve: images per target class, e.g. 3,10,30,100 (default: the preset's)")
     parser.add_argument("--debug", action="store_true", help="show the traceback of a user error")
     args, overrides = parser.parse_known_args(argv)
     return args, expand_shortcuts(overrides)
@@ -148,8 +154,10 @@ def main(argv=None) -> None:
     args, overrides = parse_args(argv)
     try:
         cfg = make_config(args.preset, overrides, MODELS["gan-pretrain" if args.chain else args.stage])
-        if args.chain:
+        if args.chain == "gan":
             run(paper2(cfg, args.seeds), args.force)
+        elif args.chain == "gan-curve":
+            run(paper2(cfg, args.seeds, CURVE, args.k or CURVE_K[args.preset]), args.force)
         elif args.stage == "all":
             pipeline(cfg, args, overrides)
         else:

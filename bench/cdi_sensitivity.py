@@ -2,7 +2,7 @@
 
 Every UNet weight tensor W of the preset's base diffusion model gets Gaussian noise of relative size r,
 W + r * std(W) * N(0, 1), and the perturbed model regenerates the drift measurement's paired images (every
-base-class prompt x drift.seeds seeds, DDIM eta = 0, same initial noise). The CDI between these and the
+base-class prompt under both drift templates x drift.pairs seeds, DDIM eta = 0, same initial noise). The CDI between these and the
 base model's own images says how much colour drift a change of that size causes: a smooth metric grows
 with r from 0, a chaotic one (sampling trajectories that diverge at the first nudge) would jump to the
 unrelated-pairs level at once. Needs the base model (`python train.py diffusion`). From the repository root:
@@ -19,7 +19,7 @@ from bench.common import save
 from core.cli import make_config
 from core.training import pick_device
 from eval.colour import colour_drift_index
-from minidiff.open_world import base_reference, paired_generations
+from minidiff.open_world import base_side, generations, pair_prompts
 from minidiff.train_diffusion import base_model_path, load_diffusion
 
 
@@ -41,15 +41,15 @@ def main():
     cfg = make_config(args.preset, overrides)
     device = pick_device(cfg.run.device)
     base_path = base_model_path(cfg)
-    reference = base_reference(cfg, base_path, device)          # cached by the drift stage
-    results = {"base_checkpoint": str(base_path), "n_pairs": len(reference["images"]),
-               "unrelated_pairs_cdi": colour_drift_index(reference["images"], reference["unrelated"])["cdi"],
-               "levels": {}}
+    reference = base_side(cfg, base_path, 0, device)           # cached by the drift stage
+    images, unrelated = reference["drift"]["pairs"], reference["floor"]["pairs"]
+    results = {"base_checkpoint": str(base_path), "n_pairs": len(images),
+               "unrelated_pairs_cdi": colour_drift_index(images, unrelated)["cdi"], "levels": {}}
     for level in (float(x) for x in args.levels.split(",")):
         model, diffusion, _, _ = load_diffusion(base_path, device)
         perturb(model.unet, level)
-        images, _ = paired_generations(cfg, model, diffusion)
-        results["levels"][str(level)] = colour_drift_index(reference["images"], images)["cdi"]
+        perturbed = generations(cfg, model, diffusion, pair_prompts(cfg)[0], "drift", 0, cfg.drift.pairs)
+        results["levels"][str(level)] = colour_drift_index(images, perturbed)["cdi"]
         print(f"relative weight noise {level:g}: CDI {results['levels'][str(level)]:.2f}", flush=True)
     print(f"unrelated pairs (other seeds): CDI {results['unrelated_pairs_cdi']:.2f}")
     save(args.out, results)

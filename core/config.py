@@ -118,7 +118,7 @@ class DiffusionConfig:
 class CustomizeConfig:
     method: str = param("full", choices=("full", "full+prior", "lora", "custom", "ti"))
     seed: int = param(0, low=0)                         # repeat: customization draws, drift noise banks (--seeds)
-    reg: str = param("none", choices=("none", "functional"))
+    reg: str = param("none", choices=("none", "functional", "l2"))  # extra term against forgetting
     k_images: int = param(5, low=1)                     # images of the new concept
     placeholder: str = param("<new0>", choices=PLACEHOLDERS)
     prompt: str = param("a photo of a {}")              # {} is the placeholder
@@ -130,26 +130,35 @@ class CustomizeConfig:
     prior_prompt: str = param("")                       # empty: the first base class's plain prompt
     n_prior_images: int = param(32, low=1)
     lambda_fr: float = param(3.0, low=0)                # functional-regularization weight
+    functional_target: str = param("separate", choices=("separate", "guided"))  # which prediction is kept:
+                                                        # each prompt's own, or the guided one sampling uses
     empty_anchor_prob: float = param(0.5, low=0, high=1)  # share of anchors that are the empty prompt
     anchor_images: str = param("generated", choices=("generated", "concept"))  # what x_t is noised from
+    images_per_anchor: int = param(4, low=1)            # base-model samples of each anchor prompt
+    empty_anchor_images: int = param(32, low=1)         # base-model samples of the empty prompt
+    lambda_l2: float = param(1.0, low=0)                # weight-space baseline: lambda sum ||W - W_0||^2
     fidelity_samples: int = param(64, low=1)
 
 
 @dataclass
 class ClassifierConfig:
     n_timesteps: int = param(40, low=1)                 # the full even grid of timesteps
-    stages: tuple[int, ...] = param((5, 20), low=1)     # adaptive: nested sub-grid size of each stage
+    stages: tuple[int, ...] = param((5, 20), low=1)     # adaptive: timesteps scored in each stage
     keep: tuple[int, ...] = param((2, 1), low=1)        # classes kept after each stage
     loss: str = param("l2", choices=("l2", "l1"))
-    prompt: str = param("a photo of a {}")
     n_images: int = param(180, low=1)                   # real test images of the base classes (balanced)
     batch_size: int = param(8, low=1)                   # images per batch
 
 
 @dataclass
 class DriftConfig:
-    seeds: int = param(16, low=2)                       # paired generations per base-class prompt
-    noise_floor: bool = param(True)
+    heldout_classes: tuple[str, ...] = param(("square", "star", "ring", "arrow"))  # base classes no anchor names
+    anchor_templates: int = param(2, low=1)             # caption templates anchors may use: the first N
+    template: int = param(0, low=0)                     # the anchored template drift is measured with
+    heldout_template: int = param(2, low=0)             # the held-out one (index into the dataset's templates)
+    pairs: int = param(16, low=2)                       # paired generations per prompt
+    attribute_prompts: int = param(24, low=0)           # held-out prompts that name colours (shapes only)
+    attribute_pairs: int = param(4, low=1)              # generations per attribute prompt
 
 
 @dataclass
@@ -182,12 +191,16 @@ class TransferConfig:
     rank: int = param(8, low=1, arch=True)
     embed_dim: int = param(32, low=1, arch=True)        # class embedding of the hypernetwork
     d_cond: str = param("multihead", choices=("multihead", "projection"), arch=True)
-    selfinit_steps: int = param(200, low=1)
-    selfinit_batch: int = param(16, low=1)
-    selfinit_lr: float = param(1e-2, low=0)             # cosine-decayed to 0 over selfinit_steps
+    d_class_init: str = param("random", choices=("random", "copy"))  # D's class heads; official: random
+    selfinit_steps: int = param(400, low=1)             # official: 10k
+    selfinit_batch: int = param(16, low=1)              # official: 32
+    selfinit_lr: float = param(1e-2, low=0)             # heads; cosine-decayed to 0 (official: 2e-3, constant)
+    selfinit_class_lr_mul: float = param(0.01, low=0)   # class network's lr / the heads'; official: 0.01
+    selfinit_noise: float = param(0.0, low=0)           # embedding noise after the copy, / |e|; official: 0
     steps: int = param(800, low=1)
     batch_size: int = param(32, low=2)
-    lr: float = param(1e-2, low=0)                      # the generator's trainable parameters
+    lr: float = param(1e-2, low=0)                      # the generator's trainable parameters (hypermod: heads)
+    class_lr_mul: float = param(0.001, low=0)           # hypermod class network's lr / the heads'; official: 0.001
     d_lr: float = param(2e-3, low=0)
     d_class_lr_mul: float = param(10.0, low=0)          # D's per-class logits learn this much faster
     r1_gamma: float = param(0.1, low=0)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import dataclasses
 
 from core.config import (AUGMENTATIONS, ClassifierConfig, ClipConfig, Config, DataConfig, DiffusionConfig,
-                         EvalNetConfig, GanConfig)
+                         DriftConfig, EvalNetConfig, GanConfig)
 
 
 def quick() -> Config:
@@ -31,8 +31,10 @@ def cifar10() -> Config:
                                     batch_size=128, lr=2e-4, warmup=1000, ema_decay=0.9995,
                                     sample_every=5000, checkpoint_every=5000, sample_steps=50,
                                     guidance=3.0)
-    cfg.classifier = ClassifierConfig(n_timesteps=100, stages=(20, 100), keep=(3, 1),
-                                      prompt="a blurry photo of a {}", n_images=900, batch_size=16)
+    cfg.classifier = ClassifierConfig(n_timesteps=100, stages=(20, 100), keep=(3, 1), n_images=900, batch_size=16)
+    # drift measured with "a blurry photo of a {}" (Li et al.'s CIFAR-10 prompt), held out "a low resolution ..."
+    cfg.drift = DriftConfig(heldout_classes=("automobile", "deer", "frog", "ship"), anchor_templates=4, template=1,
+                            heldout_template=4, attribute_prompts=0)
     cfg.gan = GanConfig(z_dim=128, w_dim=128, channels=(128,), d_channels=(128,), mapping_lr_mul=0.01,
                         steps=20000, batch_size=64, r1_gamma=0.01, ema_decay=0.999,
                         augment=AUGMENTATIONS, checkpoint_every=2000, eval_samples=5000)

@@ -7,6 +7,7 @@ import dataclasses
 import math
 import re
 
+from core.captions import TEMPLATES
 from core.config import DATASETS, ClassifierConfig, Config, DataConfig
 from core.errors import ConfigError
 
@@ -50,8 +51,9 @@ def validate(cfg: Config, models: tuple[str, ...] = MODELS) -> Config:
     if cc.steps == 0:
         raise ConfigError("customize.steps=0 trains nothing; give steps >= 1 (or -1 for the method's default); "
                           "the no-change control is customize.lr=0")
-    if cc.prompt.count("{}") != 1 or cfg.classifier.prompt.count("{}") != 1:
-        raise ConfigError("customize.prompt and classifier.prompt need exactly one {} for the subject")
+    if cc.prompt.count("{}") != 1:
+        raise ConfigError("customize.prompt needs exactly one {} for the subject")
+    _check_drift_split(cfg)
     if cfg.transfer.selfinit and cfg.transfer.generator != "hypermod":
         raise ConfigError(f"transfer.selfinit=true needs transfer.generator=hypermod "
                           f"(got {cfg.transfer.generator}); set --transfer.selfinit=false")
@@ -72,6 +74,20 @@ def _check_classes(d: DataConfig) -> None:
     overlap = set(d.source_classes) & set(d.target_classes)
     if overlap:
         raise ConfigError(f"data.source_classes and data.target_classes overlap: {sorted(overlap)}")
+
+
+def _check_drift_split(cfg: Config) -> None:
+    """The held-out classes are base classes, some base classes stay anchored; the anchored template drift is
+    measured with is among the first drift.anchor_templates, the held-out one after them."""
+    d, base = cfg.drift, [c for c in DATASETS[cfg.data.dataset] if c != cfg.data.concept_class]
+    unknown = [c for c in d.heldout_classes if c not in base]
+    if unknown or len(set(d.heldout_classes)) >= len(base):
+        raise ConfigError(f"drift.heldout_classes={d.heldout_classes}: must be base classes ({', '.join(base)}) and "
+                          f"leave at least one anchored")
+    n = len(TEMPLATES[cfg.data.dataset])
+    if not d.template < d.anchor_templates <= d.heldout_template < n:
+        raise ConfigError(f"need drift.template < drift.anchor_templates <= drift.heldout_template < {n} (the "
+                          f"{cfg.data.dataset} templates), got {d.template}, {d.anchor_templates}, {d.heldout_template}")
 
 
 def _check_unet(cfg: Config) -> None:
@@ -121,12 +137,11 @@ CHECKS = {"clip": _check_clip, "evalnet": _check_evalnet, "unet": _check_unet, "
 
 
 def _check_classifier(c: ClassifierConfig, n_classes: int) -> None:
-    """Adaptive stages are nested sub-grids of the full grid; kept classes decrease to 1."""
+    """Each adaptive stage scores an even sub-grid of the full timestep grid; kept classes decrease to 1."""
     n, stages, keep = c.n_timesteps, c.stages, c.keep
     if len(stages) != len(keep) or not stages:
         raise ConfigError("classifier.stages and classifier.keep need the same (non-zero) length")
-    if any(n % s for s in stages) or any(b % a for a, b in zip(stages, stages[1:])):
-        raise ConfigError(f"classifier.stages={stages}: every stage size must divide the next and "
-                          f"n_timesteps={n}")
+    if any(n % s for s in stages):
+        raise ConfigError(f"classifier.stages={stages}: every stage size must divide n_timesteps={n}")
     if list(keep) != sorted(keep, reverse=True) or keep[-1] != 1 or keep[0] > n_classes:
         raise ConfigError(f"classifier.keep={keep} must decrease to 1 and never exceed the {n_classes} classes")

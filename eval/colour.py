@@ -1,7 +1,9 @@
-"""Colour and pixel metrics for paired images: CIELAB, Colour Drift Index, delta-E, PSNR, Gram distance.
+"""Colour and pixel metrics: CIELAB, the pairwise Colour Drift Index, set-level colour distances, delta-E, PSNR,
+Gram distance.
 
 Appearance drift compares images generated from the same prompt and seed before and after customization,
-so every function here takes two image sets of the same shape where images_a[i] and images_b[i] form a pair. Images are uint8 RGB of shape (N, H, W, 3), given as numpy arrays
+so the pairwise functions take two image sets of the same shape where images_a[i] and images_b[i] form a
+pair; set_colour_distance compares two sets as distributions. Images are uint8 RGB of shape (N, H, W, 3), given as numpy arrays
 or torch tensors (channels last, as images are saved; a float or channels-first input is refused rather
 than guessed at). Arithmetic is float64 in numpy; arrays come back as numpy float64, scalars as floats.
 """
@@ -40,12 +42,17 @@ def srgb_to_lab(rgb01):
     return np.stack([116 * fy - 16, 500 * (fx - fy), 200 * (fy - fz)], axis=-1)
 
 
+def _check_images(images, name: str = "images"):
+    """uint8 RGB (N, H, W, 3) as a numpy array; anything else is refused rather than guessed at."""
+    x = _to_numpy(images)
+    if x.dtype != np.uint8 or x.ndim != 4 or x.shape[-1] != 3:
+        raise ValueError(f"{name} must be uint8 RGB of shape (N, H, W, 3), got {x.dtype} {x.shape}")
+    return x
+
+
 def _check_pair(images_a, images_b):
     """Validate two uint8 (N, H, W, 3) image sets of the same shape; return them as numpy arrays."""
-    a, b = _to_numpy(images_a), _to_numpy(images_b)
-    for name, x in (("images_a", a), ("images_b", b)):
-        if x.dtype != np.uint8 or x.ndim != 4 or x.shape[-1] != 3:
-            raise ValueError(f"{name} must be uint8 RGB of shape (N, H, W, 3), got {x.dtype} {x.shape}")
+    a, b = _check_images(images_a, "images_a"), _check_images(images_b, "images_b")
     if a.shape != b.shape:
         raise ValueError(f"paired image sets must have the same shape, got {a.shape} and {b.shape}")
     return a, b
@@ -62,19 +69,36 @@ def colour_drift_index(images_a, images_b):
     not publish its formula).
 
     For each pair (a_i, b_i) and each Lab channel, the 1-D Wasserstein-1 distance between the two images'
-    pixel-value distributions; with equal pixel counts W1(u, v) = mean_j |sort(u)_j - sort(v)_j|. CDI is the
-    sum over the three channels, averaged over pairs, in Lab units. It ignores where pixels are, only which
-    colours occur, so it measures colour drift rather than changed layout.
-    Returns {'cdi', 'per_channel': {'L', 'a', 'b'} (per-channel means over pairs), 'n_pairs'}.
+    pixel-value distributions; with equal pixel counts W1(u, v) = mean_j |sort(u)_j - sort(v)_j|. A pair's CDI
+    is the sum over the three channels, in Lab units; CDI is its mean over pairs. It ignores where pixels are,
+    only which colours occur, but it is pairwise: a seed that the changed model draws with another colour
+    scheme (the prompt leaving colours free) counts as much as a model whose colours shifted, which is why the
+    set-level measures below come beside it.
+    Returns {'cdi', 'median', 'p25', 'p75', 'per_pair' (N,), 'per_channel': {'L', 'a', 'b'}, 'n_pairs'}.
     """
     a, b = _check_pair(images_a, images_b)
     sorted_a = np.sort(_lab_pixels(a), axis=1)  # (N, H*W, 3), each channel sorted independently
     sorted_b = np.sort(_lab_pixels(b), axis=1)
     w1 = np.abs(sorted_a - sorted_b).mean(axis=1)  # (N, 3)
-    per_channel = w1.mean(axis=0)
-    return {"cdi": float(w1.sum(axis=1).mean()),
-            "per_channel": {c: float(v) for c, v in zip(_LAB_CHANNELS, per_channel)},
+    per_pair = w1.sum(axis=1)
+    p25, median, p75 = np.percentile(per_pair, [25, 50, 75])
+    return {"cdi": float(per_pair.mean()), "median": float(median), "p25": float(p25), "p75": float(p75),
+            "per_pair": per_pair, "per_channel": {c: float(v) for c, v in zip(_LAB_CHANNELS, w1.mean(axis=0))},
             "n_pairs": int(a.shape[0])}
+
+
+def set_colour_distance(images_a, images_b, quantiles: int = 256):
+    """How the colours of two image *sets* differ (no pairing; the sets may differ in size):
+      set_cdi   sum over Lab channels of the W1 distance between the pooled pixel distributions of the sets,
+                W1 = mean_q |Q_a(q) - Q_b(q)| over `quantiles` evenly spaced quantile levels;
+      delta_e   CIE76 delta-E between the sets' mean Lab colours.
+    A model that keeps its colour distribution scores at the sampling floor of two sets of its own images,
+    however it assigns colours to seeds."""
+    a, b = (_lab_pixels(_check_images(x)).reshape(-1, 3) for x in (images_a, images_b))
+    levels = (np.arange(quantiles) + 0.5) / quantiles
+    qa, qb = np.quantile(a, levels, axis=0), np.quantile(b, levels, axis=0)  # (quantiles, 3)
+    return {"set_cdi": float(np.abs(qa - qb).mean(axis=0).sum()),
+            "delta_e": float(np.linalg.norm(a.mean(axis=0) - b.mean(axis=0)))}
 
 
 def mean_colour_delta_e(images_a, images_b):

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from eval.colour import colour_drift_index, gram_distance, mean_colour_delta_e, psnr
+from eval.colour import colour_drift_index, gram_distance, mean_colour_delta_e, psnr, set_colour_distance
 from eval.metrics import fd_from_features, kernel_inception_distance
 
 
@@ -75,13 +75,16 @@ def class_distances(features: torch.Tensor, labels: torch.Tensor, class_names, c
 
 
 def appearance_drift(images_before, images_after, labels, class_names, features_before, features_after,
-                     early_before, early_after) -> dict:
+                     early_before, early_after, attributes_before=None, attributes_after=None) -> dict:
     """Paired comparison of same-prompt, same-noise generations (uint8 (N, H, W, 3); labels (N,) the prompt's
-    class; evaluator penultimate features (N, F) and first-stage feature maps (N, C, h, w)).
+    class; evaluator penultimate features (N, F) and first-stage feature maps (N, C, h, w); optionally each
+    image's read attributes (N, 3): colour, background, texture).
 
-    Pairwise, averaged over pairs: Colour Drift Index with its L/a/b parts, delta-E of the mean colours,
-    PSNR, Gram-matrix texture distance, evaluator feature distance. Set-level per class: FD and KID
-    between the two sets of that class's generations.
+    Pairwise, over pairs: Colour Drift Index (mean, median, quartiles, L/a/b parts), delta-E of the mean
+    colours, PSNR, Gram-matrix texture distance, evaluator feature distance. Set-level, per class and then
+    averaged: the colour distance between the two sets as distributions (set CDI, mean-colour delta-E), FD and
+    KID of their features. With attributes: the share of pairs drawn with another shape or background colour
+    ("reassigned"), and the share of the summed pairwise CDI those pairs carry.
     """
     labels = torch.as_tensor(labels)
     cdi = colour_drift_index(images_before, images_after)
@@ -92,17 +95,25 @@ def appearance_drift(images_before, images_after, labels, class_names, features_
             continue
         fb, fa = features_before[pick], features_after[pick]
         kid = kernel_inception_distance(fb, fa, subset_size=int(pick.sum()), n_subsets=1)  # the whole class
-        per_class[name] = {
-            "cdi": colour_drift_index(images_before[pick], images_after[pick])["cdi"],
-            "feature_distance": (fa - fb).norm(dim=1).mean().item(),
-            "fd": fd_from_features(fb, fa), "kid": kid["mean"], "n": int(pick.sum())}
-    return {
-        "cdi": cdi["cdi"], "cdi_per_channel": cdi["per_channel"],
-        "delta_e": mean_colour_delta_e(images_before, images_after),
-        "psnr": psnr(images_before, images_after),
-        "texture_gram": gram_distance(early_before, early_after),
+        per_class[name] = {**set_colour_distance(images_before[pick], images_after[pick]),
+                           "cdi": float(cdi["per_pair"][pick.numpy()].mean()),
+                           "feature_distance": (fa - fb).norm(dim=1).mean().item(),
+                           "fd": fd_from_features(fb, fa), "kid": kid["mean"], "n": int(pick.sum())}
+
+    def over_classes(key):
+        return float(np.mean([v[key] for v in per_class.values()])) if per_class else 0.0
+
+    result = {
+        "cdi": cdi["cdi"], "cdi_median": cdi["median"], "cdi_p25": cdi["p25"], "cdi_p75": cdi["p75"],
+        "cdi_per_channel": cdi["per_channel"], "delta_e": mean_colour_delta_e(images_before, images_after),
+        "psnr": psnr(images_before, images_after), "texture_gram": gram_distance(early_before, early_after),
         "feature_distance": (features_after - features_before).norm(dim=1).mean().item(),
-        "mean_fd_per_class": float(np.mean([v["fd"] for v in per_class.values()])) if per_class else 0.0,
-        "mean_kid_per_class": float(np.mean([v["kid"] for v in per_class.values()])) if per_class else 0.0,
-        "per_class": per_class, "n_pairs": len(labels),
-    }
+        "set_cdi": over_classes("set_cdi"), "set_delta_e": over_classes("delta_e"),
+        "mean_fd_per_class": over_classes("fd"), "mean_kid_per_class": over_classes("kid"),
+        "per_class": per_class, "n_pairs": len(labels)}
+    if attributes_before is not None:
+        moved = (torch.as_tensor(attributes_before)[:, :2] != torch.as_tensor(attributes_after)[:, :2]).any(dim=1)
+        total = cdi["per_pair"].sum()
+        result["reassigned"] = moved.double().mean().item()
+        result["cdi_share_reassigned"] = float(cdi["per_pair"][moved.numpy()].sum() / total) if total > 0 else 0.0
+    return result

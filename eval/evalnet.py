@@ -207,42 +207,55 @@ def train_evaluator(cfg: Config, force: bool = False) -> dict:
         return run.finish(metrics)
 
 
-def _train(cfg: Config, device) -> tuple[Evaluator, dict]:
-    """Train on every class of the train split (flips and shifts, label smoothing, warm-up then cosine
-    learning rate) and report the test accuracy, overall and per class."""
-    ec = cfg.evalnet
-    train = load_split(cfg.data, "train", cache_root(cfg))
-    test = load_split(cfg.data, "test", cache_root(cfg))
-    if len(train) < ec.batch_size:
-        raise ConfigError(f"evalnet.batch_size={ec.batch_size} is larger than the train split ({len(train)} images)")
+def fit(model: nn.Module, images: torch.Tensor, loss_fn, ec: EvalNetConfig, seed: int, name: str) -> float:
+    """The evaluator's training loop, for any targets: SGD + Nesterov with warm-up then cosine learning rate,
+    flips and shifts, ec.epochs over the uint8 images (N, H, W, 3); loss_fn(logits, index) is the loss of a
+    batch of images[index]. Returns the last loss."""
+    device = next(model.parameters()).device
+    if len(images) < ec.batch_size:
+        raise ConfigError(f"evalnet.batch_size={ec.batch_size} is larger than the train split ({len(images)} images)")
     memory_format = torch.channels_last if device.type == "cuda" else torch.contiguous_format
-    model = Evaluator(ec, len(train.classes)).to(device, memory_format=memory_format)
+    model.to(memory_format=memory_format)
     opt = _optimizer(model, ec)
-    x_train, y_train = train.x.to(device), train.y.to(device)
-    gen = torch.Generator().manual_seed(cfg.run.seed)
-    steps_per_epoch = len(train) // ec.batch_size  # drop the last partial batch: BN wants full batches
+    x_train = images.to(device)
+    gen = torch.Generator().manual_seed(seed)
+    steps_per_epoch = len(images) // ec.batch_size  # drop the last partial batch: BN wants full batches
     total = ec.epochs * steps_per_epoch
     warmup = round(ec.warmup_epochs * steps_per_epoch)
-    start = time.time()
-    bar = tqdm(range(total), desc="eval-net")
+    bar = tqdm(range(total), desc=name)
     model.train()
     for step in bar:
         if step % steps_per_epoch == 0:
-            order = torch.randperm(len(train), generator=gen).to(device)
+            order = torch.randperm(len(images), generator=gen).to(device)
         idx = order[(step % steps_per_epoch) * ec.batch_size:][:ec.batch_size]
         for group in opt.param_groups:
             group["lr"] = ec.lr * warmup_cosine(step, total, warmup, final_fraction=0.0)
         x = flip_and_shift(to_float(x_train[idx]), ec.max_shift, gen).contiguous(memory_format=memory_format)
         with autocast(device):
-            loss = F.cross_entropy(model(x), y_train[idx], label_smoothing=ec.label_smoothing)
+            loss = loss_fn(model(x), idx)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         if step % 20 == 0 or step == total - 1:  # reading the loss syncs the GPU: not every step
-            check_finite(loss, "eval-net", step)
+            check_finite(loss, name, step)
             bar.set_postfix(loss=f"{loss.item():.3f}", epoch=step // steps_per_epoch)
-    train_seconds = time.time() - start
     model.eval()
+    return loss.item()
+
+
+def _train(cfg: Config, device) -> tuple[Evaluator, dict]:
+    """Train on every class of the train split (label smoothing) and report the test accuracy, overall and
+    per class."""
+    ec = cfg.evalnet
+    train = load_split(cfg.data, "train", cache_root(cfg))
+    test = load_split(cfg.data, "test", cache_root(cfg))
+    model = Evaluator(ec, len(train.classes)).to(device)
+    labels = train.y.to(device)
+    start = time.time()
+    final_loss = fit(model, train.x, lambda logits, idx: F.cross_entropy(logits, labels[idx],
+                                                                         label_smoothing=ec.label_smoothing),
+                     ec, cfg.run.seed, "eval-net")
+    train_seconds = time.time() - start
     result = judge(model, test.x, test.y, test.classes)
     parameters = count_parameters(model.parameters())
     summary = (f"test accuracy {result['accuracy']:.2%} on {result['n']} {cfg.data.dataset} test images "
@@ -251,6 +264,7 @@ def _train(cfg: Config, device) -> tuple[Evaluator, dict]:
     return model, {"stage": "eval-net", "summary": summary, "dataset": cfg.data.dataset,
                    "resolution": cfg.data.resolution, "test_accuracy": result["accuracy"],
                    "test_per_class": result["per_class"], "test_mean_confidence": result["mean_confidence"],
-                   "n_test": result["n"], "n_train": len(train), "epochs": ec.epochs, "steps": total,
-                   "train_seconds": train_seconds, "device": str(device),
-                   "torch_threads": torch.get_num_threads(), "parameters": parameters, "final_loss": loss.item()}
+                   "n_test": result["n"], "n_train": len(train), "epochs": ec.epochs,
+                   "steps": ec.epochs * (len(train) // ec.batch_size), "train_seconds": train_seconds,
+                   "device": str(device), "torch_threads": torch.get_num_threads(), "parameters": parameters,
+                   "final_loss": final_loss}

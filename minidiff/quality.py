@@ -14,15 +14,16 @@ from core.data import class_names
 from eval.evalnet import extract_features, judge, load_evaluator
 from eval.reference import fd_eval, reference_statistics
 from minidiff.diffusion import Diffusion
-from minidiff.text2img import TextToImage, generate
+from minidiff.text2img import TextToImage, generate, seed_range
 
 
 def recognition(cfg: Config, model: TextToImage, diffusion: Diffusion, prompts: list[str], labels: list[int],
-                n_per_prompt: int, evaluator, seed0: int = 10_000) -> tuple[dict, torch.Tensor]:
-    """Evaluator accuracy on n_per_prompt samples of each prompt (labels index the dataset's classes)."""
+                n_per_prompt: int, evaluator, kind: str = "quality") -> tuple[dict, torch.Tensor]:
+    """Evaluator accuracy on n_per_prompt samples of each prompt (labels index the dataset's classes); the
+    samples' seeds come from the `kind` range (minidiff.text2img.SEED_RANGES)."""
     dc = cfg.diffusion
     all_prompts = [p for p in prompts for _ in range(n_per_prompt)]
-    seeds = [seed0 + i for i in range(len(all_prompts))]
+    seeds = seed_range(kind, len(all_prompts))
     images = generate(model, diffusion, all_prompts, seeds, cfg.data.resolution, dc.sample_steps, dc.guidance,
                       dc.eta)
     all_labels = torch.tensor([lab for lab in labels for _ in range(n_per_prompt)])
@@ -53,7 +54,7 @@ def concept_fidelity(cfg: Config, model: TextToImage, diffusion: Diffusion, prom
     mean evaluator features of those samples and of real held-out concept images (uint8 (N, H, W, 3))."""
     label = class_names(cfg.data).index(cfg.data.concept_class)
     judged, images = recognition(cfg, model, diffusion, [prompt], [label], cfg.customize.fidelity_samples,
-                                 evaluator)
+                                 evaluator, kind="fidelity")
     fake, real = extract_features(evaluator, images).mean(0), extract_features(evaluator, concept_real).mean(0)
     similarity = torch.nn.functional.cosine_similarity(fake, real, dim=0).item()
     return {"recognised": judged["accuracy"], "mean_confidence": judged["mean_confidence"],

@@ -1,5 +1,5 @@
-"""What customization adds to the concept loss: DreamBooth's prior preservation and functional
-regularization against the frozen base model ("drift correction").
+"""What customization adds to the concept loss to limit forgetting: DreamBooth's prior preservation,
+functional regularization against the frozen base model ("drift correction"), and a weight-space baseline.
 
 Concept loss (DreamBooth, Ruiz et al. 2023, Eq. 1), x0 the k concept images, c the concept prompt:
     L_concept = E_{t, eps} || eps - eps_theta(x_t, t, c) ||^2
@@ -8,11 +8,20 @@ Prior preservation (Eq. 2): x' generated once by the base model for one prior pr
     L = L_concept + lambda_pp E || eps' - eps_theta(x'_t, t', c_pr) ||^2
 regresses to the true noise and protects that one prompt.
 
-Functional regularization (drift correction, Laria et al. 2024): theta_0 the frozen base model, A a broad
-set of anchor prompts (every base-class prompt, attribute prompts, the empty prompt),
+Functional regularization (drift correction, Laria et al. 2024): theta_0 the frozen base model, A a set of
+anchor prompts (anchored base classes under anchored templates, attribute captions of them, the empty
+prompt), x_t noised from base-model generations of those prompts (or from the concept images),
     L = L_concept + lambda_fr E_{c' ~ A, t, eps} || eps_theta(x_t, t, c') - eps_theta0(x_t, t, c') ||^2
-on x_t noised from the concept images (cheap) or from cached base-model generations for the anchors.
-At step 0 theta = theta_0, so the term is exactly 0.
+("separate": each prompt's own prediction is kept), or, keeping what guided sampling uses,
+    eps^s(x_t, c') = eps(x_t, "") + s (eps(x_t, c') - eps(x_t, ""))                   ("guided", scale s)
+    L = L_concept + lambda_fr E || eps^s_theta(x_t, t, c') - eps^s_theta0(x_t, t, c') ||^2.
+Anchors name only part of the base classes and templates (the drift protocol measures the rest: held out).
+At step 0 theta = theta_0, so the term is exactly 0; customization runs with dropout off (the model in
+eval mode) so that this holds, and the frozen copy sees the same function.
+
+Weight-space baseline (the cheap regularizer of many personalization methods):
+    L = L_concept + lambda_l2 sum_W || W - W_0 ||^2
+over the weights the method changes (for LoRA, the merged update (alpha / r) B A).
 """
 from __future__ import annotations
 
@@ -21,28 +30,39 @@ import torch
 
 from core import captions
 from core.config import Config
-from minidiff.diffusion import Diffusion
+from minidiff.diffusion import Diffusion, classifier_free_guidance
+from minidiff.lora import lora_modules
 from minidiff.text2img import TextToImage
 
 
+def anchored_classes(cfg: Config, base_class_names) -> list[str]:
+    """The base classes anchor prompts may name: all but drift.heldout_classes."""
+    return [c for c in base_class_names if c not in cfg.drift.heldout_classes]
+
+
+def anchored_templates(cfg: Config) -> tuple[str, ...]:
+    """The caption templates anchor prompts may use: the first drift.anchor_templates of the dataset's."""
+    return captions.TEMPLATES[cfg.data.dataset][:cfg.drift.anchor_templates]
+
+
 def prior_prompt(cfg: Config, base_class_names) -> str:
-    """The configured prior prompt, or by default the plain prompt of the first base class."""
-    return cfg.customize.prior_prompt or captions.class_caption(captions.TEMPLATES[cfg.data.dataset][0],
-                                                                base_class_names[0])
+    """The configured prior prompt, or by default the plain prompt of the first anchored class."""
+    return cfg.customize.prior_prompt or captions.class_caption(anchored_templates(cfg)[0],
+                                                                anchored_classes(cfg, base_class_names)[0])
 
 
 def anchor_prompts(cfg: Config, base_class_names, n_attribute: int = 32) -> list[str]:
-    """A: every base class under every template, attribute captions (shapes), and (last) the empty prompt."""
-    dataset = cfg.data.dataset
-    prompts = [captions.class_caption(t, c) for c in base_class_names for t in captions.TEMPLATES[dataset]]
-    if dataset == "shapes":
+    """A: every anchored class under every anchored template, attribute captions of them (shapes), and
+    (last) the empty prompt."""
+    classes, templates = anchored_classes(cfg, base_class_names), anchored_templates(cfg)
+    prompts = [captions.class_caption(t, c) for c in classes for t in templates]
+    if cfg.data.dataset == "shapes":
         rng = np.random.default_rng(cfg.run.seed)
-        n_attrs = (len(captions.shapes.COLOURS),) * 2 + (len(captions.shapes.TEXTURES),)
         for i in range(n_attribute):
-            colour, background = rng.choice(n_attrs[0], 2, replace=False)
-            attrs = (colour, background, rng.integers(n_attrs[2]))
-            prompts.append(captions.random_caption(dataset, base_class_names[i % len(base_class_names)], attrs,
-                                                   rng, attribute_prob=1.0))
+            colour, background = rng.choice(len(captions.shapes.COLOURS), 2, replace=False)
+            texture = rng.integers(len(captions.shapes.TEXTURES))
+            prompts.append(captions.attribute_caption(templates[i % len(templates)], classes[i % len(classes)],
+                                                      colour, background, texture))
     return prompts + [""]
 
 
@@ -61,10 +81,31 @@ def noise_prediction_loss(model: TextToImage, diffusion: Diffusion, x0: torch.Te
 
 
 def functional_regularization(model: TextToImage, frozen: TextToImage, diffusion: Diffusion, x0: torch.Tensor,
-                              prompts: list[str]) -> torch.Tensor:
-    """E_{c', t, eps} || eps_theta(x_t, t, c') - eps_theta0(x_t, t, c') ||^2 on x_t noised from x0."""
+                              prompts: list[str], guidance: float | None = None) -> torch.Tensor:
+    """E_{c', t, eps} || eps_theta(x_t, t, c') - eps_theta0(x_t, t, c') ||^2 on x_t noised from x0; with a
+    guidance scale, of the guided predictions eps^s (module docstring)."""
     t = torch.randint(diffusion.timesteps, (len(x0),), device=x0.device)
     x_t = diffusion.q_sample(x0, t, torch.randn_like(x0))
+
+    def predict(m: TextToImage) -> torch.Tensor:
+        if guidance is None:
+            return m(x_t, t, m.encode(prompts))
+        both = tuple(torch.cat(pair) for pair in zip(m.encode(prompts), m.encode([""] * len(prompts))))
+        e_cond, e_uncond = m(torch.cat([x_t, x_t]), torch.cat([t, t]), both).chunk(2)
+        return classifier_free_guidance(e_cond, e_uncond, guidance)
+
     with torch.no_grad():
-        target = frozen(x_t, t, frozen.encode(prompts))
-    return (model(x_t, t, model.encode(prompts)) - target).pow(2).mean()
+        target = predict(frozen)
+    return (predict(model) - target).pow(2).mean()
+
+
+def weight_change(model: TextToImage, initial: dict[str, torch.Tensor]) -> torch.Tensor:
+    """sum_W || W - W_0 ||^2 over what customization changed: every trainable tensor but LoRA's A and B, whose
+    merged update (alpha / r) B A counts instead; `initial` holds the trainable tensors at step 0."""
+    total = torch.zeros((), device=model.device)
+    for adapter in lora_modules(model.unet):
+        total = total + adapter.delta_weight().pow(2).sum()
+    for name, p in model.named_parameters():
+        if p.requires_grad and not (name.endswith(".A") or name.endswith(".B")):
+            total = total + (p - initial[name]).pow(2).sum()
+    return total

@@ -63,6 +63,23 @@ class TextToImage(nn.Module):
         return eps
 
 
+# Every set of generated images draws its initial noise x_T from its own range of seeds, so that no image the
+# drift protocol measures is an image a regularizer trained on (or the same image counted twice):
+#     seed = SEED_RANGES[kind] + bank * BANK_SIZE + i,   i < BANK_SIZE
+# bank: the repeat (customize.seed) for drift pairs and noise-floor pairs; 0 for the other kinds.
+SEED_RANGES = {"anchor": 1_000_000, "prior": 2_000_000, "fidelity": 3_000_000, "quality": 4_000_000,
+               "drift": 5_000_000, "floor": 6_000_000, "attributes": 7_000_000, "attributes-floor": 8_000_000}
+BANK_SIZE = 10_000
+
+
+def seed_range(kind: str, n: int, bank: int = 0) -> list[int]:
+    """n seeds of one kind's range (see SEED_RANGES)."""
+    if n > BANK_SIZE or not 0 <= bank < (1_000_000 // BANK_SIZE):
+        raise ValueError(f"{n} {kind} seeds of bank {bank} would leave the range of {kind!r}")
+    start = SEED_RANGES[kind] + bank * BANK_SIZE
+    return list(range(start, start + n))
+
+
 def initial_noise(seeds, resolution: int) -> torch.Tensor:
     """x_T for each seed, (N, 3, H, W): image i depends only on seeds[i], not on the batch it is in."""
     return torch.stack([torch.randn(3, resolution, resolution, generator=torch.Generator().manual_seed(int(s)))

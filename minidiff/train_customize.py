@@ -27,8 +27,8 @@ from eval.evalnet import evaluator_path, load_evaluator
 from minidiff.customize import prepare, save_customized
 from minidiff.quality import concept_fidelity
 from minidiff.regularizers import (anchor_prompts, functional_regularization, noise_prediction_loss, prior_prompt,
-                                   sample_anchors)
-from minidiff.text2img import generate
+                                   sample_anchors, weight_change)
+from minidiff.text2img import generate, seed_range
 from minidiff.train_diffusion import base_model_path, load_diffusion
 
 
@@ -83,38 +83,41 @@ def _customize(cfg: Config, run: RunFolder, base_path, steps: int, lr: float) ->
     if cc.method == "full+prior":  # the base model's samples for the prior prompt, made before training
         prior = prior_prompt(cfg, classes)
         images = base_generations(cfg, model, diffusion, [prior] * cc.n_prior_images,
-                                  list(range(cc.n_prior_images)), fingerprint)
+                                  seed_range("prior", cc.n_prior_images), fingerprint)
         extra["prior"] = (prior, to_float(images).to(device))
     if cc.reg == "functional":
         extra["frozen"] = copy.deepcopy(model).requires_grad_(False).eval()
-        if cc.anchor_images == "generated":
-            images = base_generations(cfg, model, diffusion, anchors, list(range(len(anchors))), fingerprint)
-            extra["anchor_images"] = to_float(images).to(device)
-
+        if cc.anchor_images == "generated":  # images_per_anchor samples of every anchor, more of the empty one
+            repeats = [cc.images_per_anchor] * (len(anchors) - 1) + [cc.empty_anchor_images]
+            prompts = [a for a, r in zip(anchors, repeats) for _ in range(r)]
+            images = base_generations(cfg, model, diffusion, prompts, seed_range("anchor", len(prompts)),
+                                      fingerprint)
+            count = torch.tensor(repeats)
+            first = torch.cumsum(count, 0) - count                   # anchor i's images: first[i], ... + count[i]
+            extra["anchor_images"] = (to_float(images).to(device), first, count)
     params = prepare(model, cfg, classes)
+    if cc.reg == "l2":
+        extra["initial"] = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
-    model.train()
-    start, history = time.time(), {"loss": [], "functional": []}
+    model.eval()  # dropout off: the trained model and its frozen copy compute the same function at step 0
+    start, history = time.time(), {"loss": [], "regularizer": []}
     for step in tqdm(range(steps), desc=f"customize {run_name(cfg)}"):
-        loss, terms = customization_loss(cfg, model, diffusion, x0, prompt, anchors, extra)
+        loss, reg = customization_loss(cfg, model, diffusion, x0, prompt, anchors, extra)
         check_finite(loss, "customize", step)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, cfg.diffusion.grad_clip)
         opt.step()
         history["loss"].append(loss.item())
-        if "functional" in terms:
-            history["functional"].append(terms["functional"])
+        history["regularizer"].append(reg)
     seconds = time.time() - start
 
-    model.eval()
-    functional = history["functional"] or [None]
     metrics = {"stage": "customize", "method": cc.method, "reg": cc.reg, "seed": cc.seed, "steps": steps, "lr": lr,
                "k_images": cc.k_images, "prompt": prompt, "train_seconds": seconds,
                "trainable_parameters": count_parameters(params),
                "unet_parameters": count_parameters(p for n, p in model.unet.named_parameters() if ".base." not in n),
                "first_loss": history["loss"][0], "final_loss": history["loss"][-1],
-               "functional_reg_first": functional[0], "functional_reg_final": functional[-1],
+               "regularizer_first": history["regularizer"][0], "regularizer_final": history["regularizer"][-1],
                "base_checkpoint": str(base_path), "base_fingerprint": fingerprint}
     concept_test = load_split(cfg.data, "test", cache_root(cfg)).only([cfg.data.concept_class])
     fidelity, samples = concept_fidelity(cfg, model, diffusion, prompt, load_evaluator(cfg, device), concept_test.x)
@@ -129,21 +132,29 @@ def _customize(cfg: Config, run: RunFolder, base_path, steps: int, lr: float) ->
     return metrics
 
 
-def customization_loss(cfg: Config, model, diffusion, x0, prompt, anchors, extra) -> tuple[torch.Tensor, dict]:
-    """L_concept (+ lambda_pp L_prior) (+ lambda_fr L_functional) on one batch; see minidiff/regularizers.py."""
+def customization_loss(cfg: Config, model, diffusion, x0, prompt, anchors, extra) -> tuple[torch.Tensor, float | None]:
+    """L_concept (+ lambda_pp L_prior) (+ lambda_fr L_functional or lambda_l2 L_weights) on one batch, and the
+    regularizer's value (None without one); see minidiff/regularizers.py."""
     cc = cfg.customize
     x = random_flip(x0)
     loss = noise_prediction_loss(model, diffusion, x, [prompt] * len(x))
-    terms = {}
+    reg = None
     if "prior" in extra:
         prior, images = extra["prior"]
         pick = torch.randint(len(images), (len(x0),))
         loss = loss + cc.lambda_pp * noise_prediction_loss(model, diffusion, images[pick], [prior] * len(pick))
     if "frozen" in extra:
-        pick = sample_anchors(anchors, len(x0), cc.empty_anchor_prob)
-        prompts = [anchors[i] for i in pick]
-        images = extra["anchor_images"][pick] if "anchor_images" in extra else x
-        reg = functional_regularization(model, extra["frozen"], diffusion, images, prompts)
-        terms["functional"] = reg.item()
+        chosen = sample_anchors(anchors, len(x0), cc.empty_anchor_prob)
+        if "anchor_images" in extra:  # one of the base model's images of each chosen anchor, at random
+            images, first, count = extra["anchor_images"]
+            images = images[first[chosen] + (torch.rand(len(chosen)) * count[chosen]).long()]
+        else:
+            images = x
+        guidance = cfg.diffusion.guidance if cc.functional_target == "guided" else None
+        reg = functional_regularization(model, extra["frozen"], diffusion, images, [anchors[i] for i in chosen],
+                                        guidance)
         loss = loss + cc.lambda_fr * reg
-    return loss, terms
+    if "initial" in extra:
+        reg = weight_change(model, extra["initial"])
+        loss = loss + cc.lambda_l2 * reg
+    return loss, None if reg is None else reg.item()

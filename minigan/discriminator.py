@@ -12,8 +12,8 @@ Heads:
   * n_classes = 0: one logit, D(x) = psi(f).
   * cond="multihead" (the official hyper-modulation code): one logit per class, D(x, y) = psi_y(f).
   * cond="projection" (Miyato & Koyama 2018, Eq. 3): D(x, y) = psi(f) + <e_y, f>.
-conditional_from_unconditional() turns a pretrained unconditional D into a conditional one that gives,
-at init, the same logit for every class.
+conditional_from_unconditional() turns a pretrained unconditional D into a conditional one, with random
+class heads (the official code) or copies of the unconditional head.
 """
 import copy
 import math
@@ -139,23 +139,34 @@ class Discriminator(nn.Module):
         return (logits, f) if return_features else logits
 
 
-def conditional_from_unconditional(d_uncond, n_classes, cond="multihead"):
-    """A conditional D whose trunk is a copy of d_uncond's and whose logit equals d_uncond's for every
-    class: the single head is replicated to every class (multihead), or the class embedding starts at 0
-    (projection)."""
+def conditional_from_unconditional(d_uncond, n_classes, cond="multihead", init="random"):
+    """A conditional D whose trunk (and fc) is a copy of d_uncond's, with fresh class heads.
+
+    init="random" (the official code, which loads the unconditional D with strict=False and so leaves its
+    per-class output layer at its random init): multihead logits are new EqualLinear heads (N(0, 1) weights,
+    zero biases), the projection embedding is drawn as in __init__; D then gives every class its own
+    signal from step 0. init="copy": every class head is the unconditional head (multihead), or the class
+    embedding is 0 (projection), so every class starts with d_uncond's logit and the classes only separate
+    as training moves the heads apart."""
     if d_uncond.n_classes != 0:
         raise ValueError("d_uncond must be unconditional (n_classes=0)")
+    if cond not in ("multihead", "projection") or init not in ("random", "copy"):
+        raise ValueError(f"cond must be 'multihead' or 'projection' and init 'random' or 'copy', got {cond!r}, "
+                         f"{init!r}")
     d = copy.deepcopy(d_uncond)
     d.n_classes, d.cond = n_classes, cond
     head = d_uncond.head
+    features, device = head.weight.shape[1], head.weight.device
     if cond == "multihead":
-        d.head = EqualLinear(head.weight.shape[1], n_classes).to(head.weight.device)
-        with torch.no_grad():
-            d.head.weight.copy_(head.weight.expand(n_classes, -1))
-            d.head.bias.copy_(head.bias.expand(n_classes))
-    elif cond == "projection":
-        d.embed = nn.Embedding(n_classes, head.weight.shape[1]).to(head.weight.device)
-        nn.init.zeros_(d.embed.weight)
+        d.head = EqualLinear(features, n_classes).to(device)
+        if init == "copy":
+            with torch.no_grad():
+                d.head.weight.copy_(head.weight.expand(n_classes, -1))
+                d.head.bias.copy_(head.bias.expand(n_classes))
     else:
-        raise ValueError(f"cond must be 'multihead' or 'projection', got {cond!r}")
+        d.embed = nn.Embedding(n_classes, features).to(device)
+        if init == "copy":
+            nn.init.zeros_(d.embed.weight)
+        else:
+            nn.init.normal_(d.embed.weight, std=1 / math.sqrt(features))
     return d

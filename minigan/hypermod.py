@@ -10,19 +10,28 @@ h to a per-kernel scale and shift and a bias shift (AdaFM, Zhao et al. 2020, app
 
     W'(c) = W_hat * gamma(c) + beta(c),      bias'(c) = bias + delta_b(c)
 
-gamma = sigma, beta = mu, delta_b = 0 gives back W exactly ("identity modulation").
+Both heads here give gamma and beta relative to the base statistics, through dimensionless matrices
+D_g(c), D_b(c) (O, I):
 
-Heads:
-  * dense (the official code): one Linear(E -> 2*O*I + O) per layer. (E + 1)(2OI + O) parameters per
-    layer, about 2(E + 1) / 9 times the layer's own O*I*9 weights: ~14x for E = 64.
-  * lowrank: class-dependent combinations of r shared rank-1 matrices, relative to the base statistics,
+    gamma(c) = sigma * (1 + D_g(c)),   beta(c) = mu + sigma * D_b(c)
+    so W'(c) = W + (W - mu) * D_g(c) + sigma * D_b(c)
+
+D = 0 is the base generator exactly ("identity modulation"), and the same learning rate suits every layer.
+  * dense (the official head's size): (D_g, D_b, delta_b) = Linear(E -> 2*O*I + O)(h). (E + 1)(2OI + O)
+    parameters per layer, about 2(E + 1) / 9 times the layer's own O*I*9 weights: ~14x for E = 64. The
+    official head outputs gamma and beta themselves (not relative to sigma and mu); from its random init
+    that needed 3x the self-initialization steps here (README, "Departures from the official code").
+  * lowrank: class-dependent combinations of r shared rank-1 matrices,
         D_g(c) = U_g diag(s_g(c)) V_g^T,  D_b(c) = U_b diag(s_b(c)) V_b^T,   U: (O, r), V: (I, r)
-        gamma(c) = sigma * (1 + D_g(c)),  beta(c) = mu + sigma * D_b(c)
-    so W'(c) = W + (W - mu) * D_g(c) + sigma * D_b(c): D is dimensionless, the same learning rate suits
-    every layer, and s = 0 is the identity. Linear(E -> 2r + O) gives (s_g, s_b, delta_b):
-    2r(O + I) + (E + 1)(2r + O) parameters per layer.
-The heads start from PyTorch's default (random) init, i.e. the "without self-initialization" ablation;
-set_identity_modulation() gives the exact identity and selfinit.py the paper's learned one.
+    with Linear(E -> 2r + O) giving (s_g, s_b, delta_b): 2r(O + I) + (E + 1)(2r + O) parameters per layer.
+As in the official code, the class network and the heads use the equalized learning rate (layers.py) with
+zero biases and a LeakyReLU after every layer of the class MLP; the gain sqrt(2) after each LeakyReLU
+(StyleGAN2's) keeps the scale of h through the four layers, so h, and the image, depend on the embedding as
+much at the fourth layer as at the first (PyTorch's default Linear init shrinks that dependence ~3x per
+layer and lets the random biases dominate h). The heads start random, i.e. the "without
+self-initialization" ablation; set_identity_modulation() gives the exact identity and selfinit.py the
+paper's learned one. parameter_groups() gives the class network its own learning-rate multiplier (the
+official code: 0.01 in self-initialization, 0.001 in transfer).
 Sizes with 10 classes, z = w = 64, rank 8 (base G / dense / lowrank trainable parameters):
     16x16, 32 channels, E = 32:  84k / 348k (4.1x) / 17.6k (21%)    (E = 64: 693k / 38k = 45%)
     16x16, 64 channels, E = 64: 244k / 2.70M (11x) / 53.5k (22%)
@@ -33,31 +42,33 @@ The 1x1 to-RGB layer is not modulated (one tap has no spatial std) and stays fro
 base generator (mapping MLP, constant, AdaIN affines, noise strengths).
 """
 import copy
+import math
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from minigan.layers import EqualLinear
+
 
 class ClassNetwork(nn.Module):
-    """h = MLP(embedding[label]): per-class E-d embedding, then 4 Linear layers (LeakyReLU between)."""
+    """h = MLP(embedding[label]): per-class E-d embedding (N(0, 1)), then 4 x (EqualLinear, LeakyReLU(0.2),
+    x sqrt(2)), as the official Task network (plus the activation gain; module docstring)."""
 
     def __init__(self, n_classes, embed_dim=64, n_layers=4):
         super().__init__()
         self.embedding = nn.Embedding(n_classes, embed_dim)
-        self.layers = nn.ModuleList(nn.Linear(embed_dim, embed_dim) for _ in range(n_layers))
+        self.layers = nn.ModuleList(EqualLinear(embed_dim, embed_dim) for _ in range(n_layers))
 
     def forward(self, labels):
-        h = self.embedding(labels)
-        for i, layer in enumerate(self.layers):
-            h = layer(h)
-            if i < len(self.layers) - 1:
-                h = F.leaky_relu(h, 0.2)
+        h = self.embedding(labels)                                       # (B, E)
+        for layer in self.layers:
+            h = F.leaky_relu(layer(h), 0.2) * math.sqrt(2)
         return h
 
 
 class KernelModulation(nn.Module):
-    """One conv layer: frozen standardized kernels (buffers) and a head h -> (gamma, beta, delta_b)."""
+    """One conv layer: frozen standardized kernels (buffers) and a head h -> (D_g, D_b, delta_b)."""
 
     def __init__(self, weight, eps=1e-8):
         super().__init__()
@@ -71,40 +82,41 @@ class KernelModulation(nn.Module):
 
     def forward(self, h):
         """Per-sample kernels (B, O, I, k, k) and bias shifts (B, O)."""
-        gamma, beta, delta_b = self.modulation(h)                        # (B, O, I), (B, O, I), (B, O)
+        d_g, d_b, delta_b = self.modulation(h)                           # (B, O, I), (B, O, I), (B, O)
+        gamma, beta = self.sigma * (1 + d_g), self.mu + self.sigma * d_b
         weight = self.w_hat * gamma[..., None, None] + beta[..., None, None]
         return weight, delta_b
 
+    @torch.no_grad()
+    def set_identity(self):
+        """D_g = D_b = 0, delta_b = 0 for every h: the head's output layer to zero."""
+        self.fc.weight.zero_()
+        self.fc.bias.zero_()
+
 
 class DenseModulation(KernelModulation):
-    """(gamma, beta, delta_b) = Linear(E -> 2*O*I + O)(h), as in the official code."""
+    """(D_g, D_b, delta_b) = Linear(E -> 2*O*I + O)(h): one free scale and shift per kernel and class."""
 
     def __init__(self, weight, embed_dim):
         super().__init__(weight)
         O, I = self.out_channels, self.in_channels
-        self.fc = nn.Linear(embed_dim, 2 * O * I + O)
+        self.fc = EqualLinear(embed_dim, 2 * O * I + O)
 
     def modulation(self, h):
         O, I = self.out_channels, self.in_channels
-        gamma, beta, delta_b = self.fc(h).split([O * I, O * I, O], dim=1)
-        return gamma.view(-1, O, I), beta.view(-1, O, I), delta_b
-
-    @torch.no_grad()
-    def set_identity(self):
-        self.fc.weight.zero_()
-        zeros = self.mu.new_zeros(self.out_channels)
-        self.fc.bias.copy_(torch.cat([self.sigma.flatten(), self.mu.flatten(), zeros]))  # gamma, beta, delta_b
+        d_g, d_b, delta_b = self.fc(h).split([O * I, O * I, O], dim=1)
+        return d_g.view(-1, O, I), d_b.view(-1, O, I), delta_b
 
 
 class LowRankModulation(KernelModulation):
-    """gamma = sigma (1 + U_g diag(s_g) V_g^T), beta = mu + sigma U_b diag(s_b) V_b^T, (s_g, s_b, delta_b)
-    = Linear(E -> 2r + O)(h); U, V are class-independent and learned (module docstring)."""
+    """D_g = U_g diag(s_g) V_g^T, D_b = U_b diag(s_b) V_b^T, (s_g, s_b, delta_b) = Linear(E -> 2r + O)(h);
+    U, V are class-independent and learned (module docstring)."""
 
     def __init__(self, weight, embed_dim, rank):
         super().__init__(weight)
         O, I = self.out_channels, self.in_channels
         self.rank = rank
-        self.fc = nn.Linear(embed_dim, 2 * rank + O)
+        self.fc = EqualLinear(embed_dim, 2 * rank + O)
         # std r^(-1/4) each, so sum_r U s V has the scale of s whatever the rank
         self.u = nn.Parameter(torch.randn(2, O, rank) * rank ** -0.25)  # [U_g, U_b]
         self.v = nn.Parameter(torch.randn(2, I, rank) * rank ** -0.25)  # [V_g, V_b]
@@ -113,12 +125,7 @@ class LowRankModulation(KernelModulation):
         s, delta_b = self.fc(h).split([2 * self.rank, self.out_channels], dim=1)
         s = s.view(-1, 2, self.rank)                                   # (B, [g, b], r)
         d = torch.einsum("kor,bkr,kir->bkoi", self.u, s, self.v)       # (B, 2, O, I): U diag(s) V^T
-        return self.sigma * (1 + d[:, 0]), self.mu + self.sigma * d[:, 1], delta_b
-
-    @torch.no_grad()
-    def set_identity(self):
-        self.fc.weight.zero_()
-        self.fc.bias.zero_()
+        return d[:, 0], d[:, 1], delta_b
 
 
 class HyperModulatedGenerator(nn.Module):
@@ -145,6 +152,12 @@ class HyperModulatedGenerator(nn.Module):
         """Class network and heads: everything but the frozen base generator."""
         return [p for name, p in self.named_parameters() if not name.startswith("base.")]
 
+    def parameter_groups(self, lr, class_lr_mul):
+        """Adam groups: the heads at lr, the class network at lr * class_lr_mul (official: 0.01 in
+        self-alignment, 0.001 in transfer: the heads do the fitting, the class path keeps its sensitivity)."""
+        return [{"params": list(self.modulations.parameters()), "lr": lr},
+                {"params": list(self.class_net.parameters()), "lr": lr * class_lr_mul}]
+
     def forward(self, z, labels, noise=None, return_features=False):
         h = self.class_net(labels)                                     # (B, E)
         weights, biases = [], []
@@ -163,7 +176,8 @@ class HyperModulatedGenerator(nn.Module):
     def class_spread(self) -> float:
         """Mean distance between two classes' embeddings over the mean embedding norm: 0 while every class is
         a copy of one (right after self-initialization), sqrt(2) for orthogonal embeddings of equal norm (and
-        about that for independent random ones). How far training has told the classes apart."""
+        about that for independent random ones). It says how far the embeddings moved apart, not how different
+        the generators they give are (minigan/separation.py measures that)."""
         emb = self.class_net.embedding.weight                       # (n_classes, embed_dim)
         n = len(emb)
         if n < 2:
@@ -172,7 +186,12 @@ class HyperModulatedGenerator(nn.Module):
         return (mean_distance / emb.norm(dim=1).mean()).item()
 
     @torch.no_grad()
-    def copy_embedding_to_all_classes(self, src_class=0):
-        """Every class starts where src_class is (the last step of self-initialization)."""
-        emb = self.class_net.embedding.weight
+    def copy_embedding_to_all_classes(self, src_class=0, noise=0.0, generator=None):
+        """Every class starts where src_class is (the last step of self-initialization), plus, if noise > 0,
+        Gaussian noise of std noise * |e| / sqrt(E) per coordinate (|noise| relative to the embedding's norm):
+        a symmetry breaking that the official code does not have."""
+        emb = self.class_net.embedding.weight                       # (n_classes, E)
         emb.copy_(emb[src_class].expand_as(emb))
+        if noise > 0:
+            scale = noise * emb[src_class].norm() / math.sqrt(emb.shape[1])
+            emb.add_(scale * torch.randn(emb.shape, generator=generator, device=emb.device))

@@ -54,14 +54,16 @@ class LoopSpec:
     d_class_lr_mul: float = 1.0        # learning-rate multiplier of D's class-specific parameters
     checkpoint_every: int = 0          # 0: only at the end
     log_every: int = 25
+    monitor_every: int = 0             # train(monitor=...): record monitor(G_ema) every N steps (0: never)
     seed: int = 0                      # seeds each rank's RNG stream in a distributed run
 
 
 class GanTrainer:
     """Holds G (anything called as G(z) or G(z, labels)), D, their optimizers and G's EMA.
 
-    g_params: the generator parameters that train (the rest of G stays as it is). real: (N, 3, H, W) in
-    [-1, 1] on the device; labels: (N,) class indices in [0, n_classes) or None (unconditional).
+    g_params: the generator parameters that train (the rest of G stays as it is), or Adam parameter groups
+    (dicts with "params" and their own "lr"). real: (N, 3, H, W) in [-1, 1] on the device; labels: (N,)
+    class indices in [0, n_classes) or None (unconditional).
     """
 
     def __init__(self, G, D, g_params, z_dim, real, labels, n_classes, spec: LoopSpec, stage: str):
@@ -72,10 +74,10 @@ class GanTrainer:
         if spec.batch_size % distributed.world_size():
             raise ValueError(f"batch size {spec.batch_size} must divide among {distributed.world_size()} ranks")
         self.rank_batch = spec.batch_size // distributed.world_size()
-        self.g_params = list(g_params)
+        self.opt_g = torch.optim.Adam(list(g_params), lr=spec.lr_g, betas=ADAM_BETAS)
+        self.g_params = [p for group in self.opt_g.param_groups for p in group["params"]]
         self.G, self.D, self.z_dim, self.real, self.labels, self.n_classes = G, D, z_dim, real, labels, n_classes
         self.spec, self.stage, self.device = spec, stage, real.device
-        self.opt_g = torch.optim.Adam(self.g_params, lr=spec.lr_g, betas=ADAM_BETAS)
         class_ids = {id(p) for p in D.class_parameters()}
         groups = [{"params": [p for p in D.parameters() if id(p) not in class_ids]},
                   {"params": D.class_parameters(), "lr": spec.lr_d * spec.d_class_lr_mul}]
@@ -152,9 +154,14 @@ class GanTrainer:
 
     # ----------------------------------------------------------------------------- loop and resume
 
-    def train(self, save: Callable[[dict], None], progress=True):
-        """Run to spec.steps, calling save(self.state()) every checkpoint_every steps and at the end."""
+    def train(self, save: Callable[[dict], None], progress=True, monitor: Callable[[object], dict] | None = None):
+        """Run to spec.steps, calling save(self.state()) every checkpoint_every steps and at the end.
+        monitor(G_ema) -> dict (it must not draw from torch's global RNG, or resume would not be exact) is
+        logged at step 0 and every spec.monitor_every steps."""
         s = self.spec
+        watch = monitor is not None and s.monitor_every > 0
+        if watch and self.step == 0:
+            self.log.append({"step": 0, **monitor(self.ema.model)})
         if distributed.world_size() > 1:             # one start for all ranks, a different stream on each
             for module in (self.G, self.D, self.ema.model):
                 distributed.broadcast_module(module)
@@ -167,7 +174,10 @@ class GanTrainer:
             losses = {**self.d_step(), **self.g_step()}
             self.step += 1
             self.seconds = time.time() - start
-            if self.step % s.log_every == 0 or self.step == s.steps:
+            monitored = watch and (self.step % s.monitor_every == 0 or self.step == s.steps)
+            if monitored:
+                losses.update(monitor(self.ema.model))
+            if monitored or self.step % s.log_every == 0 or self.step == s.steps:
                 self.log.append({"step": self.step, **losses})
                 bar.set_postfix({k: f"{v:.3f}" for k, v in losses.items()})
             if self.step == s.steps or (s.checkpoint_every and self.step % s.checkpoint_every == 0):

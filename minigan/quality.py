@@ -4,7 +4,16 @@ the offline stand-in for Inception).
   * quality per class and overall: FD-eval (Frechet distance of evaluator features) and KID against the
     real images of the *test* split (never the k training images), with every sample count stated;
   * recognition: evaluator accuracy on generated images, 10-way (argmax over every dataset class must be
-    the requested class) and restricted to the target classes (argmax among them).
+    the requested class) and restricted to the target classes (argmax among them);
+  * coverage: precision and recall (Kynkaanniemi et al. 2019, k = 3) of each class's samples against that
+    class's test images, in evaluator features;
+  * memorization: with k training images per class, recognisability and FD reward a generator that copies
+    them. For each sample, the distance to its nearest training image of its class, next to the same
+    distance for the class's real test images (new real data, never trained on), in evaluator features:
+        nn_ratio   = median over samples / median over test images    (1: as novel as new real images;
+                     -> 0 as samples collapse onto the training images)
+        copy_share = share of samples nearer a training image than 95% of the test images are
+                     (5% for a generator that draws like new real data; -> 1 for copies)
 Samples come from fixed seeds, so every number is reproducible.
 """
 from __future__ import annotations
@@ -15,7 +24,7 @@ from core.cache import cache_root
 from core.config import Config
 from core.data import class_names, load_split, to_uint8
 from eval.evalnet import extract_features, judge, predict_logits
-from eval.metrics import fd_from_features, kernel_inception_distance
+from eval.metrics import fd_from_features, kernel_inception_distance, precision_recall
 
 REFERENCE_SPLIT = "test"
 
@@ -73,19 +82,37 @@ def pretrain_quality(cfg: Config, evaluator, G) -> dict:
             "recognised_as_a_source_class": rate}
 
 
-def transfer_quality(cfg: Config, evaluator, G) -> dict:
-    """Per-class and overall FD-eval / KID against the target classes' test images, and evaluator
-    accuracy on transfer.eval_samples images per class (G's labels index cfg.data.target_classes)."""
+def nearest_distance(queries, references) -> torch.Tensor:
+    """Euclidean distance from each query (Q, D) to its nearest reference (R, D) -> (Q,), float64."""
+    return torch.cdist(queries.double(), references.double()).min(dim=1).values
+
+
+def memorization(fake_f, test_f, train_f) -> dict:
+    """nn_ratio and copy_share (module docstring) of one class: features of its samples, test images and
+    training images."""
+    fake_nn, test_nn = nearest_distance(fake_f, train_f), nearest_distance(test_f, train_f)
+    return {"nn_ratio": (fake_nn.median() / test_nn.median()).item(),
+            "copy_share": (fake_nn < test_nn.quantile(0.05)).double().mean().item()}
+
+
+def transfer_quality(cfg: Config, evaluator, G, train, seed: int) -> dict:
+    """Per-class and overall FD-eval / KID, precision / recall and memorization against the target classes'
+    test images, and evaluator accuracy, on transfer.eval_samples images per class drawn from `seed` (G's
+    labels index cfg.data.target_classes); train: the ImageSet G was trained on."""
     names, targets = class_names(cfg.data), cfg.data.target_classes
     n = cfg.transfer.eval_samples
     local = torch.arange(len(targets)).repeat_interleave(n)                      # (C * n,) 0..C-1
-    fake = sample_images(G, len(local), local, seed=cfg.run.seed + 1)
+    fake = sample_images(G, len(local), local, seed=seed)
     global_labels = torch.tensor([names.index(c) for c in targets])[local]
     real = real_images(cfg, targets)
     fake_f, real_f = extract_features(evaluator, fake), extract_features(evaluator, real.x)
+    train_f = extract_features(evaluator, train.x)
     per_class = {}
     for i, c in enumerate(targets):
-        per_class[c] = set_distance(fake_f[local == i], real_f[real.y == names.index(c)])
+        fake_c, real_c = fake_f[local == i], real_f[real.y == names.index(c)]
+        per_class[c] = {**set_distance(fake_c, real_c), **precision_recall(real_c, fake_c, k=3),
+                        **memorization(fake_c, real_c, train_f[train.y == names.index(c)])}
+    mean = lambda key: sum(d[key] for d in per_class.values()) / len(targets)
     judged = judge(evaluator, fake, global_labels, names)
     target_logits = predict_logits(evaluator, fake)[:, [names.index(c) for c in targets]]
     real_judged = judge(evaluator, real.x, real.y, names)
@@ -95,8 +122,8 @@ def transfer_quality(cfg: Config, evaluator, G) -> dict:
         "accuracy_among_targets": (target_logits.argmax(1) == local).float().mean().item(),
         "mean_confidence": judged["mean_confidence"], "per_class_accuracy": judged["per_class"],
         "evaluator_accuracy_on_real_targets": real_judged["accuracy"],
-        "fd_eval_intra": sum(d["fd_eval"] for d in per_class.values()) / len(targets),
-        "kid_intra": sum(d["kid"] for d in per_class.values()) / len(targets),
+        "fd_eval_intra": mean("fd_eval"), "kid_intra": mean("kid"), "precision": mean("precision"),
+        "recall": mean("recall"), "nn_ratio": mean("nn_ratio"), "copy_share": mean("copy_share"),
         "overall": set_distance(fake_f, real_f), "per_class": per_class,
         "samples_per_class": n,
     }

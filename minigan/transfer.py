@@ -10,14 +10,19 @@ Three switches (cfg.transfer) make every variant:
     selfinit   hypermod only: self-initialize the hypernetwork first (selfinit.py), no real data involved
     ssl        none | barlow | ntxent: a self-supervised loss on D's features
 and transfer.head (dense | lowrank) picks the hyper-modulation heads. Every generator but scratch starts D
-from the pretrained one (conditional_from_unconditional: every class head = the unconditional head) and
-trains all of it, the class heads with a larger learning rate (transfer.d_class_lr_mul). Training is
-minigan/loop.py with the transfer settings; the generator's loss and schedule are the same for every
-variant, so only the switches separate them.
+from the pretrained one with fresh class heads (conditional_from_unconditional; transfer.d_class_init) and
+trains all of it, the class heads with their own learning rate (transfer.d_class_lr_mul). The
+hyper-modulated generator trains its heads at transfer.lr and its class network at transfer.class_lr_mul
+times that (the official 0.001). Training is minigan/loop.py with the transfer settings; the generator's
+loss and schedule are the same for every variant, so only the switches separate them.
 
-Writes runs/<preset>/gan-transfer/<run>/{checkpoint.pt, grid.png (one row per class), real.png (up to
-10 of the k training images per class), metrics.json}; <run> names the switches, e.g.
-"hypermod+selfinit+ssl-lowrank" or "finetune" (run_name). ABLATION lists the paper's ablation rows.
+Repeats: transfer.seed (with run.seed) seeds everything random in a transfer (new heads, self-init, training
+draws, evaluation samples), while the pretrained GAN (run.seed alone) is shared by every repeat.
+
+Writes runs/<preset>/gan-transfer/<run>-k<k>-s<seed>/{checkpoint.pt, grid.png (one row per class), real.png
+(up to 10 of the k training images per class), metrics.json}; <run> names the switches, e.g.
+"hypermod+selfinit+ssl-lowrank" or "finetune" (run_name). ABLATION lists the paper's ablation rows and
+CURVE the variants of the data-efficiency curve (accuracy, FD, recall, memorization against k).
 """
 from __future__ import annotations
 
@@ -29,7 +34,7 @@ from core.config import Config
 from core.data import IMAGE_FIELDS, class_names, load_split, to_float
 from core.images import save_grid
 from core.runs import RunFolder, run_key, stage_dir
-from core.training import count_parameters, setup
+from core.training import count_parameters, mix_seed, setup
 from eval.evalnet import evaluator_path, load_evaluator
 from minigan.discriminator import conditional_from_unconditional
 from minigan.generator import ConditionalGenerator
@@ -38,6 +43,7 @@ from minigan.loop import GanTrainer, LoopSpec
 from minigan.pretrain import build_discriminator, build_generator, load_pretrained, pretrained_path
 from minigan.quality import sample_images, transfer_quality
 from minigan.selfinit import self_initialize_and_check
+from minigan.separation import class_separation
 
 KIND = "gan-transfer"
 ABLATION = (  # (generator, selfinit, ssl, head): the rows of the paper's ablation, in order
@@ -48,11 +54,24 @@ ABLATION = (  # (generator, selfinit, ssl, head): the rows of the paper's ablati
     ("hypermod", True, "barlow", "lowrank"),
     ("hypermod", True, "barlow", "dense"),
 )
+CURVE = tuple(row for row in ABLATION if row[3] == "lowrank")  # the data-efficiency curve's variants
+CURVE_K = {"quick": (3, 10, 30, 100), "cifar10": (10, 30, 100)}  # its images per target class, per preset
+MONITOR_POINTS = 8              # class separation measured this many times over a transfer (and at step 0)
 
 
 def with_switches(cfg: Config, generator: str, selfinit: bool, ssl: str, head: str) -> Config:
     """cfg with one ablation row's switches."""
     return cfg.updated("transfer", generator=generator, selfinit=selfinit, ssl=ssl, head=head)
+
+
+def transfer_seed(cfg: Config) -> int:
+    """The seed of one repeat (transfer.seed) of a transfer from the pretrained GAN of run.seed."""
+    return mix_seed(cfg.run.seed, cfg.transfer.seed)
+
+
+def run_folder(cfg: Config) -> str:
+    """'<run>-k<k>-s<seed>', e.g. 'finetune-k10-s0'."""
+    return f"{run_name(cfg)}-k{cfg.data.k_per_target}-s{cfg.transfer.seed}"
 
 
 def run_name(cfg: Config) -> str:
@@ -77,19 +96,19 @@ def few_shot_targets(cfg: Config):
 
 
 def build_models(cfg: Config, device):
-    """(G, D, trainable G parameters, the pretrained/fresh plain generator) for cfg.transfer.generator."""
+    """(G, D, G's Adam parameter groups, the pretrained/fresh plain generator) for cfg.transfer.generator."""
     n, t = len(cfg.data.target_classes), cfg.transfer
     if t.generator == "scratch":
         base = build_generator(cfg).to(device)
         G = ConditionalGenerator(base, n)
-        return G, build_discriminator(cfg, n).to(device), G.trainable_parameters(), base
+        return G, build_discriminator(cfg, n).to(device), [{"params": G.trainable_parameters(), "lr": t.lr}], base
     base, D = load_pretrained(cfg, device)
-    D = conditional_from_unconditional(D, n, t.d_cond)
+    D = conditional_from_unconditional(D, n, t.d_cond, t.d_class_init)
     if t.generator == "finetune":
         G = ConditionalGenerator(base, n)
-    else:
-        G = HyperModulatedGenerator(base, n, head=t.head, rank=t.rank, embed_dim=t.embed_dim)
-    return G, D, G.trainable_parameters(), base
+        return G, D, [{"params": G.trainable_parameters(), "lr": t.lr}], base
+    G = HyperModulatedGenerator(base, n, head=t.head, rank=t.rank, embed_dim=t.embed_dim)
+    return G, D, G.parameter_groups(t.lr, t.class_lr_mul), base
 
 
 def transfer_spec(cfg: Config) -> LoopSpec:
@@ -97,7 +116,8 @@ def transfer_spec(cfg: Config) -> LoopSpec:
     return LoopSpec(steps=t.steps, batch_size=t.batch_size, lr_g=t.lr, lr_d=t.d_lr, r1_gamma=t.r1_gamma,
                     r1_every=cfg.gan.r1_every, ema_decay=t.ema_decay, augment=t.augment, ssl=t.ssl,
                     ssl_weight=t.ssl_weight, d_class_lr_mul=t.d_class_lr_mul,
-                    checkpoint_every=t.checkpoint_every, seed=cfg.run.seed)
+                    checkpoint_every=t.checkpoint_every, monitor_every=max(1, t.steps // MONITOR_POINTS),
+                    seed=transfer_seed(cfg))
 
 
 def transfer_gan(cfg: Config, force: bool = False) -> dict:
@@ -107,7 +127,7 @@ def transfer_gan(cfg: Config, force: bool = False) -> dict:
         inputs["pretrained"] = pretrained_path(cfg)
     key = run_key(cfg, IMAGE_FIELDS + ("data.target_classes", "data.k_per_target", "gan", "transfer"), **inputs)
     device = distributed.init(setup(cfg))  # before the run folder: rank 0 alone locks and writes it
-    folder = f"{run_name(cfg)}-s{cfg.transfer.seed}"
+    folder = run_folder(cfg)
     with RunFolder(stage_dir(cfg, KIND, folder), key, force, f"{KIND} {folder}") as run:
         if run.finished():
             return run.result
@@ -115,10 +135,12 @@ def transfer_gan(cfg: Config, force: bool = False) -> dict:
 
 
 def _transfer(cfg: Config, run: RunFolder, device) -> dict:
-    t, targets, out = cfg.transfer, cfg.data.target_classes, run.folder
+    t, targets, out, seed = cfg.transfer, cfg.data.target_classes, run.folder, transfer_seed(cfg)
     data, images, local = few_shot_targets(cfg)
-    G, D, g_params, base = build_models(cfg, device)
-    trainer = GanTrainer(G, D, g_params, cfg.gan.z_dim, images.to(device), local.to(device), len(targets),
+    torch.manual_seed(seed)                              # new heads (G and D); then the training draws
+    G, D, g_groups, base = build_models(cfg, device)
+    g_params = [p for group in g_groups for p in group["params"]]
+    trainer = GanTrainer(G, D, g_groups, cfg.gan.z_dim, images.to(device), local.to(device), len(targets),
                          transfer_spec(cfg), f"{KIND} {run_name(cfg)}")
     evaluator = load_evaluator(cfg, device)
     path = out / "checkpoint.pt"
@@ -131,24 +153,28 @@ def _transfer(cfg: Config, run: RunFolder, device) -> dict:
     else:
         start = None
         if isinstance(G, HyperModulatedGenerator):
-            start = self_initialize_and_check(G, evaluator, t.selfinit_steps, t.selfinit_batch, t.selfinit_lr,
-                                              cfg.gan.eval_samples, t.selfinit, cfg.run.seed)
+            start = self_initialize_and_check(G, evaluator, t, cfg.gan.eval_samples, seed)
         trainer.ema.model.load_state_dict(G.state_dict())   # the EMA starts from the (self-)initialised G
     extra = {"kind": KIND, "config": cfg.to_dict(), "run": run_name(cfg), "start_check": start}
-    trainer.train(lambda state: run.save_checkpoint(path, {**extra, **state}))
+
+    def separation(G_ema):  # features of 64 shared z per class, the same z at every step
+        return {"separation": class_separation(G_ema, len(targets), 64, seed + 20, evaluator)["features"]}
+    trainer.train(lambda state: run.save_checkpoint(path, {**extra, **state}), monitor=separation)
     distributed.barrier()
     if not distributed.is_main():
         return {}
     G_ema = trainer.ema.model
     per_row = 10
     grid_labels = torch.arange(len(targets)).repeat_interleave(per_row)
-    save_grid(sample_images(G_ema, len(grid_labels), grid_labels, seed=cfg.run.seed), out / "grid.png",
+    save_grid(sample_images(G_ema, len(grid_labels), grid_labels, seed=seed), out / "grid.png",
               nrow=per_row, scale=4)
     shown = torch.cat([torch.nonzero(local == c).flatten()[:per_row] for c in range(len(targets))])
     save_grid(data.x[shown], out / "real.png", nrow=min(per_row, cfg.data.k_per_target), scale=4)
-    q = transfer_quality(cfg, evaluator, G_ema)
+    q = transfer_quality(cfg, evaluator, G_ema, data, seed + 10)
+    sep = class_separation(G_ema, len(targets), 200, seed + 30, evaluator)
     summary = (f"accuracy {q['accuracy']:.1%} (among targets {q['accuracy_among_targets']:.1%}), intra-class "
-               f"FD-eval {q['fd_eval_intra']:.2f}, {count_parameters(g_params):,} trainable parameters, "
+               f"FD-eval {q['fd_eval_intra']:.2f}, recall {q['recall']:.2f}, nn ratio {q['nn_ratio']:.2f}, "
+               f"class separation {sep['features']:.2f}, {count_parameters(g_params):,} trainable parameters, "
                f"{trainer.seconds:.0f}s")
     print(f"{KIND} {run_name(cfg)}: {summary}")
     return {"stage": KIND, "summary": summary, "run": run_name(cfg), "seed": t.seed, "generator": t.generator,
@@ -160,4 +186,6 @@ def _transfer(cfg: Config, run: RunFolder, device) -> dict:
             "base_g_parameters": count_parameters(base.parameters()),
             "d_parameters": count_parameters(D.parameters()), "start_check": start,
             "class_spread": G_ema.class_spread() if isinstance(G_ema, HyperModulatedGenerator) else None,
+            "class_separation": sep, "separation_log": [(e["step"], e["separation"]) for e in trainer.log
+                                                        if "separation" in e],
             "final_losses": trainer.log[-1], "loss_log": trainer.log, "quality": q}

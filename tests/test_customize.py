@@ -12,8 +12,9 @@ from core.data import base_classes
 from core.cache import cache_root
 from core.runs import stage_dir
 from minidiff.customize import load_customized, prepare
-from minidiff.lora import LoRA, add_lora, merge_lora, unmerge_lora
-from minidiff.regularizers import functional_regularization
+from core.cli import make_config
+from minidiff.lora import LoRA, add_lora, lora_modules, merge_lora, unmerge_lora
+from minidiff.regularizers import functional_regularization, weight_change
 import minidiff.train_customize as train_customize
 from minidiff.train_customize import customize, run_dir
 from minidiff.train_diffusion import load_diffusion
@@ -86,24 +87,69 @@ def test_lora_starts_as_the_base_and_merge_unmerge_round_trips(base):
     assert torch.allclose(model(x, t, cond), adapted, atol=1e-6)
 
 
-def test_functional_regularization_is_zero_at_step_zero_then_positive(base):
+@pytest.mark.parametrize("target", ["separate", "guided"])
+def test_functional_regularization_is_zero_at_step_zero_then_positive(base, target):
     cfg = with_method(base, "lora", "functional")
     model, diffusion, _, _ = load_diffusion(stage_dir(cfg, "diffusion") / "last.pt")
     frozen = load_diffusion(stage_dir(cfg, "diffusion") / "last.pt")[0].requires_grad_(False)
     prepare(model, cfg, base_classes(cfg.data))
     x0, prompts = torch.randn(3, 3, 16, 16), ["a photo of a star", "", "a drawing of a ring"]
-    assert functional_regularization(model, frozen, diffusion, x0, prompts).item() == 0.0
+    guidance = 5.0 if target == "guided" else None
+    assert functional_regularization(model, frozen, diffusion, x0, prompts, guidance).item() == 0.0
     with torch.no_grad():
         for n, p in model.named_parameters():
             if n.endswith(".B"):
                 p.normal_(0, 0.1)
-    assert functional_regularization(model, frozen, diffusion, x0, prompts).item() > 0
+    assert functional_regularization(model, frozen, diffusion, x0, prompts, guidance).item() > 0
+
+
+@pytest.mark.parametrize("method", ["full", "lora", "custom"])
+def test_the_regularizer_gradient_reaches_only_what_the_method_trains(base, method):
+    cfg = with_method(base, method, "functional")
+    model, diffusion, _, _ = load_diffusion(stage_dir(cfg, "diffusion") / "last.pt")
+    frozen = load_diffusion(stage_dir(cfg, "diffusion") / "last.pt")[0].requires_grad_(False)
+    trainable = prepare(model, cfg, base_classes(cfg.data))
+    with torch.no_grad():
+        for p in trainable:
+            p.add_(0.05 * torch.randn_like(p))
+    functional_regularization(model, frozen, diffusion, torch.randn(3, 3, 16, 16),
+                              ["a photo of a star", "", "a drawing of a ring"]).backward()
+    ids = {id(p) for p in trainable}
+    assert all(p.grad is None for p in model.parameters() if id(p) not in ids)
+    assert all(p.grad is None for p in frozen.parameters())
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in trainable)
+
+
+@pytest.mark.parametrize("dropout", [0.0, make_config("cifar10").diffusion.dropout])
+def test_the_stage_starts_with_a_zero_regularizer_under_each_presets_dropout(tmp_path, dropout):
+    """cifar10 trains its UNet with dropout 0.1: customization must compare the same function (dropout off)."""
+    cfg = tiny_base_model(tmp_path, f"--diffusion.dropout={dropout}", "--customize.method=lora",
+                          "--customize.reg=functional", "--customize.steps=2", "--customize.images_per_anchor=1",
+                          "--customize.empty_anchor_images=2")
+    assert customize(cfg)["regularizer_first"] == 0.0
+
+
+def test_weight_space_baseline_measures_the_merged_change(base):
+    cfg = with_method(base, "lora", "l2")
+    model, _, _, _ = load_diffusion(stage_dir(cfg, "diffusion") / "last.pt")
+    trainable = prepare(model, cfg, base_classes(cfg.data))
+    initial = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+    assert weight_change(model, initial).item() == 0.0            # B = 0: no change yet, whatever A is
+    adapters = lora_modules(model.unet)
+    with torch.no_grad():
+        adapters[0].B.fill_(0.1)
+    expected = adapters[0].delta_weight().pow(2).sum()
+    assert torch.allclose(weight_change(model, initial), expected)
+    weight_change(model, initial).backward()
+    assert adapters[0].B.grad.abs().sum() > 0
+    assert all(p.grad.abs().sum() == 0 for p in trainable if p is not adapters[0].B and p is not adapters[0].A)
 
 
 def test_stage_runs_each_regularizer_and_records_zero_at_start(base):
-    metrics = customize(with_method(base, "custom", "functional"))
-    assert metrics["functional_reg_first"] == 0.0 and metrics["trainable_parameters"] > 0
-    assert 0.0 <= metrics["fidelity"]["recognised"] <= 1.0
+    for reg in ("functional", "l2"):
+        metrics = customize(with_method(base, "custom", reg))
+        assert metrics["regularizer_first"] == 0.0 and metrics["trainable_parameters"] > 0
+        assert 0.0 <= metrics["fidelity"]["recognised"] <= 1.0
 
 
 def test_prior_images_are_generated_once_and_reused(base, monkeypatch):

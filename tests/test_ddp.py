@@ -50,7 +50,7 @@ def test_two_process_gan_pretrain_and_transfer(tmp_path):
     pretrain = checkpoint.load(tmp_path / "quick" / "gan-pretrain" / "checkpoint.pt", kind="gan-pretrain")
     check_gan_payload(pretrain, GAN_KEYS, steps=4)
     torchrun("gan-transfer", *overrides)
-    transfer = checkpoint.load(tmp_path / "quick" / "gan-transfer" / "hypermod+selfinit+ssl-lowrank-s0" / "checkpoint.pt",
+    transfer = checkpoint.load(tmp_path / "quick" / "gan-transfer" / "hypermod+selfinit+ssl-lowrank-k4-s0" / "checkpoint.pt",
                                kind="gan-transfer")
     check_gan_payload(transfer, GAN_KEYS | {"run", "start_check"}, steps=3)
 

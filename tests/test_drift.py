@@ -92,12 +92,14 @@ def test_report_is_self_contained(tmp_path):
     save_grid(images.numpy(), run / "drift" / "full-none-s0" / "pairs.png", nrow=4)
     semantic = semantic_drift(torch.tensor([0, 1, 2]), torch.tensor([0, 1, 2]), torch.tensor([0, 0, 2]), CLASSES)
     appearance = appearance_drift(images, images, gen_labels, CLASSES, feats, feats, early, early)
-    result = {"method": "full", "reg": "none", "seed": 0, "semantic": semantic, "semantic_floor": semantic,
-              "appearance": appearance, "appearance_unrelated": appearance, "clip_zero_shot_accuracy": 1.0,
+    groups = ("anchored", "heldout_classes", "heldout_templates", "heldout_both")
+    result = {"method": "full", "reg": "none", "seed": 0, "semantic": dict.fromkeys(groups, semantic),
+              "semantic_floor": dict.fromkeys(groups, semantic), "appearance": dict.fromkeys(groups, appearance),
+              "appearance_floor": dict.fromkeys(groups, appearance),
               "fidelity": {"recognised": 0.7, "diffusion_classifier_concept_accuracy": 0.5},
               "customization": {"steps": 10, "trainable_parameters": 123}, "concept_class": "heart",
               "classifier": {"unet_passes_per_image": 75, "n_images": 3}, "k_images": 5,
-              "prompt": "a photo of a <new0>"}
+              "prompt": "a photo of a <new0>", "anchored_classes": ["a"], "templates": ["a {}", "b {}"]}
     (run / "drift" / "full-none-s0" / "metrics.json").write_text(json.dumps(result, default=float))
     out = write_report(run, run / "report.html")
     page = out.read_text()
@@ -106,3 +108,22 @@ def test_report_is_self_contained(tmp_path):
     assert not parser.problems and parser.stack == []
     assert parser.urls and all(u.startswith("data:image/png;base64,") for u in parser.urls)
     assert "<svg" in page and "full / none" in page and "http" not in page.replace("http://www.w3.org", "")
+    assert "&lt;new0&gt;" in page and "<new0>" not in page          # text is escaped
+
+
+def test_tables_give_mean_and_std_over_repeats_and_one_floor_per_repeat():
+    from eval.report import SEMANTIC_COLUMNS, FLOORS, drift_rows, spread
+    flips = {("none", 0): 0.4, ("none", 1): 0.2, ("functional", 0): 0.02, ("functional", 1): 0.04}
+    results = []
+    for (reg, seed), flip in flips.items():
+        group = {"flip_rate": flip, "mean_change": -flip}
+        floor = {"flip_rate": 0.01 * (seed + 1), "mean_change": 0.0}
+        results.append({"method": "full", "reg": reg, "seed": seed,
+                        "fidelity": {"recognised": 0.7, "diffusion_classifier_concept_accuracy": 0.5},
+                        "semantic": dict.fromkeys(("anchored", "heldout_classes", "heldout_templates"), group),
+                        "semantic_floor": dict.fromkeys(("anchored", "heldout_classes", "heldout_templates"), floor)})
+    rows = drift_rows(results, SEMANTIC_COLUMNS, FLOORS["semantic"])
+    flip_column = [c[0] for c in SEMANTIC_COLUMNS].index("held-out classes: flip rate (%)") + 2
+    assert [r[0] for r in rows] == ["full / none", "full / functional", "floor: base vs base"]
+    assert rows[0][1] == 2 and rows[0][flip_column] == "30.0 +- 14.1"            # mean and sample std of 40, 20
+    assert rows[2][1] == 2 and rows[2][flip_column] == spread([0.01, 0.02], 100, 1)  # one floor per repeat

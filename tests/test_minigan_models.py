@@ -9,6 +9,7 @@ from minigan.discriminator import Discriminator, conditional_from_unconditional,
 from minigan.generator import ConditionalGenerator, Generator
 from minigan.hypermod import HyperModulatedGenerator
 from minigan.selfinit import self_initialize
+from minigan.separation import class_separation, embedding_sensitivity, separation_ratio
 
 
 def count(params):
@@ -158,14 +159,49 @@ def test_class_spread_of_orthogonal_embeddings_is_sqrt2():
 
 
 @pytest.mark.parametrize("head", ["dense", "lowrank"])
-def test_self_initialization_matches_base(head):
+def test_self_initialization_fits_base_and_keeps_class_sensitivity(head):
+    """With the class network at 0.01x (the official self-alignment), the block L1 falls 5x and a 10% step
+    of the embedding still moves the image by more than 5% of the distance between two samples (at 1x the
+    class path learns to ignore the embedding: 0.03 here, against 0.07-0.09)."""
     torch.manual_seed(0)
     g = Generator(8, z_dim=16, w_dim=16, channels=16, mapping_layers=2)
     hg = HyperModulatedGenerator(g, n_classes=3, head=head, rank=4, embed_dim=16)
-    losses = self_initialize(hg, steps=200, batch_size=8, lr=1e-2, generator=torch.Generator().manual_seed(0),
-                             progress=False)
+    random_heads = embedding_sensitivity(hg)
+    losses = self_initialize(hg, steps=200, batch_size=8, lr=1e-2, class_lr_mul=0.01,
+                             generator=torch.Generator().manual_seed(0), progress=False)
     start, end = sum(losses[:5]) / 5, sum(losses[-5:]) / 5
     assert end * 5 <= start, (start, end)
+    after = embedding_sensitivity(hg)
+    assert after > 0.05 and after > 0.5 * random_heads, (random_heads, after)
+
+
+def test_embedding_noise_breaks_the_copy_symmetry():
+    hg = HyperModulatedGenerator(randomized_generator(), n_classes=4, head="lowrank", rank=2, embed_dim=8)
+    hg.copy_embedding_to_all_classes(0, noise=0.1, generator=torch.Generator().manual_seed(0))
+    emb = hg.class_net.embedding.weight
+    relative = (emb - emb.mean(0)).norm(dim=1) / emb.norm(dim=1)
+    assert ((relative > 0.02) & (relative < 0.3)).all()       # about 0.1 * sqrt(3/4) each
+
+
+# ------------------------------------------------------------------------------------- class separation
+
+def test_separation_ratio_known_answers():
+    torch.manual_seed(0)
+    same = torch.randn(1, 50, 8).expand(4, -1, -1)              # every class the same function of z
+    assert separation_ratio(same) == pytest.approx(0, abs=1e-12)
+    unrelated = torch.randn(4, 4000, 8)                         # a class change is a new z
+    assert separation_ratio(unrelated) == pytest.approx(1, abs=0.05)
+    apart = 10 * torch.arange(4.0).view(4, 1, 1) + 0.1 * torch.randn(4, 50, 8)  # class decides, z hardly
+    assert separation_ratio(apart) > 1000
+
+
+def test_class_separation_of_a_generator():
+    """Zero class embeddings: every class draws the same image for a z (separation 0 exactly)."""
+    cg = ConditionalGenerator(randomized_generator(), n_classes=3)
+    assert class_separation(cg, 3, n=16, seed=0)["pixels"] == 0
+    with torch.no_grad():
+        cg.class_embed.weight.normal_(0, 3.0)
+    assert class_separation(cg, 3, n=16, seed=0)["pixels"] > 0.05
 
 
 # -------------------------------------------------------------------------------------- discriminator
@@ -201,12 +237,12 @@ def test_multihead_selects_label_logit():
 
 @pytest.mark.parametrize("arch", ["plain", "resnet"])
 @pytest.mark.parametrize("cond", ["multihead", "projection"])
-def test_conditional_from_unconditional_keeps_logits(cond, arch):
+def test_conditional_from_unconditional_copy_keeps_logits(cond, arch):
     torch.manual_seed(0)
     d = Discriminator(16, channels=16, arch=arch)
     with torch.no_grad():
         d.head.bias.fill_(0.3)
-    dc = conditional_from_unconditional(d, 5, cond=cond)
+    dc = conditional_from_unconditional(d, 5, cond=cond, init="copy")
     x = torch.randn(4, 3, 16, 16)
     ref = d(x)
     for c in range(5):
@@ -214,6 +250,18 @@ def test_conditional_from_unconditional_keeps_logits(cond, arch):
     assert next(dc.trunk.parameters()) is not next(d.trunk.parameters())  # a copy, not shared
     class_params = dc.head.parameters() if cond == "multihead" else dc.embed.parameters()
     assert {id(p) for p in dc.class_parameters()} == {id(p) for p in class_params} and d.class_parameters() == []
+
+
+@pytest.mark.parametrize("cond", ["multihead", "projection"])
+def test_official_init_gives_every_class_its_own_logit(cond):
+    """init="random" (the official strict=False load): the pretrained trunk, fresh per-class heads."""
+    torch.manual_seed(0)
+    d = Discriminator(16, channels=16)
+    dc = conditional_from_unconditional(d, 5, cond=cond)
+    x = torch.randn(8, 3, 16, 16)
+    assert torch.equal(dc.features(x), d.features(x))
+    logits = torch.stack([dc(x, torch.full((8,), c)) for c in range(5)])     # (class, sample)
+    assert (logits.std(dim=0) > 1e-2).all()                                    # classes disagree on every image
 
 
 def test_minibatch_stddev_groups():

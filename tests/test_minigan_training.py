@@ -7,14 +7,17 @@ import torch
 
 from core import checkpoint
 from core.cli import make_config
+from core.config import TransferConfig
 from core.files import read_json
 from core.runs import stage_dir
 from eval.evalnet import load_evaluator, train_evaluator
 from eval.report import gan_results, markdown_tables
+from minigan.discriminator import Discriminator, conditional_from_unconditional
+from minigan.generator import Generator
 from minigan.hypermod import HyperModulatedGenerator
-from minigan.loop import GanTrainer
+from minigan.loop import GanTrainer, LoopSpec
 from minigan.pretrain import load_pretrained, pretrain_gan
-from minigan.selfinit import selfinit_check
+from minigan.selfinit import self_initialize, self_initialize_and_check, selfinit_check
 from minigan.transfer import ABLATION, build_models, few_shot_targets, run_name, transfer_gan, transfer_spec
 
 SWITCHES = {  # the ablation rows as command-line switches
@@ -109,7 +112,7 @@ def test_transfer_smoke_and_resume(pretrained, variant, monkeypatch):
     out = pretrained[0]
     cfg = tiny_config(out, *SWITCHES[variant], "--transfer.steps=5", "--transfer.checkpoint_every=3")
     straight = transfer_gan(cfg)
-    run = out / "quick" / "gan-transfer" / f"{straight['run']}-s0"
+    run = out / "quick" / "gan-transfer" / f"{straight['run']}-k4-s0"
     assert {"checkpoint.pt", "grid.png", "real.png", "metrics.json"} <= {p.name for p in run.iterdir()}
     q = straight["quality"]
     assert 0 <= q["accuracy"] <= 1 and set(q["per_class"]) == {"star", "cross", "heart", "crescent", "arrow"}
@@ -127,8 +130,8 @@ def test_each_variant_trains_what_it_claims(pretrained, variant):
     cfg = tiny_config(pretrained[0], *SWITCHES[variant])
     assert run_name(cfg).startswith(variant)
     _, images, labels = few_shot_targets(cfg)
-    G, D, g_params, base = build_models(cfg, torch.device("cpu"))
-    trainable = {id(p) for p in g_params}
+    G, D, g_groups, base = build_models(cfg, torch.device("cpu"))
+    trainable = {id(p) for group in g_groups for p in group["params"]}
     if isinstance(G, HyperModulatedGenerator):
         assert trainable == {id(p) for p in G.trainable_parameters()}
         assert not any(id(p) in trainable for p in G.base.parameters())
@@ -138,7 +141,7 @@ def test_each_variant_trains_what_it_claims(pretrained, variant):
     frozen.update({f"buffer {n}": b.clone() for n, b in G.named_buffers()})
     moving = {n: p.detach().clone() for n, p in G.named_parameters() if id(p) in trainable}
     d_before = {n: p.detach().clone() for n, p in D.named_parameters()}
-    trainer = GanTrainer(G, D, g_params, cfg.gan.z_dim, images, labels, 5, transfer_spec(cfg), variant)
+    trainer = GanTrainer(G, D, g_groups, cfg.gan.z_dim, images, labels, 5, transfer_spec(cfg), variant)
     for _ in range(2):
         trainer.d_step()
         trainer.g_step()
@@ -161,6 +164,45 @@ def test_ablation_runs_every_variant_and_the_table_lists_them(pretrained):
     assert all(name in table for name in results)
     dense, lowrank = results["hypermod+selfinit+ssl-dense"], results["hypermod+selfinit+ssl-lowrank"]
     assert lowrank["trainable_parameters"] < dense["trainable_parameters"]
+
+
+def test_short_transfer_makes_samples_depend_on_the_label():
+    """Two target classes that differ trivially (bright left half / bright right half): after
+    self-initialization, the embedding copy and 150 transfer steps with the default transfer settings, the
+    same z draws the bright side on the requested label's side. (The image's mean brightness would not do:
+    AdaIN normalizes each channel, so hyper-modulation cannot move it.)"""
+    t = TransferConfig()
+    torch.manual_seed(0)
+    g = Generator(8, z_dim=16, w_dim=16, channels=16, mapping_layers=2)
+    hg = HyperModulatedGenerator(g, 2, head="lowrank", rank=4, embed_dim=16)
+    self_initialize(hg, 100, 8, t.selfinit_lr, t.selfinit_class_lr_mul, progress=False)
+    hg.copy_embedding_to_all_classes(0, t.selfinit_noise, generator=torch.Generator().manual_seed(0))
+    d = conditional_from_unconditional(Discriminator(8, channels=16), 2, init=t.d_class_init)
+    labels = torch.arange(2).repeat_interleave(16)
+    left = torch.ones(8, 8)
+    left[:, 4:] = -1
+    real = 0.8 * torch.stack([left, left.flip(1)])[labels][:, None].expand(-1, 3, -1, -1)  # (32, 3, 8, 8)
+    spec = LoopSpec(steps=150, batch_size=16, lr_g=t.lr, lr_d=t.d_lr, r1_gamma=t.r1_gamma, r1_every=4,
+                    ema_decay=0.9, augment=(), d_class_lr_mul=t.d_class_lr_mul)
+    GanTrainer(hg, d, hg.parameter_groups(t.lr, t.class_lr_mul), 16, real, labels, 2, spec, "two classes").train(
+        lambda state: None, progress=False)
+    z, noise = torch.randn(64, 16), g.make_noise(64)
+    with torch.no_grad():
+        sides = [hg(z, torch.full((64,), c), noise=noise) for c in (0, 1)]
+    left_minus_right = [(x[..., :4].mean() - x[..., 4:].mean()).item() for x in sides]
+    assert left_minus_right[0] > 0.5 and left_minus_right[1] < -0.5, left_minus_right
+
+
+@pytest.mark.parametrize("head", ["lowrank", "dense"])
+def test_self_initialization_brings_the_start_fd_ratio_to_the_floor(pretrained, head):
+    """The start check itself, not only a falling loss: FD-eval(modulated, base) / FD-eval(base, base) far
+    above 1 with random heads, at most 1.5 after self-initialization and the embedding copy."""
+    cfg = tiny_config(pretrained[0], f"--transfer.head={head}", "--transfer.selfinit_steps=150")
+    G, _ = load_pretrained(cfg, "cpu")
+    torch.manual_seed(0)
+    hg = HyperModulatedGenerator(G, 5, head=head, rank=2, embed_dim=8)
+    check = self_initialize_and_check(hg, load_evaluator(cfg), cfg.transfer, n_check=200)
+    assert check["random_heads"]["ratio"] > 2 and check["after_selfinit"]["ratio"] <= 1.5, check
 
 
 def test_selfinit_check_is_one_for_the_identity_and_large_for_random_heads(pretrained):
