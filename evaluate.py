@@ -6,6 +6,7 @@
     python evaluate.py sample --ckpt runs/quick/diffusion/last.pt --prompt "a photo of a star" --n 64
     python evaluate.py classify --preset quick
     python evaluate.py drift --custom runs/quick/customize/full-none/custom.pt
+    python evaluate.py export --class heart --n 5 --out my_concept   # a class's test images as PNGs
     python evaluate.py report --preset quick        # writes only runs/quick/report.html (or --out)
     python evaluate.py table --preset quick         # prints the results tables; writes nothing
 
@@ -14,7 +15,7 @@ project's evaluator (--net eval, "FD-eval"; train it with `python train.py eval-
 Inception-v3 (--net inception; not the TF-FID network, so not the papers' numbers). --ref is
 DATASET:SPLIT[:CLASS1,CLASS2,...]; the preset defaults to the one for DATASET.
 
-Subcommands that read a preset's config (fid, classify, drift, report, table) take --section.field=value
+Subcommands that read a preset's config (fid, classify, drift, export, report, table) take --section.field=value
 overrides (core/config.py); sample uses the checkpoint's own config. Anything else is refused.
 """
 from __future__ import annotations
@@ -27,8 +28,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from core.cache import cache_root
 from core.cli import make_config, parse_overrides
-from core.data import class_names
+from core.data import class_names, load_split
 from core.errors import ConfigError, DataError, UserError
 from core.files import atomic_write, write_json
 from core.presets import PRESETS
@@ -180,6 +182,20 @@ def run_drift(args, overrides) -> dict:
     return {path: drift_stage(cfg, args.force, path, args.base) for path in args.custom}
 
 
+def run_export(args, overrides) -> dict:
+    from PIL import Image
+
+    cfg = make_config(args.preset, overrides, models=())
+    if args.class_name not in class_names(cfg.data):
+        raise ConfigError(f"--class {args.class_name!r}; {cfg.data.dataset} has {', '.join(class_names(cfg.data))}")
+    images = load_split(cfg.data, args.split, cache_root(cfg)).only([args.class_name]).x[:args.n]
+    out = Path(args.out)
+    for i, image in enumerate(images):
+        atomic_write(out / f"{args.class_name}-{i:03d}.png", lambda f: Image.fromarray(image.numpy()).save(f, "PNG"))
+    print(f"{len(images)} {args.split} images of {args.class_name} -> {out}/")
+    return {"folder": str(out), "n": len(images)}
+
+
 def run_report(args, overrides) -> dict:
     from eval.report import write_report
 
@@ -240,6 +256,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--custom", required=True, nargs="+", help="customized checkpoint(s) (custom.pt)")
     p.add_argument("--base", default=None, help="base diffusion checkpoint (default: the one each was made from)")
     p.add_argument("--force", action="store_true", help="measure again even if measured before")
+    p = add("export", run_export, "write a class's real images as PNG files (e.g. to try customize.images)")
+    p.add_argument("--class", dest="class_name", required=True, help="a class of the preset's dataset")
+    p.add_argument("--n", type=positive, default=5)
+    p.add_argument("--split", choices=("train", "test"), default="test")
+    p.add_argument("--out", required=True, help="the folder to write")
     p = add("report", run_report, "one self-contained HTML page of a preset's results")
     p.add_argument("--out", default=None, help="HTML file (default: runs/<preset>/report.html)")
     p = add("table", run_table, "print the results tables of a preset's run as markdown (writes nothing)")

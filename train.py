@@ -6,14 +6,17 @@
     python train.py diffusion --diffusion.lr=1e-4
     python train.py customize --method lora --reg functional
     python train.py gan-transfer --transfer.generator=finetune --transfer.selfinit=false
+    python train.py --chain gan-curve --seeds 3   # GAN data efficiency: k = 3, 10, 30, 100 images per class
 
 Any config field can be overridden with --section.field=value (core/config.py lists them); --method and --reg
 are short for --customize.method and --customize.reg. A stage that finished before with the same settings is
 skipped (it says so, with its figures); --force reruns it from scratch; an interrupted stage resumes from its
-last checkpoint. --all-methods runs every customization method (default: full finetuning and LoRA), each
-with and without functional regularization; --seeds N repeats every customization and GAN transfer N times
-(the base models are shared) and the tables show mean +- standard deviation. On a multi-core CPU the evaluator and the GAN chain run in a
-background process beside the diffusion chain (core/background.py; --jobs 1 runs one chain after the other).
+last checkpoint. The pipeline customizes with --methods (default full finetuning and LoRA; --all-methods: all
+five), each with every regularizer of --regs (default none and functional; l2 is the weight-space baseline);
+--seeds N repeats every customization and GAN transfer N times (the base models are shared) and the tables
+show mean +- standard deviation. On a multi-core CPU the evaluator and the GAN chain run in a background
+process beside the diffusion chain (core/background.py; --jobs 1 runs one chain after the other); --chain
+diffusion or --chain gan runs one chain alone.
 """
 from __future__ import annotations
 
@@ -30,6 +33,7 @@ from core.errors import UserError
 from core.presets import PRESETS
 from core.runs import is_finished, stage_dir
 from core.training import pick_device
+from core.validate import validate
 from eval.evalnet import evaluator_key, train_evaluator
 from eval.report import write_report
 from minidiff.open_world import drift_stage
@@ -45,21 +49,21 @@ TEXT_TO_IMAGE, GAN = ("clip", "evalnet", "unet"), ("evalnet", "gan")
 MODELS = {"clip": ("clip",), "eval-net": ("evalnet",), "diffusion": TEXT_TO_IMAGE, "customize": TEXT_TO_IMAGE,
           "gan-pretrain": GAN, "gan-transfer": GAN, "all": TEXT_TO_IMAGE + ("gan",)}  # what the config is checked for
 SHORTCUTS = {"--method": "customize.method", "--reg": "customize.reg"}
-DEFAULT_METHODS = ("full", "lora")
+DEFAULT_METHODS, DEFAULT_REGS = ("full", "lora"), ("none", "functional")
 ALL_METHODS = ("full", "full+prior", "lora", "custom", "ti")
 
 
 # ------------------------------------------------------------------------------------------ the two papers
 
-def paper1(cfg: Config, methods, seeds: int = 1) -> list:
+def paper1(cfg: Config, methods=DEFAULT_METHODS, seeds: int = 1, regs=DEFAULT_REGS) -> list:
     """Open-world forgetting, in order: tiny CLIP, the base text-to-image model, then each customization
-    (with and without functional regularization, repeated with `seeds` seeds) and the drift it caused.
-    A list of (stage, config)."""
+    (with each regularizer, by default none and functional, repeated with `seeds` seeds) and the drift it
+    caused. A list of (stage, config)."""
     steps = [(train_clip, cfg), (train_diffusion, cfg)]
     for method in methods:
-        for reg in ("none", "functional"):
+        for reg in regs:
             for seed in range(seeds):
-                c = cfg.updated("customize", method=method, reg=reg, seed=seed)
+                c = validate(cfg.updated("customize", method=method, reg=reg, seed=seed), models=())
                 steps += [(customize, c), (drift_stage, c)]
     return steps
 
@@ -84,7 +88,7 @@ def pipeline(cfg: Config, args, overrides: list[str]) -> None:
     """Both papers, then the report. On a multi-core CPU, paper 2 (evaluator first) runs in a background
     process with one thread, and paper 1 here waits for the evaluator before the base model's metrics."""
     start = time.time()
-    steps1 = paper1(cfg, ALL_METHODS if args.all_methods else DEFAULT_METHODS, args.seeds)
+    steps1 = paper1(cfg, args.methods, args.seeds, args.regs)
     parallel = args.jobs == 2 or (args.jobs == 0 and pick_device(cfg.run.device).type == "cpu"
                                   and (os.cpu_count() or 1) >= 2)
     if not parallel:
@@ -128,21 +132,31 @@ def expand_shortcuts(args: list[str]) -> list[str]:
     return out
 
 
+def names(text: str) -> tuple[str, ...]:
+    """'full,lora' -> ('full', 'lora')."""
+    return tuple(n.strip() for n in text.split(",") if n.strip())
+
+
 def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
                                      allow_abbrev=False)
     parser.add_argument("stage", nargs="?", default="all", choices=[*STAGES, "all"], help="default: all")
     parser.add_argument("--preset", default="quick", choices=list(PRESETS))
     parser.add_argument("--force", action="store_true", help="rerun finished stages from scratch")
-    parser.add_argument("--all-methods", action="store_true", help="all: every customization method")
+    parser.add_argument("--methods", type=names, default=DEFAULT_METHODS,
+                        help=f"all: customization methods, comma-separated (default: {','.join(DEFAULT_METHODS)})")
+    parser.add_argument("--all-methods", dest="methods", action="store_const", const=ALL_METHODS,
+                        help="all: every customization method")
+    parser.add_argument("--regs", type=names, default=DEFAULT_REGS,
+                        help=f"all: regularizers, comma-separated (default: {','.join(DEFAULT_REGS)}; also l2)")
     parser.add_argument("--seeds", type=int, default=1, help="all: repeat every customization and transfer with "
                                                               "this many seeds (the tables show mean +- std)")
     parser.add_argument("--jobs", type=int, default=0, choices=(0, 1, 2),
                         help="all: 2 runs the GAN chain beside the diffusion chain, 1 one after the other, "
                              "0 (default) picks 2 on a multi-core CPU")
-    parser.add_argument("--chain", choices=("gan", "gan-curve"),
-                        help="only the evaluator and the GAN chain, no report; gan-curve: the data-efficiency "
-                             "curve instead of the ablation (its variants at every --k)")
+    parser.add_argument("--chain", choices=("diffusion", "gan", "gan-curve"),
+                        help="one chain, no report: diffusion (the evaluator, then paper 1), gan (the evaluator and "
+                             "the GAN ablation), gan-curve (the data-efficiency curve: its variants at every --k)")
     parser.add_argument("--k", type=lambda s: tuple(int(k) for k in s.split(",")),
                         help="gan-curve: images per target class, e.g. 3,10,30,100 (default: the preset's)")
     parser.add_argument("--debug", action="store_true", help="show the traceback of a user error")
@@ -153,8 +167,11 @@ def parse_args(argv):
 def main(argv=None) -> None:
     args, overrides = parse_args(argv)
     try:
-        cfg = make_config(args.preset, overrides, MODELS["gan-pretrain" if args.chain else args.stage])
-        if args.chain == "gan":
+        chain_models = {"diffusion": MODELS["diffusion"], None: MODELS[args.stage]}
+        cfg = make_config(args.preset, overrides, chain_models.get(args.chain, MODELS["gan-pretrain"]))
+        if args.chain == "diffusion":
+            run([(train_evaluator, cfg)] + paper1(cfg, args.methods, args.seeds, args.regs), args.force)
+        elif args.chain == "gan":
             run(paper2(cfg, args.seeds), args.force)
         elif args.chain == "gan-curve":
             run(paper2(cfg, args.seeds, CURVE, args.k or CURVE_K[args.preset]), args.force)

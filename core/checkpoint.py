@@ -76,11 +76,16 @@ def check_arch(payload: dict, sections: dict[str, object], path: str = "checkpoi
 
 
 def fingerprint(path: str | os.PathLike) -> str:
-    """First 12 hex digits of the file's sha256: names the exact weights a cache or a delta was made from."""
+    """First 12 hex digits of the file's sha256 (of a folder: of its files' names and contents, in name order):
+    names the exact weights, or images, a cache, a run or a delta was made from."""
+    path = Path(path)
     digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
+    for file in sorted(path.iterdir()) if path.is_dir() else [path]:
+        if path.is_dir():
+            digest.update(file.name.encode())
+        with open(file, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
     return digest.hexdigest()[:12]
 
 

@@ -52,6 +52,8 @@ class DataConfig:
     resolution: int = param(16, low=8, arch=True)        # pixels per side
     shapes_train_size: int = param(20000, low=1)         # procedural images per split (shapes only)
     shapes_test_size: int = param(2000, low=1)
+    train_subset: int = param(0, low=0)                  # > 0: only this many train images, balanced over classes
+    test_subset: int = param(0, low=0)                   # > 0: likewise for the test split (smoke tests)
     seed: int = param(0, low=0)                          # shapes are a pure function of (seed, split, index)
     concept_class: str = param("heart")                  # diffusion side: held out of all base training
     source_classes: tuple[str, ...] = param(("circle", "square", "triangle", "ring", "diamond"))  # GAN pretraining
@@ -110,6 +112,7 @@ class DiffusionConfig:
     sample_every: int = param(600, low=0, result=False)       # per-class PNG grid every N steps (0: at the end)
     checkpoint_every: int = param(600, low=0, result=False)   # 0: only at the end
     sample_steps: int = param(25, low=1)                # DDIM steps
+    quality_samples: int = param(30, low=1)             # generated images per class the evaluator judges
     guidance: float = param(5.0, low=0)                 # classifier-free guidance scale s
     eta: float = param(0.0, low=0, high=1)              # DDIM eta (0: deterministic)
 
@@ -119,7 +122,8 @@ class CustomizeConfig:
     method: str = param("full", choices=("full", "full+prior", "lora", "custom", "ti"))
     seed: int = param(0, low=0)                         # repeat: customization draws, drift noise banks (--seeds)
     reg: str = param("none", choices=("none", "functional", "l2"))  # extra term against forgetting
-    k_images: int = param(5, low=1)                     # images of the new concept
+    k_images: int = param(5, low=1)                     # images of the new concept (the held-out class)
+    images: str = param("", result=False)               # or a folder of 3-20 images of your own concept
     placeholder: str = param("<new0>", choices=PLACEHOLDERS)
     prompt: str = param("a photo of a {}")              # {} is the placeholder
     steps: int = param(-1, low=-1)                      # -1: the method's default (core.presets)
@@ -134,6 +138,7 @@ class CustomizeConfig:
                                                         # each prompt's own, or the guided one sampling uses
     empty_anchor_prob: float = param(0.5, low=0, high=1)  # share of anchors that are the empty prompt
     anchor_images: str = param("generated", choices=("generated", "concept"))  # what x_t is noised from
+    attribute_anchors: int = param(32, low=0)           # anchor prompts that name colours (shapes)
     images_per_anchor: int = param(4, low=1)            # base-model samples of each anchor prompt
     empty_anchor_images: int = param(32, low=1)         # base-model samples of the empty prompt
     lambda_l2: float = param(1.0, low=0)                # weight-space baseline: lambda sum ||W - W_0||^2
@@ -147,7 +152,7 @@ class ClassifierConfig:
     keep: tuple[int, ...] = param((2, 1), low=1)        # classes kept after each stage
     loss: str = param("l2", choices=("l2", "l1"))
     n_images: int = param(180, low=1)                   # real test images of the base classes (balanced)
-    batch_size: int = param(8, low=1)                   # images per batch
+    batch_size: int = param(32, low=1, result=False)   # images per batch (batching never changes a result)
 
 
 @dataclass
@@ -157,8 +162,8 @@ class DriftConfig:
     template: int = param(0, low=0)                     # the anchored template drift is measured with
     heldout_template: int = param(2, low=0)             # the held-out one (index into the dataset's templates)
     pairs: int = param(16, low=2)                       # paired generations per prompt
-    attribute_prompts: int = param(24, low=0)           # held-out prompts that name colours (shapes only)
-    attribute_pairs: int = param(4, low=1)              # generations per attribute prompt
+    attribute_prompts: int = param(32, low=0)           # held-out prompts that name colours (shapes only)
+    attribute_pairs: int = param(6, low=1)              # generations per attribute prompt
 
 
 @dataclass
@@ -191,22 +196,22 @@ class TransferConfig:
     rank: int = param(8, low=1, arch=True)
     embed_dim: int = param(32, low=1, arch=True)        # class embedding of the hypernetwork
     d_cond: str = param("multihead", choices=("multihead", "projection"), arch=True)
-    d_class_init: str = param("random", choices=("random", "copy"))  # D's class heads; official: random
+    d_class_init: str = param("random", choices=("random", "copy"))  # D's class heads (official: random)
     selfinit_steps: int = param(400, low=1)             # official: 10k
     selfinit_batch: int = param(16, low=1)              # official: 32
-    selfinit_lr: float = param(1e-2, low=0)             # heads; cosine-decayed to 0 (official: 2e-3, constant)
-    selfinit_class_lr_mul: float = param(0.01, low=0)   # class network's lr / the heads'; official: 0.01
-    selfinit_noise: float = param(0.0, low=0)           # embedding noise after the copy, / |e|; official: 0
-    steps: int = param(800, low=1)
+    selfinit_lr: float = param(1e-2, low=0)             # heads, cosine-decayed to 0 (official: 2e-3, constant)
+    selfinit_class_lr_mul: float = param(0.01, low=0)   # class network's lr / the heads' (official: 0.01)
+    selfinit_noise: float = param(0.0, low=0)           # embedding noise after the copy, x |e| (official: 0)
+    steps: int = param(800, low=1)                      # official: 200k at batch 10
     batch_size: int = param(32, low=2)
-    lr: float = param(1e-2, low=0)                      # the generator's trainable parameters (hypermod: heads)
-    class_lr_mul: float = param(0.001, low=0)           # hypermod class network's lr / the heads'; official: 0.001
-    d_lr: float = param(2e-3, low=0)
-    d_class_lr_mul: float = param(10.0, low=0)          # D's per-class logits learn this much faster
-    r1_gamma: float = param(0.1, low=0)
+    lr: float = param(1e-2, low=0)                      # G's trainable parameters (hypermod: heads; official 2e-3)
+    class_lr_mul: float = param(1.0, low=0)             # hypermod class network's lr / heads' (official: 0.001)
+    d_lr: float = param(2e-3, low=0)                    # official: 2e-3
+    d_class_lr_mul: float = param(10.0, low=0)          # D's per-class logits learn this much faster (official: 1)
+    r1_gamma: float = param(0.1, low=0)                 # official: 10 (StyleGAN v1 at 256 px)
     ema_decay: float = param(0.99, low=0, high=1)
-    augment: tuple[str, ...] = param(("color", "translation"), choices=AUGMENTATIONS)
-    ssl_weight: float = param(0.01, low=0)
+    augment: tuple[str, ...] = param(("color", "translation"), choices=AUGMENTATIONS)  # official: none
+    ssl_weight: float = param(0.01, low=0)              # Barlow Twins weight (official: 0.01)
     checkpoint_every: int = param(100, low=0, result=False)
     eval_samples: int = param(200, low=2)               # generated images per class for the metrics
 
@@ -270,6 +275,15 @@ def coerce(value, typ, key: str):
         return typ(value)
     except (TypeError, ValueError):
         raise ConfigError(f"{key} expects {typ.__name__}, got {value!r}") from None
+
+
+def field_default(name: str):
+    """The declared default of 'section.field' (None for a name that is not a field)."""
+    section, _, key = name.partition(".")
+    fields = {f.name: f for f in dataclasses.fields(Config)}
+    if section not in fields:
+        return None
+    return {f.name: f.default for f in dataclasses.fields(fields[section].default_factory)}.get(key)
 
 
 def arch_fields(section) -> dict:

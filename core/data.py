@@ -22,7 +22,8 @@ from core.errors import DataError
 
 SHAPES_VERSION = 1  # bump when the renderer changes, so stale caches are not reused
 # the config fields that decide which images a split holds (core.runs keys every stage's run by them)
-IMAGE_FIELDS = ("data.dataset", "data.resolution", "data.shapes_train_size", "data.shapes_test_size", "data.seed")
+IMAGE_FIELDS = ("data.dataset", "data.resolution", "data.shapes_train_size", "data.shapes_test_size", "data.seed",
+                "data.train_subset", "data.test_subset")
 
 
 @dataclass
@@ -70,8 +71,14 @@ def base_classes(cfg: DataConfig) -> tuple[str, ...]:
 
 
 def load_split(cfg: DataConfig, split: str, cache: Path | None = None) -> ImageSet:
-    """All images of one split ("train" or "test") at cfg.resolution; rendered shapes are kept under
-    `cache` (core.cache)."""
+    """The images of one split ("train" or "test") at cfg.resolution (only the first images of each class
+    when data.train_subset / data.test_subset is set); rendered shapes are kept under `cache` (core.cache)."""
+    images = _load_split(cfg, split, cache)
+    subset = cfg.train_subset if split == "train" else cfg.test_subset
+    return images.per_class(-(-subset // len(images.classes))) if subset else images
+
+
+def _load_split(cfg: DataConfig, split: str, cache: Path | None) -> ImageSet:
     if split not in ("train", "test"):
         raise ValueError(f"unknown split {split!r}; valid choices: train, test")
     names = class_names(cfg)

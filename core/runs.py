@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 from core import checkpoint, distributed
-from core.config import Config, result_fields
+from core.config import Config, field_default, result_fields
 from core.errors import CheckpointMismatch, RunInUse, UserError
 from core.files import as_json, pid_alive, read_json, write_json
 
@@ -54,18 +54,21 @@ def run_key(cfg: Config, fields: tuple[str, ...], **inputs) -> dict:
 
 
 def differences(old: dict | None, new: dict) -> list[str]:
-    """'diffusion.lr: 0.003 -> 0.001' for every entry that differs between two keys."""
+    """'diffusion.lr: 0.003 -> 0.001' for every entry that differs between a stored key and a new one. A field
+    added to the config after the run was made counts only if it is set away from its default (a new field's
+    default keeps the old behaviour)."""
     if old is None:
         return ["made by an older version of this code (no run key)"]
+    added_at_default = {k for k in set(new) - set(old) if as_json(field_default(k)) == new[k]}
     return [f"{k}: {old.get(k, '(none)')} -> {new.get(k, '(none)')}" for k in sorted(set(old) | set(new))
-            if old.get(k) != new.get(k)]
+            if old.get(k) != new.get(k) and k not in added_at_default]
 
 
 def is_finished(folder: Path, key: dict, since: float = 0.0) -> bool:
     """Whether folder holds a run finished with `key`, its metrics.json written at or after `since`."""
     path = Path(folder) / "metrics.json"
     try:
-        return path.stat().st_mtime >= since and read_json(path).get("run_key") == key
+        return path.stat().st_mtime >= since and not differences(read_json(path).get("run_key"), key)
     except (FileNotFoundError, UserError):  # not there yet, or being replaced
         return False
 
@@ -147,7 +150,7 @@ class RunFolder:
         if not path.exists():
             return False
         stored = read_json(path)
-        if stored.get("run_key") != self.key:
+        if differences(stored.get("run_key"), self.key):
             self._refuse(str(path), stored.get("run_key"))
         self.result = stored
         if self.main:
@@ -159,7 +162,7 @@ class RunFolder:
         if not path.exists():
             return None
         payload = checkpoint.load(path, kind)
-        if payload.get("run_key") != self.key:
+        if differences(payload.get("run_key"), self.key):
             self._refuse(str(path), payload.get("run_key"))
         return payload
 

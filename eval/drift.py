@@ -75,30 +75,37 @@ def class_distances(features: torch.Tensor, labels: torch.Tensor, class_names, c
 
 
 def appearance_drift(images_before, images_after, labels, class_names, features_before, features_after,
-                     early_before, early_after, attributes_before=None, attributes_after=None) -> dict:
+                     early_before, early_after, attributes_before=None, attributes_after=None,
+                     reference=None) -> dict:
     """Paired comparison of same-prompt, same-noise generations (uint8 (N, H, W, 3); labels (N,) the prompt's
     class; evaluator penultimate features (N, F) and first-stage feature maps (N, C, h, w); optionally each
-    image's read attributes (N, 3): colour, background, texture).
+    image's read attributes (N, 3): colour, background, texture), and set-level comparison with an
+    independent set.
 
     Pairwise, over pairs: Colour Drift Index (mean, median, quartiles, L/a/b parts), delta-E of the mean
-    colours, PSNR, Gram-matrix texture distance, evaluator feature distance. Set-level, per class and then
-    averaged: the colour distance between the two sets as distributions (set CDI, mean-colour delta-E), FD and
-    KID of their features. With attributes: the share of pairs drawn with another shape or background colour
-    ("reassigned"), and the share of the summed pairwise CDI those pairs carry.
+    colours, PSNR, Gram-matrix texture distance, evaluator feature distance. With attributes: the share of
+    pairs drawn with another shape or background colour ("reassigned"), and the share of the summed pairwise
+    CDI those pairs carry.
+    Set-level, per class and then averaged: the colour distance between two sets as distributions (set CDI,
+    mean-colour delta-E), FD and KID of their features. The sets compared are images_after and `reference`
+    = (images, features) of the same prompts from other seeds; two sets of the same seeds share their
+    samples' randomness and would read closer than two independent draws of one distribution. Without a
+    reference, images_before.
     """
     labels = torch.as_tensor(labels)
     cdi = colour_drift_index(images_before, images_after)
+    ref_images, ref_features = reference if reference is not None else (images_before, features_before)
     per_class = {}
     for i, name in enumerate(class_names):
         pick = labels == i
         if pick.sum() < 2:
             continue
-        fb, fa = features_before[pick], features_after[pick]
-        kid = kernel_inception_distance(fb, fa, subset_size=int(pick.sum()), n_subsets=1)  # the whole class
-        per_class[name] = {**set_colour_distance(images_before[pick], images_after[pick]),
+        fr, fa = ref_features[pick], features_after[pick]
+        kid = kernel_inception_distance(fr, fa, subset_size=int(pick.sum()), n_subsets=1)  # the whole class
+        per_class[name] = {**set_colour_distance(ref_images[pick], images_after[pick]),
                            "cdi": float(cdi["per_pair"][pick.numpy()].mean()),
-                           "feature_distance": (fa - fb).norm(dim=1).mean().item(),
-                           "fd": fd_from_features(fb, fa), "kid": kid["mean"], "n": int(pick.sum())}
+                           "feature_distance": (fa - features_before[pick]).norm(dim=1).mean().item(),
+                           "fd": fd_from_features(fr, fa), "kid": kid["mean"], "n": int(pick.sum())}
 
     def over_classes(key):
         return float(np.mean([v[key] for v in per_class.values()])) if per_class else 0.0

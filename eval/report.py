@@ -135,6 +135,12 @@ DRIFT_NOTE = ("Each cell: mean +- standard deviation over N repeats (customizati
               "against itself with other noise (semantic) or other seeds (appearance).")
 
 
+def condition(r: dict) -> str:
+    """'lora / functional' (and the concept, when it is a user's folder rather than the held-out class)."""
+    own = f" ({r['concept_class']})" if r["concept_class"].startswith("folder ") else ""
+    return f"{r['method']} / {r['reg']}{own}"
+
+
 def drift_results(run: Path) -> list[dict]:
     """Every finished drift measurement of the run, ordered by method and regularizer."""
     order = lambda r: (METHOD_ORDER.index(r["method"]), REG_ORDER.index(r["reg"]), r["seed"])  # noqa: E731
@@ -151,7 +157,7 @@ def _get(value, run):
 
 def drift_values(results: list[dict], columns, floor) -> dict[str, dict[str, list]]:
     """{condition (method / reg, then the floor): {column header: the per-repeat values}}."""
-    conditions = by_condition(results, lambda r: f"{r['method']} / {r['reg']}")
+    conditions = by_condition(results, condition)
     conditions["floor: base vs base"] = list({r["seed"]: floor(r) for r in results}.values())  # one per repeat
     return {name: {header: [_get(value, r) for r in runs] for header, value, _, _ in columns}
             for name, runs in conditions.items()}
@@ -199,7 +205,7 @@ def diffusion_section(run: Path) -> str:
     for title, header, rows in drift_tables(results):
         parts += [f"<h3>{esc(title)}</h3>", html_table(header, rows)]
     parts.append(f'<p class="note">{esc(DRIFT_NOTE)}</p>')
-    conditions = by_condition(results, lambda r: f"{r['method']}/{r['reg']}")
+    conditions = by_condition(results, condition)
     parts.append(bar_chart(list(GROUP_NAMES.values()), {
         name: [100 * mean_std([r["semantic"][g]["flip_rate"] for r in runs])[0] for g in GROUP_NAMES]
         for name, runs in conditions.items()}, "Flip rate by group (mean over repeats)", "%"))
@@ -211,11 +217,9 @@ def diffusion_section(run: Path) -> str:
     first = [runs[0] for runs in conditions.values()]
     parts.append("<h3>Before / after (same prompt, same seed; first repeat)</h3><p class='note'>Each row a base "
                  "class under the anchored template; left half the base model, right half the customized model.</p>")
-    parts += [image(run / "drift" / f"{r['method']}-{r['reg']}-s{r['seed']}" / "pairs.png", name, width=400)
-              for name, r in zip(conditions, first)]
+    parts += [image(run / "drift" / r["run"] / "pairs.png", name, width=400) for name, r in zip(conditions, first)]
     parts.append("<h3>Concept samples</h3>")
-    parts += [image(run / "customize" / f"{r['method']}-{r['reg']}-s{r['seed']}" / "samples.png", name, width=260)
-              for name, r in zip(conditions, first)]
+    parts += [image(run / "customize" / r["run"] / "samples.png", name, width=260) for name, r in zip(conditions, first)]
     return "\n".join(parts)
 
 

@@ -18,7 +18,8 @@ anchored template (drift.template) and one held-out template (drift.heldout_temp
               floor compares two base sets of disjoint seeds (eval.drift.appearance_drift, per group).
   attributes  (shapes) held-out prompts that name colours and texture: how often generations follow them
               (eval.attributes), before, after, and for base images of other seeds (the floor).
-  fidelity    the concept's held-out real images classified among the base prompts plus the concept prompt.
+  fidelity    the concept's held-out real images classified among the base prompts plus the concept prompt
+              (a user's own concept, customize.images, has no held-out images: its training images are).
 
 Repeat k of a customization (customize.seed = k) uses noise and seed bank k, so repeats measure on
 independent draws; every seed comes from its own range (minidiff.text2img.SEED_RANGES), disjoint from the
@@ -49,7 +50,7 @@ from minidiff.customize import load_customized
 from minidiff.regularizers import anchored_classes
 from minidiff.text2img import TextToImage, generate, seed_range
 from minidiff.train_clip import clip_path, load_clip
-from minidiff.train_customize import run_dir, run_name
+from minidiff.train_customize import concept_images, concept_name, run_dir, run_name
 from minidiff.train_diffusion import load_diffusion
 
 GROUPS = ("anchored", "heldout_classes", "heldout_templates", "heldout_both")
@@ -143,17 +144,19 @@ def base_side(cfg: Config, base_path, bank: int, device) -> dict:
     return cached(cache_root(cfg), "drift-base", key, compute)
 
 
-def appearance_by_group(cfg: Config, before, after, evaluator, reader) -> dict:
-    """appearance_drift of the paired generations, per group."""
+def appearance_by_group(cfg: Config, before, after, reference, evaluator, reader) -> dict:
+    """appearance_drift of the paired generations (before, after) per group; set-level measures compare
+    `after` with `reference`, base images of the same prompts from another seed bank."""
     _, labels, groups = pair_prompts(cfg)
     out = {}
     for g in GROUPS:
         pick = torch.tensor([x == g for x in groups])
-        b, a = before[pick], after[pick]
+        b, a, r = before[pick], after[pick], reference[pick]
         attrs = [read_attributes(reader, x) for x in (b, a)] if reader is not None else [None, None]
         out[g] = appearance_drift(b, a, labels[pick], base_classes(cfg.data),
                                   extract_features(evaluator, b), extract_features(evaluator, a),
-                                  extract_early_features(evaluator, b), extract_early_features(evaluator, a), *attrs)
+                                  extract_early_features(evaluator, b), extract_early_features(evaluator, a), *attrs,
+                                  reference=(r, extract_features(evaluator, r)))
     return out
 
 
@@ -181,21 +184,22 @@ def measure_drift(cfg: Config, custom_path, base_path=None, device="cpu") -> tup
     after = model_side(cfg, model, diffusion, test.x, "drift", cc.seed)
     evaluator = load_evaluator(cfg, device)
     reader = attribute_reader(cfg, device) if cfg.data.dataset == "shapes" else None
-    concept = load_split(cfg.data, "test", cache_root(cfg)).only([cfg.data.concept_class])
+    concept = concept_images(custom_cfg, "test")   # a user's folder: its (training) images
     distances = class_distances(extract_features(evaluator, test.x), labels, classes,
-                                extract_features(evaluator, concept.x))
+                                extract_features(evaluator, concept))
     result = {
-        "method": cc.method, "reg": cc.reg, "seed": cc.seed, "custom_checkpoint": str(custom_path),
-        "base_checkpoint": str(base_path), "concept_class": cfg.data.concept_class,
+        "run": run_name(custom_cfg), "method": cc.method, "reg": cc.reg, "seed": cc.seed,
+        "custom_checkpoint": str(custom_path),
+        "base_checkpoint": str(base_path), "concept_class": concept_name(custom_cfg),
         "class_names": list(class_names(cfg.data)), "anchored_classes": anchored_classes(cfg, classes),
         "templates": list(templates(cfg)), "classifier": {"unet_passes_per_image": after["unet_passes"],
                                                           "n_images": len(labels), "schedule": {
             k: getattr(cfg.classifier, k) for k in ("n_timesteps", "stages", "keep", "loss")}}}
     result["semantic"] = semantic_by_group(cfg, labels, base["drift"]["pred"], after["pred"], distances)
     result["semantic_floor"] = semantic_by_group(cfg, labels, base["drift"]["pred"], base["floor"]["pred"])
-    result["appearance"] = appearance_by_group(cfg, base["drift"]["pairs"], after["pairs"], evaluator, reader)
-    result["appearance_floor"] = appearance_by_group(cfg, base["drift"]["pairs"], base["floor"]["pairs"], evaluator,
-                                                     reader)
+    pairs, other_seeds = base["drift"]["pairs"], base["floor"]["pairs"]
+    result["appearance"] = appearance_by_group(cfg, pairs, after["pairs"], other_seeds, evaluator, reader)
+    result["appearance_floor"] = appearance_by_group(cfg, pairs, other_seeds, pairs, evaluator, reader)
     if "attributes" in after:
         _, wanted = attribute_prompts(cfg)
         result["attributes"] = {name: compliance(read_attributes(reader, images), wanted) for name, images in
@@ -203,15 +207,16 @@ def measure_drift(cfg: Config, custom_path, base_path=None, device="cpu") -> tup
                                  ("floor", base["floor"]["attributes"]))}
         result["attribute_reader_accuracy"] = reader.test_accuracy
     concept_prompt = cc.prompt.format(cc.placeholder)
-    concept_imgs = concept.per_class(cfg.classifier.n_images // len(classes)).x
+    concept_imgs = concept[:cfg.classifier.n_images // len(classes)]
     prompts = [templates(cfg)[0].format(c) for c in classes] + [concept_prompt]
     with_concept = classify(cfg, model, diffusion, prompts, concept_imgs, mix_seed(cfg.run.seed, 2, cc.seed))
     metrics = checkpoint.load(custom_path, kind="customized")["metrics"]
-    result["fidelity"] = {**metrics["fidelity"], "n_concept_images": len(concept_imgs),
+    result["fidelity"] = {**metrics["fidelity"], "n_classified_concept_images": len(concept_imgs),
+                          "classified_images": "training images" if cc.images else "held-out test images",
                           "diffusion_classifier_concept_accuracy":
                               (with_concept["pred"] == len(classes)).double().mean().item()}
     result["customization"] = {k: metrics[k] for k in ("steps", "lr", "trainable_parameters", "train_seconds")}
-    result.update(k_images=cc.k_images, prompt=concept_prompt)
+    result.update(k_images=metrics["k_images"], prompt=concept_prompt)
     return result, base["drift"]["pairs"], after["pairs"]
 
 
@@ -238,8 +243,8 @@ def drift_stage(cfg: Config, force: bool = False, custom_path=None, base_path=No
         result["summary"] = (f"held-out classes: accuracy {held['accuracy_before']:.1%} -> {held['accuracy_after']:.1%}, "
                              f"flip rate {held['flip_rate']:.1%} (floor {floor['flip_rate']:.1%}); anchored flip rate "
                              f"{result['semantic']['anchored']['flip_rate']:.1%}; pairwise CDI (held-out classes) "
-                             f"median {result['appearance']['heldout_classes']['cdi_median']:.1f}; concept recognised "
-                             f"{result['fidelity']['recognised']:.0%}")
+                             f"median {result['appearance']['heldout_classes']['cdi_median']:.1f}; concept picked by "
+                             f"the diffusion classifier {result['fidelity']['diffusion_classifier_concept_accuracy']:.0%}")
         result["seconds"] = time.time() - start
         print(f"drift {name}: {result['summary']}")
         return run.finish(result)

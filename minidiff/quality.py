@@ -7,6 +7,7 @@ FD-eval compares them with real test images of those classes.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 from core import captions
 from core.config import Config
@@ -30,14 +31,13 @@ def recognition(cfg: Config, model: TextToImage, diffusion: Diffusion, prompts: 
     return judge(evaluator, images, all_labels, list(class_names(cfg.data))), images
 
 
-def sample_quality(cfg: Config, model: TextToImage, diffusion: Diffusion, classes, device,
-                   n_per_class: int = 30) -> dict:
+def sample_quality(cfg: Config, model: TextToImage, diffusion: Diffusion, classes, device) -> dict:
     """Recognition accuracy and FD-eval of CFG DDIM samples of every class prompt."""
     evaluator = load_evaluator(cfg, device)
     names = class_names(cfg.data)
     prompts = [captions.class_caption(captions.TEMPLATES[cfg.data.dataset][0], c) for c in classes]
-    judged, images = recognition(cfg, model, diffusion, prompts, [names.index(c) for c in classes], n_per_class,
-                                 evaluator)
+    judged, images = recognition(cfg, model, diffusion, prompts, [names.index(c) for c in classes],
+                                 cfg.diffusion.quality_samples, evaluator)
     fd = fd_eval(evaluator, images, reference_statistics(cfg, evaluator, "test", classes))
     dc = cfg.diffusion
     return {"recognised": judged, "fd_eval_vs_test": fd, "n_samples": len(images),
@@ -48,14 +48,19 @@ def sample_quality(cfg: Config, model: TextToImage, diffusion: Diffusion, classe
 
 
 def concept_fidelity(cfg: Config, model: TextToImage, diffusion: Diffusion, prompt: str, evaluator,
-                     concept_real: torch.Tensor) -> tuple[dict, torch.Tensor]:
-    """Does the customized model draw the concept? Evaluator accuracy (10-way, the concept class counts as
-    correct) on cfg.customize.fidelity_samples samples of `prompt`, and the cosine similarity between the
-    mean evaluator features of those samples and of real held-out concept images (uint8 (N, H, W, 3))."""
-    label = class_names(cfg.data).index(cfg.data.concept_class)
-    judged, images = recognition(cfg, model, diffusion, [prompt], [label], cfg.customize.fidelity_samples,
+                     concept_real: torch.Tensor, label: int | None) -> tuple[dict, torch.Tensor]:
+    """Does the customized model draw the concept? On cfg.customize.fidelity_samples samples of `prompt`:
+      recognised           evaluator accuracy, the concept class counting as correct (None for a user's
+                           concept, which the evaluator does not know: label None);
+      feature_similarity   cosine similarity of the mean evaluator features of the samples and of the real
+                           concept images (uint8 (N, H, W, 3));
+      nearest_similarity   mean over samples of the cosine similarity to the nearest real concept image."""
+    labels = [0 if label is None else label]
+    judged, images = recognition(cfg, model, diffusion, [prompt], labels, cfg.customize.fidelity_samples,
                                  evaluator, kind="fidelity")
-    fake, real = extract_features(evaluator, images).mean(0), extract_features(evaluator, concept_real).mean(0)
-    similarity = torch.nn.functional.cosine_similarity(fake, real, dim=0).item()
-    return {"recognised": judged["accuracy"], "mean_confidence": judged["mean_confidence"],
-            "feature_similarity": similarity, "n_samples": len(images)}, images
+    fake, real = (F.normalize(extract_features(evaluator, x), dim=1) for x in (images, concept_real))
+    return {"recognised": None if label is None else judged["accuracy"],
+            "mean_confidence": None if label is None else judged["mean_confidence"],
+            "feature_similarity": F.cosine_similarity(fake.mean(0), real.mean(0), dim=0).item(),
+            "nearest_similarity": (fake @ real.T).max(dim=1).values.mean().item(),
+            "n_samples": len(images), "n_concept_images": len(concept_real)}, images

@@ -51,14 +51,14 @@ def prior_prompt(cfg: Config, base_class_names) -> str:
                                                                 anchored_classes(cfg, base_class_names)[0])
 
 
-def anchor_prompts(cfg: Config, base_class_names, n_attribute: int = 32) -> list[str]:
+def anchor_prompts(cfg: Config, base_class_names) -> list[str]:
     """A: every anchored class under every anchored template, attribute captions of them (shapes), and
     (last) the empty prompt."""
     classes, templates = anchored_classes(cfg, base_class_names), anchored_templates(cfg)
     prompts = [captions.class_caption(t, c) for c in classes for t in templates]
     if cfg.data.dataset == "shapes":
         rng = np.random.default_rng(cfg.run.seed)
-        for i in range(n_attribute):
+        for i in range(cfg.customize.attribute_anchors):
             colour, background = rng.choice(len(captions.shapes.COLOURS), 2, replace=False)
             texture = rng.integers(len(captions.shapes.TEXTURES))
             prompts.append(captions.attribute_caption(templates[i % len(templates)], classes[i % len(classes)],

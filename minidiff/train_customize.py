@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import time
+from pathlib import Path
 
 import torch
 from tqdm import tqdm
@@ -18,11 +19,12 @@ from tqdm import tqdm
 from core import checkpoint
 from core.cache import cache_root, cached
 from core.config import Config
-from core.data import IMAGE_FIELDS, base_classes, load_split, to_float
+from core.data import IMAGE_FIELDS, base_classes, class_names, load_split, to_float
 from core.images import save_grid
 from core.presets import customize_schedule
 from core.runs import RunFolder, run_key, stage_dir
 from core.training import check_finite, count_parameters, mix_seed, random_flip, setup
+from core.user_images import load_image_folder
 from eval.evalnet import evaluator_path, load_evaluator
 from minidiff.customize import prepare, save_customized
 from minidiff.quality import concept_fidelity
@@ -33,13 +35,28 @@ from minidiff.train_diffusion import base_model_path, load_diffusion
 
 
 def run_name(cfg: Config) -> str:
-    """'lora-functional-s0': method, regularizer, repeat seed."""
+    """'lora-functional-s0': method, regularizer, repeat seed (and '-<folder>' for a user's concept)."""
     cc = cfg.customize
-    return f"{cc.method}-{cc.reg}-s{cc.seed}"
+    return f"{cc.method}-{cc.reg}-s{cc.seed}" + (f"-{Path(cc.images).name}" if cc.images else "")
 
 
 def run_dir(cfg: Config):
     return stage_dir(cfg, "customize", run_name(cfg))
+
+
+def concept_images(cfg: Config, split: str) -> torch.Tensor:
+    """uint8 (N, H, W, 3) images of the new concept: the user's folder (customize.images; training images
+    only: a few photos have no held-out part), else the held-out class's images of `split` (train: the
+    first customize.k_images)."""
+    if cfg.customize.images:
+        return load_image_folder(cfg.customize.images, cfg.data.resolution)
+    data = load_split(cfg.data, split, cache_root(cfg)).only([cfg.data.concept_class])
+    return data.per_class(cfg.customize.k_images).x if split == "train" else data.x
+
+
+def concept_name(cfg: Config) -> str:
+    """The concept's name in results: the held-out class, or 'folder <name>' for a user's images."""
+    return f"folder {Path(cfg.customize.images).name}" if cfg.customize.images else cfg.data.concept_class
 
 
 def base_generations(cfg: Config, model, diffusion, prompts: list[str], seeds: list[int], base_fingerprint: str):
@@ -54,8 +71,10 @@ def customize(cfg: Config, force: bool = False) -> dict:
     """Customize (or, if finished before with the same settings, skip); returns the run's metrics."""
     steps, lr = customize_schedule(cfg)
     base_path = base_model_path(cfg)
-    key = run_key(cfg, IMAGE_FIELDS + ("data.concept_class", "customize", "diffusion"), base=base_path,
-                  evaluator=evaluator_path(cfg))
+    anchors = ("drift.heldout_classes", "drift.anchor_templates")  # what the regularizer's anchors may name
+    inputs = {"concept": cfg.customize.images} if cfg.customize.images else {}
+    key = run_key(cfg, IMAGE_FIELDS + ("data.concept_class", "customize", "diffusion") + anchors, base=base_path,
+                  evaluator=evaluator_path(cfg), **inputs)
     key["customize.schedule"] = [steps, lr]
     name = f"customize {run_name(cfg)}"
     with RunFolder(run_dir(cfg), key, force, name) as run:
@@ -74,8 +93,7 @@ def _customize(cfg: Config, run: RunFolder, base_path, steps: int, lr: float) ->
     checkpoint.check_arch(payload, {"data": cfg.data, "clip": cfg.clip, "diffusion": cfg.diffusion}, str(base_path))
     classes = base_classes(cfg.data)
     fingerprint = checkpoint.fingerprint(base_path)
-    concept_train = load_split(cfg.data, "train", cache_root(cfg)).only([cfg.data.concept_class]).per_class(cc.k_images)
-    x0 = to_float(concept_train.x).to(device)
+    x0 = to_float(concept_images(cfg, "train")).to(device)
     prompt = cc.prompt.format(cc.placeholder)
 
     anchors = anchor_prompts(cfg, classes)
@@ -112,19 +130,23 @@ def _customize(cfg: Config, run: RunFolder, base_path, steps: int, lr: float) ->
         history["regularizer"].append(reg)
     seconds = time.time() - start
 
-    metrics = {"stage": "customize", "method": cc.method, "reg": cc.reg, "seed": cc.seed, "steps": steps, "lr": lr,
-               "k_images": cc.k_images, "prompt": prompt, "train_seconds": seconds,
+    metrics = {"stage": "customize", "run": run_name(cfg), "method": cc.method, "reg": cc.reg, "seed": cc.seed,
+               "steps": steps, "lr": lr,
+               "concept": concept_name(cfg), "k_images": len(x0), "prompt": prompt, "train_seconds": seconds,
                "trainable_parameters": count_parameters(params),
                "unet_parameters": count_parameters(p for n, p in model.unet.named_parameters() if ".base." not in n),
                "first_loss": history["loss"][0], "final_loss": history["loss"][-1],
                "regularizer_first": history["regularizer"][0], "regularizer_final": history["regularizer"][-1],
                "base_checkpoint": str(base_path), "base_fingerprint": fingerprint}
-    concept_test = load_split(cfg.data, "test", cache_root(cfg)).only([cfg.data.concept_class])
-    fidelity, samples = concept_fidelity(cfg, model, diffusion, prompt, load_evaluator(cfg, device), concept_test.x)
+    label = None if cc.images else class_names(cfg.data).index(cfg.data.concept_class)
+    fidelity, samples = concept_fidelity(cfg, model, diffusion, prompt, load_evaluator(cfg, device),
+                                         concept_images(cfg, "test"), label)
     metrics["fidelity"] = fidelity
+    recognised = "" if label is None else f"evaluator recognises {fidelity['recognised']:.0%} of them as " \
+                                          f"{cfg.data.concept_class}; "
     metrics["summary"] = (f"{steps} steps in {seconds:.0f}s, {metrics['trainable_parameters']:,} trainable "
-                          f"parameters; evaluator recognises {fidelity['recognised']:.0%} of "
-                          f"{fidelity['n_samples']} samples of '{prompt}' as {cfg.data.concept_class}")
+                          f"parameters; {fidelity['n_samples']} samples of '{prompt}': {recognised}nearest-feature "
+                          f"similarity to the concept images {fidelity['nearest_similarity']:.2f}")
     save_grid(samples[:32], run.folder / "samples.png", nrow=8, scale=max(1, 64 // cfg.data.resolution))
     if run.main:
         save_customized(run.folder / "custom.pt", model, cfg, base_path, metrics)

@@ -1,4 +1,8 @@
-"""Shared test fixtures: small configs, a temporary run folder, and a deterministic torch state."""
+"""Shared test fixtures: small configs, a temporary run folder, a deterministic torch state, CIFAR-10."""
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -73,3 +77,20 @@ def tiny_base_model(out_dir, *extra):
     save_untrained_evaluator(cfg)
     train_diffusion(cfg)
     return cfg
+
+
+SHARED_CIFAR10 = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10"
+
+
+@pytest.fixture(scope="session")
+def cifar10_root(tmp_path_factory):
+    """A folder with CIFAR-10's train.npz/test.npz: the repo's data/cifar10 if unpacked there, else the offline
+    copy in ../shared/data/cifar10 unpacked once per session; skipped where neither exists (a user's clone)."""
+    local = Path(__file__).resolve().parents[1] / "data" / "cifar10"
+    if (local / "train.npz").exists() and (local / "test.npz").exists():
+        return local
+    if not (SHARED_CIFAR10 / "unpack.py").exists():
+        pytest.skip(f"no CIFAR-10 copy: neither {local} nor the offline pack {SHARED_CIFAR10} exists")
+    out = tmp_path_factory.mktemp("cifar10")
+    subprocess.run([sys.executable, str(SHARED_CIFAR10 / "unpack.py"), str(out)], check=True, capture_output=True)
+    return out

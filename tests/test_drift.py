@@ -93,7 +93,7 @@ def test_report_is_self_contained(tmp_path):
     semantic = semantic_drift(torch.tensor([0, 1, 2]), torch.tensor([0, 1, 2]), torch.tensor([0, 0, 2]), CLASSES)
     appearance = appearance_drift(images, images, gen_labels, CLASSES, feats, feats, early, early)
     groups = ("anchored", "heldout_classes", "heldout_templates", "heldout_both")
-    result = {"method": "full", "reg": "none", "seed": 0, "semantic": dict.fromkeys(groups, semantic),
+    result = {"run": "full-none-s0", "method": "full", "reg": "none", "seed": 0, "semantic": dict.fromkeys(groups, semantic),
               "semantic_floor": dict.fromkeys(groups, semantic), "appearance": dict.fromkeys(groups, appearance),
               "appearance_floor": dict.fromkeys(groups, appearance),
               "fidelity": {"recognised": 0.7, "diffusion_classifier_concept_accuracy": 0.5},
@@ -118,7 +118,7 @@ def test_tables_give_mean_and_std_over_repeats_and_one_floor_per_repeat():
     for (reg, seed), flip in flips.items():
         group = {"flip_rate": flip, "mean_change": -flip}
         floor = {"flip_rate": 0.01 * (seed + 1), "mean_change": 0.0}
-        results.append({"method": "full", "reg": reg, "seed": seed,
+        results.append({"method": "full", "reg": reg, "seed": seed, "concept_class": "heart",
                         "fidelity": {"recognised": 0.7, "diffusion_classifier_concept_accuracy": 0.5},
                         "semantic": dict.fromkeys(("anchored", "heldout_classes", "heldout_templates"), group),
                         "semantic_floor": dict.fromkeys(("anchored", "heldout_classes", "heldout_templates"), floor)})

@@ -86,3 +86,9 @@ def test_force_clears_the_folder_before_the_run(tmp_path):
 
 def test_differences_lists_every_changed_entry():
     assert differences({"a": 1, "b": 2}, {"a": 1, "b": 3, "c": 4}) == ["b: 2 -> 3", "c: (none) -> 4"]
+
+
+def test_a_field_added_later_counts_only_away_from_its_default():
+    old = {"run.seed": 0, "diffusion.lr": 0.003}
+    assert differences(old, {**old, "data.shapes_train_size": 20000}) == []        # added, at its default
+    assert differences(old, {**old, "data.shapes_train_size": 5}) == ["data.shapes_train_size: (none) -> 5"]

@@ -1,0 +1,70 @@
+"""A user's own concept: a folder of 3-20 PNG or JPEG images of any size, made into training images.
+
+Each image is centre-cropped to a square and resized to the preset's resolution (Pillow's antialiased
+LANCZOS filter). Image modes are handled explicitly:
+  RGB, CMYK, YCbCr, 8-bit palette           converted to RGB
+  grayscale (L, 1), 16-bit grayscale (I;16)  replicated to three channels (16-bit scaled to 8 bits)
+  transparency (RGBA, LA, palette + alpha)   composited onto a white background
+Anything else, a file Pillow cannot read, or a file that is not .png/.jpg/.jpeg, stops with a DataError
+naming the file. Hidden files (.DS_Store, ...) are skipped.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from core.errors import DataError
+
+SUFFIXES = (".png", ".jpg", ".jpeg")
+MIN_IMAGES, MAX_IMAGES = 3, 20
+
+
+def to_rgb(image: Image.Image, path: Path) -> Image.Image:
+    """The image as 8-bit RGB (see the module docstring for each mode)."""
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+        values = np.asarray(image, dtype=np.float64)
+        top = 65535.0 if image.mode.startswith("I;16") or values.max() > 255 else 255.0
+        return Image.fromarray((values / top * 255).round().astype(np.uint8)).convert("RGB")
+    if image.mode == "P":
+        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+    if image.mode in ("RGBA", "LA", "PA", "RGBa"):
+        white = Image.new("RGBA", image.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, image.convert("RGBA")).convert("RGB")
+    if image.mode in ("RGB", "L", "1", "CMYK", "YCbCr"):
+        return image.convert("RGB")
+    raise DataError(f"{path}: image mode {image.mode!r} is not supported; save it as an 8-bit RGB PNG or JPEG")
+
+
+def centre_square(image: Image.Image, resolution: int) -> np.ndarray:
+    """Centre-crop to the largest square, then resize to resolution x resolution: (H, W, 3) uint8."""
+    w, h = image.size
+    side = min(w, h)
+    left, top = (w - side) // 2, (h - side) // 2
+    square = image.crop((left, top, left + side, top + side))
+    return np.asarray(square.resize((resolution, resolution), Image.LANCZOS), dtype=np.uint8)
+
+
+def load_image_folder(folder: str | Path, resolution: int) -> torch.Tensor:
+    """The folder's images as uint8 (N, resolution, resolution, 3), in file-name order."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DataError(f"customize.images={folder}: not a folder")
+    files = sorted(f for f in folder.iterdir() if not f.name.startswith("."))
+    others = [f.name for f in files if f.suffix.lower() not in SUFFIXES or not f.is_file()]
+    if others:
+        raise DataError(f"{folder}: {others[0]} is not a .png/.jpg/.jpeg file (the folder must hold only the "
+                        f"concept's images)")
+    if not MIN_IMAGES <= len(files) <= MAX_IMAGES:
+        raise DataError(f"{folder} holds {len(files)} images; a concept needs {MIN_IMAGES} to {MAX_IMAGES}")
+    images = []
+    for f in files:
+        try:
+            with Image.open(f) as image:
+                image.load()
+                images.append(centre_square(to_rgb(image, f), resolution))
+        except (UnidentifiedImageError, OSError, SyntaxError) as err:
+            raise DataError(f"{f} is not a readable image ({type(err).__name__}: {err})") from None
+    return torch.from_numpy(np.stack(images))
