@@ -54,7 +54,7 @@ ABLATION = (  # (generator, selfinit, ssl, head): the rows of the paper's ablati
     ("hypermod", True, "barlow", "lowrank"),
     ("hypermod", True, "barlow", "dense"),
 )
-CURVE = tuple(row for row in ABLATION if row[3] == "lowrank")  # the data-efficiency curve's variants
+CURVE = tuple(ABLATION[i] for i in (0, 1, 2, 4))  # the data-efficiency curve: scratch, finetune, hypermod (+ all)
 CURVE_K = {"quick": (3, 10, 30, 100), "cifar10": (10, 30, 100)}  # its images per target class, per preset
 MONITOR_POINTS = 8              # class separation measured this many times over a transfer (and at step 0)
 
@@ -135,6 +135,8 @@ def transfer_gan(cfg: Config, force: bool = False) -> dict:
 
 
 def _transfer(cfg: Config, run: RunFolder, device) -> dict:
+    # every draw below comes from `seed`: the self-init check samples from seed + 1..3, the quality samples
+    # from seed + 10, the class separation from seed + 20 (during training) and seed + 30 (at the end)
     t, targets, out, seed = cfg.transfer, cfg.data.target_classes, run.folder, transfer_seed(cfg)
     data, images, local = few_shot_targets(cfg)
     torch.manual_seed(seed)                              # new heads (G and D); then the training draws

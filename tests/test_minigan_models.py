@@ -8,6 +8,7 @@ from minigan.augment import diff_augment
 from minigan.discriminator import Discriminator, conditional_from_unconditional, minibatch_stddev
 from minigan.generator import ConditionalGenerator, Generator
 from minigan.hypermod import HyperModulatedGenerator
+from minigan.quality import memorization
 from minigan.selfinit import self_initialize
 from minigan.separation import class_separation, embedding_sensitivity, separation_ratio
 
@@ -202,6 +203,18 @@ def test_class_separation_of_a_generator():
     with torch.no_grad():
         cg.class_embed.weight.normal_(0, 3.0)
     assert class_separation(cg, 3, n=16, seed=0)["pixels"] > 0.05
+
+
+def test_memorization_known_answers():
+    """Copies of the training images: NN ratio ~0, every sample nearer than 95% of the test images; fresh
+    draws from the data distribution: ratio ~1 and ~5% of the samples that near."""
+    torch.manual_seed(0)
+    train, test = torch.randn(10, 8), torch.randn(1000, 8)
+    copies = train[torch.randint(10, (400,))] + 1e-3 * torch.randn(400, 8)
+    m = memorization(copies, test, train)
+    assert m["nn_ratio"] < 0.01 and m["copy_share"] == 1
+    m = memorization(torch.randn(4000, 8), test, train)
+    assert m["nn_ratio"] == pytest.approx(1, abs=0.1) and m["copy_share"] == pytest.approx(0.05, abs=0.02)
 
 
 # -------------------------------------------------------------------------------------- discriminator
