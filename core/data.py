@@ -104,7 +104,7 @@ def _load_cifar10(root: str, split: str) -> tuple[np.ndarray, np.ndarray]:
                 x, y = f["x"], f["y"]
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
             raise DataError(f"{npz} is not a readable CIFAR-10 file with arrays x and y ({type(err).__name__}: "
-                            f"{err}); unpack it again (`python ../shared/data/cifar10/unpack.py DIR`)") from None
+                            f"{err}); write it again from your CIFAR-10 copy") from None
         if x.ndim != 4 or x.shape[1:] != (32, 32, 3) or x.dtype != np.uint8 or len(x) != len(y):
             raise DataError(f"{npz}: expected x uint8 (N, 32, 32, 3) and y (N,), got x {x.dtype} {x.shape}, "
                             f"y {y.shape}")
@@ -119,6 +119,6 @@ def _load_cifar10(root: str, split: str) -> tuple[np.ndarray, np.ndarray]:
     except Exception as err:  # no network, no files: say where the data can come from
         raise DataError(
             f"CIFAR-10 not found: no {npz} and torchvision could not download it ({err}). Either give "
-            f"--data.root=DIR with DIR/train.npz and DIR/test.npz (x uint8 N,32,32,3; y int64), e.g. "
-            f"`python ../shared/data/cifar10/unpack.py DIR`, or run once with a network.") from None
+            f"--data.root=DIR with DIR/train.npz and DIR/test.npz (x uint8 N,32,32,3; y int64 in 0..9), or run "
+            f"once with a network (torchvision downloads it into --data.root).") from None
     return np.asarray(ds.data), np.asarray(ds.targets, dtype=np.int64)
