@@ -7,7 +7,7 @@
 Each stage that `python train.py --preset P --seeds N` runs (train.paper2, then train.paper1) is built with
 the project's constructors at the preset's widths, and one optimizer step of its own training code
 (training_step, customization_loss, GanTrainer.d_step + g_step, evalnet.fit, self_initialize) runs on the
-CPU, counted three ways:
+CPU (bench/steps.py), counted three ways (bench/counting.py):
   FLOPs        torch.utils.flop_counter's formulas (FlopCounterMode's): matmuls, convolutions, attention;
                forward, backward, R1's double backward; 2 FLOPs per multiply-add. Normalisations,
                activations, optimizer and EMA updates are not counted (memory-bound: one reason MFU is low).
@@ -38,37 +38,27 @@ them (under 6% of their stage's FLOPs, and those stages are held at the launch f
 from __future__ import annotations
 
 import argparse
-import copy
-import dataclasses
 
 import torch
-import torch.nn.functional as F
-from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils.flop_counter import flop_registry
 
 import train
 from bench.common import hardware, save
-from core import captions
+from bench.counting import at_batch
+from bench.steps import (clip_step, customize_step, diffusion_step, evaluator_step, gan_models, gan_step,
+                         selfinit_step, text_to_image, unet_flops)
 from core.cli import make_config
 from core.config import Config
-from core.data import ImageSet, base_classes, class_names
+from core.data import base_classes, class_names
 from core.presets import PRESETS, customize_schedule
-from core.training import EMA, count_parameters, weight_decay_groups
-from eval.evalnet import Evaluator, fit
+from core.training import count_parameters
+from eval.evalnet import Evaluator
 from minidiff.classifier import stage_grid
 from minidiff.clip import TextEncoder, TinyClip
 from minidiff.customize import prepare
-from minidiff.diffusion import Diffusion
-from minidiff.regularizers import anchor_prompts, prior_prompt
+from minidiff.regularizers import anchor_prompts
 from minidiff.train_clip import build_tokenizer
-from minidiff.train_customize import customization_loss, run_name as customize_name
-from minidiff.train_diffusion import build_model, training_step
-from minigan.generator import ConditionalGenerator
-from minigan.hypermod import HyperModulatedGenerator
-from minigan.loop import GanTrainer
-from minigan.pretrain import build_discriminator, build_generator, pretrain_spec
-from minigan.selfinit import self_initialize
-from minigan.transfer import run_name as transfer_name, transfer_spec
+from minidiff.train_customize import run_name as customize_name
+from minigan.transfer import run_name as transfer_name
 
 PEAK = {"bf16": 989.4e12, "tf32": 494.7e12}      # FLOP/s, H100 SXM dense (datasheet / 2)
 MFU = {"central": 0.10, "high": 0.20, "low": 0.05}
@@ -76,165 +66,9 @@ OP_SECONDS = 10e-6                                # CPU time per eager op: the l
 FP32 = 4                                          # bytes per value
 
 
-class Counter(TorchDispatchMode):
-    """FLOPs (flop_registry's formulas, applied as FlopCounterMode does; its module tracker rejects the
-    parameter views that no_grad code makes, e.g. the GAN's const.expand) and ops (views excluded)."""
-
-    def __init__(self):
-        super().__init__()
-        self.flops = self.ops = 0
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        if func._overloadpacket not in flop_registry:    # a composite op: count what it decomposes into
-            with self:
-                out = func.decompose(*args, **kwargs)
-            if out is not NotImplemented:
-                return out
-        out = func(*args, **kwargs)
-        self.ops += not func.is_view
-        if func._overloadpacket in flop_registry:
-            self.flops += flop_registry[func._overloadpacket](*args, **kwargs, out_val=out)
-        return out
-
-
-def count(step, params) -> dict:
-    """FLOPs, bytes saved for backward (storages of `params` excluded) and ops of one call of step()."""
-    skip = {p.untyped_storage().data_ptr() for p in params}
-    saved, alive = {}, []                         # alive: no saved storage is freed and its address reused
-
-    def pack(t):
-        s = t.untyped_storage()
-        if s.data_ptr() not in skip:
-            saved[s.data_ptr()] = s.nbytes()
-            alive.append(t)
-        return t
-    with Counter() as counter, torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        step()
-    return {"flops": counter.flops, "saved_bytes": sum(saved.values()), "ops": counter.ops}
-
-
-def at_batch(make, b: int, B: int) -> dict:
-    """count() of make(b) and make(2b) (each returns (step, params)), extrapolated linearly to batch B."""
-    small, large = (count(*make(n)) for n in (b, 2 * b))
-    grow = lambda key: small[key] + (large[key] - small[key]) * (B - b) / b
-    return {"flops": grow("flops"), "saved_bytes": grow("saved_bytes"), "ops": large["ops"], "batch": B,
-            "counted_at_batch": [b, 2 * b]}
-
-
 def state_bytes(total: int, trainable: int, slots: int = 2, ema: int = 0) -> int:
     """Weights, gradients, optimizer moments (Adam: 2 slots, SGD momentum: 1) and EMA copies, float32."""
     return FP32 * (total + trainable * (1 + slots) + ema)
-
-
-def images(cfg: Config, n: int) -> torch.Tensor:
-    return torch.rand(n, 3, cfg.data.resolution, cfg.data.resolution) * 2 - 1
-
-
-def fake_split(cfg: Config, n: int) -> ImageSet:
-    """n random uint8 images labelled with the base classes (shapes: attributes 0), as a training split."""
-    names, base, r = class_names(cfg.data), base_classes(cfg.data), cfg.data.resolution
-    y = torch.tensor([names.index(base[i % len(base)]) for i in range(n)])
-    attrs = torch.zeros(n, 3, dtype=torch.long) if cfg.data.dataset == "shapes" else None
-    return ImageSet(torch.randint(256, (n, r, r, 3), dtype=torch.uint8), y, attrs, names)
-
-
-def text_to_image(cfg: Config):
-    tokenizer = build_tokenizer(cfg)
-    return build_model(cfg, TextEncoder(len(tokenizer), cfg.clip), tokenizer)
-
-
-# ------------------------------------------------------------------------------ one step of each stage
-
-def clip_step(cfg: Config, b: int):
-    tokenizer = build_tokenizer(cfg)
-    model = TinyClip(len(tokenizer), cfg.clip)
-    opt = torch.optim.AdamW(weight_decay_groups(model, cfg.clip.weight_decay), lr=cfg.clip.lr, foreach=True)
-    base, template = base_classes(cfg.data), captions.TEMPLATES[cfg.data.dataset][0]
-    tokens = tokenizer([captions.class_caption(template, base[i % len(base)]) for i in range(b)])
-    ids, x = torch.unique(tokens, dim=0, return_inverse=True)[1], images(cfg, b)
-    return lambda: (opt.zero_grad(), model(x, tokens, ids).backward(), opt.step()), list(model.parameters())
-
-
-def evaluator_step(cfg: Config, b: int):
-    model, split = Evaluator(cfg.evalnet, len(class_names(cfg.data))), fake_split(cfg, b)
-    ec = dataclasses.replace(cfg.evalnet, batch_size=b, epochs=1, warmup_epochs=0)  # fit(): exactly one step
-    return lambda: fit(model, split.x, lambda logits, i: F.cross_entropy(logits, split.y[i]), ec, 0, "count"), \
-        list(model.parameters())
-
-
-def diffusion_step(cfg: Config, b: int):
-    model, split = text_to_image(cfg), fake_split(cfg, 64)
-    opt = torch.optim.AdamW(model.unet.parameters(), lr=cfg.diffusion.lr, foreach=True)
-    ema = EMA(model.unet, cfg.diffusion.ema_decay)
-    args = (cfg.updated("diffusion", batch_size=b), model, model.unet,
-            Diffusion(cfg.diffusion.timesteps, cfg.diffusion.schedule), opt, ema, images(cfg, 64), split, 0)
-    return lambda: training_step(*args), list(model.parameters()) + list(ema.model.parameters())
-
-
-def customize_step(cfg: Config, b: int):
-    """customization_loss + backward + clipped step on b concept images, set up as _customize does."""
-    cc, classes = cfg.customize, base_classes(cfg.data)
-    model, diffusion = text_to_image(cfg), Diffusion(cfg.diffusion.timesteps, cfg.diffusion.schedule)
-    anchors, extra = anchor_prompts(cfg, classes), {}
-    if cc.method == "full+prior":
-        extra["prior"] = (prior_prompt(cfg, classes), images(cfg, cc.n_prior_images))
-    if cc.reg == "functional":                   # the frozen copy, and one base image per anchor
-        extra["frozen"] = copy.deepcopy(model).requires_grad_(False).eval()
-        one = torch.ones(len(anchors), dtype=torch.long)
-        extra["anchor_images"] = (images(cfg, len(anchors)), torch.cumsum(one, 0) - one, one)
-    params = prepare(model, cfg, classes)
-    if cc.reg == "l2":
-        extra["initial"] = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
-    opt, x0 = torch.optim.AdamW(params, foreach=True), images(cfg, b)
-    prompt = cc.prompt.format(cc.placeholder)
-    model.eval()
-
-    def step():
-        opt.zero_grad(set_to_none=True)
-        customization_loss(cfg, model, diffusion, x0, prompt, anchors, extra)[0].backward()
-        torch.nn.utils.clip_grad_norm_(params, cfg.diffusion.grad_clip)
-        opt.step()
-    return step, list(model.parameters()) + (list(extra["frozen"].parameters()) if "frozen" in extra else [])
-
-
-def gan_models(cfg: Config, transfer: bool):
-    """(G, D, G's parameter groups, labels, classes) of pretraining or of a transfer row, fresh weights (as
-    minigan.transfer.build_models; scratch and finetune have the same shapes)."""
-    G, t, n = build_generator(cfg), cfg.transfer, len(cfg.data.target_classes)
-    if not transfer:
-        return G, build_discriminator(cfg), [{"params": list(G.parameters())}], None, 0
-    if t.generator == "hypermod":
-        G = HyperModulatedGenerator(G, n, head=t.head, rank=t.rank, embed_dim=t.embed_dim)
-        groups = G.parameter_groups(t.lr, t.class_lr_mul)
-    else:
-        G = ConditionalGenerator(G, n)
-        groups = [{"params": G.trainable_parameters()}]
-    return G, build_discriminator(cfg, n), groups, torch.randint(n, (256,)), n
-
-
-def gan_step(cfg: Config, b: int, transfer: bool, r1: bool):
-    """D step (with or without the lazy R1 term) + G step of minigan/loop.py at batch b."""
-    G, D, groups, labels, n = gan_models(cfg, transfer)
-    spec = dataclasses.replace(transfer_spec(cfg) if transfer else pretrain_spec(cfg), batch_size=b)
-    trainer = GanTrainer(G, D, groups, cfg.gan.z_dim, images(cfg, 256), labels, n, spec, "count")
-    trainer.step = 0 if r1 else 1                 # R1 runs when step % r1_every == 0
-    for group in trainer.opt_g.param_groups + trainer.opt_d.param_groups:
-        group["foreach"] = True                   # multi-tensor updates, as on CUDA: the GPU's op count
-    return lambda: (trainer.d_step(), trainer.g_step()), list(G.parameters()) + list(D.parameters())
-
-
-def selfinit_step(cfg: Config, b: int):
-    G, t = gan_models(cfg, transfer=True)[0], cfg.transfer
-    return lambda: self_initialize(G, 1, b, t.selfinit_lr, t.selfinit_class_lr_mul, progress=False), \
-        list(G.parameters())
-
-
-@torch.no_grad()
-def unet_flops(cfg: Config, b: int = 2) -> float:
-    """FLOPs per image of one UNet pass: a DDIM step costs 2 of them with guidance, a classifier score 1."""
-    model, x = text_to_image(cfg).eval(), images(cfg, b)
-    return count(lambda: model(x, torch.zeros(b, dtype=torch.long), model.encode([""] * b)), [])["flops"] / b
 
 
 # ------------------------------------------------------------------------------ the stages of a run
