@@ -24,17 +24,19 @@ from eval.report import mean_std
 from minigan.pretrain import pretrain_gan
 from minigan.transfer import transfer_gan
 
-CONTROLS = {  # name -> overrides; the first is the preset's own setting
-    "default": [],
+CONTROLS = {  # name -> overrides, in the order they run (the default, shared with the ablation, last)
     "class_lr_mul=0.001": ["--transfer.class_lr_mul=0.001"],             # official transfer multiplier
-    "class_lr_mul=0.001+selfinit_noise=0.1": ["--transfer.class_lr_mul=0.001", "--transfer.selfinit_noise=0.1"],
+    "class_lr_mul=0.001+noise=0.1": ["--transfer.class_lr_mul=0.001", "--transfer.selfinit_noise=0.1"],
+    "selfinit_noise=0.1": ["--transfer.selfinit_noise=0.1"],             # symmetry breaking (official: none)
     "selfinit_class_lr_mul=1": ["--transfer.selfinit_class_lr_mul=1"],   # the class network at the full rate
     "d_class_init=copy": ["--transfer.d_class_init=copy"],               # official: random class heads
     "d_class_lr_mul=1": ["--transfer.d_class_lr_mul=1"],                 # official: one rate for all of D
     "r1_gamma=10": ["--transfer.r1_gamma=10"],                           # official (StyleGAN v1, 256 px)
     "augment=none": ["--transfer.augment="],                             # official: no DiffAugment
-    "augment+cutout": ["--transfer.augment=color,translation,cutout"],
+    "default": [],
 }
+VARIANT = ["--transfer.generator=hypermod", "--transfer.selfinit=true", "--transfer.ssl=barlow",
+           "--transfer.head=lowrank"]
 FIGURES = {"accuracy_among_targets": lambda r: r["quality"]["accuracy_among_targets"],
            "accuracy": lambda r: r["quality"]["accuracy"], "fd_eval_intra": lambda r: r["quality"]["fd_eval_intra"],
            "recall": lambda r: r["quality"]["recall"], "nn_ratio": lambda r: r["quality"]["nn_ratio"],
@@ -74,13 +76,13 @@ def main():
               "seeds": args.seeds, "overrides": overrides, "controls": {}}
     for name in names:
         out = control_dir(cfg.run.out_dir, args.preset, name)
-        runs = [transfer_gan(make_config(args.preset, [*overrides, *CONTROLS[name], f"--run.out_dir={out}",
-                                                       f"--transfer.seed={seed}"], ("evalnet", "gan")))
+        settings = [*overrides, *VARIANT, *CONTROLS[name], f"--run.out_dir={out}"]
+        runs = [transfer_gan(make_config(args.preset, [*settings, f"--transfer.seed={seed}"], ("evalnet", "gan")))
                 for seed in range(args.seeds)]
         result["controls"][name] = {"overrides": CONTROLS[name], **{
             key: {"mean_std": mean_std([f(r) for r in runs]), "per_seed": [f(r) for r in runs]}
             for key, f in FIGURES.items()}}
-    save(stage_dir(cfg, "bench", "gan_departures.json"), result)
+        save(stage_dir(cfg, "bench", "gan_departures.json"), result)   # after each control: partial runs count
 
 
 if __name__ == "__main__":
