@@ -5,7 +5,7 @@
     python evaluate.py fid --images samples.npz --ref cifar10:train --net inception --download
     python evaluate.py sample --ckpt runs/quick/diffusion/last.pt --prompt "a photo of a star" --n 64
     python evaluate.py classify --preset quick
-    python evaluate.py drift --custom runs/quick/customize/full-none/custom.pt
+    python evaluate.py drift --custom runs/quick/customize/full-none-s0/custom.pt
     python evaluate.py export --class heart --n 5 --out my_concept   # a class's test images as PNGs
     python evaluate.py report --preset quick        # writes only runs/quick/report.html (or --out)
     python evaluate.py table --preset quick         # prints the results tables; writes nothing

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from eval.colour import (colour_drift_index, gram_distance, gram_matrices, mean_colour_delta_e, psnr,
-                         srgb_to_lab)
+                         set_colour_distance, srgb_to_lab)
 
 # reference CIELAB values (D65, 2-degree observer) of sRGB primaries
 LAB_REFERENCE = [
@@ -149,3 +149,40 @@ def test_gram_distance_zero_and_positive():
     expected = (9 * (g ** 2).sum(axis=(1, 2))).mean()
     assert gram_distance(feats, 2 * feats) == pytest.approx(expected, rel=1e-12)
     assert gram_distance(feats, feats + 0.1) > 0
+
+
+# ----------------------------------------------------------------------------------------------------------
+# pairwise vs set-level colour: what each isolates, on rendered shapes (controlled changes)
+
+def _stars(n=64, **change):
+    """n rendered 16x16 stars with their sampled attributes, each with `change` applied (e.g. size=...)."""
+    import dataclasses
+
+    from core import shapes
+    attrs = [shapes.sample_attributes(0, "test", i, label=shapes.CLASSES.index("star")) for i in range(n)]
+    return np.stack([shapes.render(dataclasses.replace(a, **change.get("f", lambda a: {})(a)), 16) for a in attrs])
+
+
+def test_reassigning_colours_to_seeds_moves_pairwise_cdi_not_the_set_distance():
+    """A model that keeps its colour distribution but gives each seed another image's colours (a permutation
+    of the set) is the case the drift table separates: the pairwise CDI reads it as large drift, the set-level
+    distance as exactly none, the same as a set compared with itself."""
+    stars = _stars()
+    shuffled = stars[np.roll(np.arange(len(stars)), 1)]
+    assert colour_drift_index(stars, shuffled)["median"] > 20
+    distance = set_colour_distance(stars, shuffled)
+    assert distance["set_cdi"] == 0.0                     # the same pixels: the same quantiles exactly
+    assert distance["delta_e"] == pytest.approx(0.0, abs=1e-9)   # the same mean, up to summation order
+
+
+def test_a_uniform_colour_shift_moves_both_and_a_small_size_change_little():
+    """A real colour change (+15 red everywhere) moves the set distance by about as much as the pairwise
+    one; a 10% larger shape, same colours, moves both far less than a swap of colours between seeds."""
+    stars = _stars()
+    red = _add(stars, 15, channels=(0,))
+    pairwise, sets = colour_drift_index(stars, red)["cdi"], set_colour_distance(stars, red)["set_cdi"]
+    assert sets > 0.7 * pairwise > 0
+    larger = _stars(f=lambda a: {"size": min(a.size * 1.1, 0.95)})
+    swapped = stars[np.roll(np.arange(len(stars)), 1)]
+    assert set_colour_distance(stars, larger)["set_cdi"] < 0.5 * colour_drift_index(stars, swapped)["cdi"]
+    assert colour_drift_index(stars, larger)["cdi"] < 0.5 * colour_drift_index(stars, swapped)["cdi"]
