@@ -332,19 +332,21 @@ def gan_section(run: Path) -> str:
 
 def markdown_tables(run: Path) -> str:
     """The results tables of a run folder as markdown (what the README quotes)."""
-    text = "## Open-world forgetting\n"
-    for title, header, rows in drift_tables(drift_results(run)):
-        text += f"\n### {title}\n\n{markdown_table(header, rows)}\n"
-    text += f"\n{DRIFT_NOTE}"
+    text, drift = "", drift_results(run)
+    if drift:
+        text += "## Open-world forgetting\n"
+        for title, header, rows in drift_tables(drift):
+            text += f"\n### {title}\n\n{markdown_table(header, rows)}\n"
+        text += f"\n{DRIFT_NOTE}\n\n"
     gan = gan_results(run)
     if gan:
         ablation = [r for r in gan if r["k_per_target"] == ablation_k(gan)]
-        text += (f"\n\n## GAN transfer\n\n{gan_intro(run, gan)}\n\n{markdown_table(GAN_HEADER, gan_rows(ablation))}"
+        text += (f"## GAN transfer\n\n{gan_intro(run, gan)}\n\n{markdown_table(GAN_HEADER, gan_rows(ablation))}"
                  f"\n\n{GAN_NOTE}")
     if len({r["k_per_target"] for r in gan}) > 1:
         header, rows, _ = gan_curve(gan)
         text += f"\n\n## GAN data efficiency\n\n{markdown_table(header, rows)}"
-    return text
+    return text or f"no finished drift or GAN transfer runs in {run}"
 
 
 def write_report(run: Path, out: Path) -> Path:
