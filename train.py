@@ -2,7 +2,8 @@
 
     python train.py                       # every stage, quick preset (shapes, CPU), then runs/quick/report.html
     python train.py --preset cifar10      # the same at full scale on one GPU
-    python train.py clip                  # one stage: clip | eval-net | diffusion | customize | gan-pretrain | gan-transfer
+    python train.py clip                  # one stage: clip | eval-net | diffusion | customize | gan-pretrain |
+                                          #            gan-transfer
     python train.py diffusion --diffusion.lr=1e-4
     python train.py customize --method lora --reg functional
     python train.py gan-transfer --transfer.generator=finetune --transfer.selfinit=false

@@ -18,7 +18,8 @@ from core.validate import MODELS, validate
 from core.errors import ConfigError
 
 
-def make_config(preset: str = "quick", overrides: typing.Sequence[str] = (), models: tuple[str, ...] = MODELS) -> Config:
+def make_config(preset: str = "quick", overrides: typing.Sequence[str] = (),
+                models: tuple[str, ...] = MODELS) -> Config:
     """The named preset with command-line style overrides applied, validated (the image resolution against
     `models`: the ones the command will build, every model by default)."""
     if preset not in PRESETS:

@@ -87,7 +87,8 @@ def _check_drift_split(cfg: Config) -> None:
     n = len(TEMPLATES[cfg.data.dataset])
     if not d.template < d.anchor_templates <= d.heldout_template < n:
         raise ConfigError(f"need drift.template < drift.anchor_templates <= drift.heldout_template < {n} (the "
-                          f"{cfg.data.dataset} templates), got {d.template}, {d.anchor_templates}, {d.heldout_template}")
+                          f"{cfg.data.dataset} templates), got {d.template}, {d.anchor_templates}, "
+                          f"{d.heldout_template}")
 
 
 def _check_unet(cfg: Config) -> None:

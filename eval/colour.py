@@ -3,9 +3,10 @@ Gram distance.
 
 Appearance drift compares images generated from the same prompt and seed before and after customization,
 so the pairwise functions take two image sets of the same shape where images_a[i] and images_b[i] form a
-pair; set_colour_distance compares two sets as distributions. Images are uint8 RGB of shape (N, H, W, 3), given as numpy arrays
-or torch tensors (channels last, as images are saved; a float or channels-first input is refused rather
-than guessed at). Arithmetic is float64 in numpy; arrays come back as numpy float64, scalars as floats.
+pair; set_colour_distance compares two sets as distributions. Images are uint8 RGB of shape (N, H, W, 3),
+given as numpy arrays or torch tensors (channels last, as images are saved; a float or channels-first input
+is refused rather than guessed at). Arithmetic is float64 in numpy; arrays come back as numpy float64,
+scalars as floats.
 """
 
 import numpy as np

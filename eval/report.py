@@ -166,7 +166,8 @@ def drift_values(results: list[dict], columns, floor) -> dict[str, dict[str, lis
 def drift_rows(results: list[dict], columns, floor) -> list[list]:
     """One row per method / regularizer, cells mean +- std over its repeats; then the floor row."""
     values = drift_values(results, columns, floor)
-    return [[name, len(next(iter(cells.values())))] + [spread(cells[h], scale, digits) for h, _, scale, digits in columns]
+    return [[name, len(next(iter(cells.values())))]
+            + [spread(cells[h], scale, digits) for h, _, scale, digits in columns]
             for name, cells in values.items()]
 
 
@@ -190,8 +191,8 @@ def diffusion_section(run: Path) -> str:
     base, clip = read_metrics(run / "diffusion"), read_metrics(run / "clip")
     parts = ["<h2>1. Open-world forgetting in diffusion customization</h2>"]
     if base:
-        parts.append(f"<p>Base text-to-image DDPM: {base['unet_parameters']:,} UNet parameters; {esc(base['summary'])}. "
-                     f"Tiny-CLIP zero-shot accuracy on base-class test images: "
+        parts.append(f"<p>Base text-to-image DDPM: {base['unet_parameters']:,} UNet parameters; "
+                     f"{esc(base['summary'])}. Tiny-CLIP zero-shot accuracy on base-class test images: "
                      f"{pct(clip.get('zero_shot_test', {}).get('accuracy'))}.</p>")
         parts.append(image(run / "diffusion" / "samples.png", "base model: one row per base-class prompt"))
     if not results:
@@ -219,7 +220,8 @@ def diffusion_section(run: Path) -> str:
                  "class under the anchored template; left half the base model, right half the customized model.</p>")
     parts += [image(run / "drift" / r["run"] / "pairs.png", name, width=400) for name, r in zip(conditions, first)]
     parts.append("<h3>Concept samples</h3>")
-    parts += [image(run / "customize" / r["run"] / "samples.png", name, width=260) for name, r in zip(conditions, first)]
+    parts += [image(run / "customize" / r["run"] / "samples.png", name, width=260)
+              for name, r in zip(conditions, first)]
     return "\n".join(parts)
 
 
@@ -274,11 +276,13 @@ def gan_rows(results: list[dict]) -> list[list[str]]:
         rows.append([name, len(runs), f"{r0['trainable_parameters']:,} "
                      f"({100 * r0['trainable_parameters'] / r0['base_g_parameters']:.0f}%)",
                      spread([x["accuracy_among_targets"] for x in q], 100, unit="%"),
-                     spread([x["accuracy"] for x in q], 100, unit="%"), spread([x["fd_eval_intra"] for x in q], digits=2),
+                     spread([x["accuracy"] for x in q], 100, unit="%"),
+                     spread([x["fd_eval_intra"] for x in q], digits=2),
                      spread([x["precision"] for x in q], digits=2), spread([x["recall"] for x in q], digits=2),
                      spread([x["nn_ratio"] for x in q], digits=2),
                      spread([r["class_separation"]["features"] for r in runs], digits=2),
-                     spread([start_ratio(r) for r in runs], digits=2), spread([r["class_spread"] for r in runs], digits=2),
+                     spread([start_ratio(r) for r in runs], digits=2),
+                     spread([r["class_spread"] for r in runs], digits=2),
                      spread([r["train_seconds"] for r in runs], digits=0)])
     return rows
 

@@ -70,7 +70,8 @@ def group_of(cfg: Config, class_name: str, heldout_template: bool) -> str:
 def test_images(cfg: Config):
     """cfg.classifier.n_images real test images, balanced over the base classes, and their labels (0..K-1)."""
     classes = base_classes(cfg.data)
-    test = load_split(cfg.data, "test", cache_root(cfg)).only(classes).per_class(cfg.classifier.n_images // len(classes))
+    test = load_split(cfg.data, "test", cache_root(cfg)).only(classes)
+    test = test.per_class(cfg.classifier.n_images // len(classes))
     return test, torch.tensor([classes.index(test.classes[int(y)]) for y in test.y])
 
 
@@ -240,11 +241,12 @@ def drift_stage(cfg: Config, force: bool = False, custom_path=None, base_path=No
                 for i in range(len(base_classes(cfg.data)))]
         save_grid(torch.cat(rows), run.folder / "pairs.png", nrow=2 * shown, scale=max(1, 64 // cfg.data.resolution))
         held, floor = result["semantic"]["heldout_classes"], result["semantic_floor"]["heldout_classes"]
-        result["summary"] = (f"held-out classes: accuracy {held['accuracy_before']:.1%} -> {held['accuracy_after']:.1%}, "
-                             f"flip rate {held['flip_rate']:.1%} (floor {floor['flip_rate']:.1%}); anchored flip rate "
+        result["summary"] = (f"held-out classes: accuracy {held['accuracy_before']:.1%} -> "
+                             f"{held['accuracy_after']:.1%}, flip rate {held['flip_rate']:.1%} (floor {floor['flip_rate']:.1%}); anchored flip rate "
                              f"{result['semantic']['anchored']['flip_rate']:.1%}; pairwise CDI (held-out classes) "
                              f"median {result['appearance']['heldout_classes']['cdi_median']:.1f}; concept picked by "
-                             f"the diffusion classifier {result['fidelity']['diffusion_classifier_concept_accuracy']:.0%}")
+                             f"the diffusion classifier "
+                             f"{result['fidelity']['diffusion_classifier_concept_accuracy']:.0%}")
         result["seconds"] = time.time() - start
         print(f"drift {name}: {result['summary']}")
         return run.finish(result)

@@ -51,7 +51,8 @@ def pretrain_spec(cfg: Config) -> LoopSpec:
 
 def pretrained_path(cfg: Config):
     """The finished pretraining run's checkpoint, runs/<preset>/gan-pretrain/checkpoint.pt."""
-    return require_finished(stage_dir(cfg, KIND), "checkpoint.pt", f"python train.py gan-pretrain --preset {cfg.run.preset}")
+    return require_finished(stage_dir(cfg, KIND), "checkpoint.pt",
+                            f"python train.py gan-pretrain --preset {cfg.run.preset}")
 
 
 def load_pretrained(cfg: Config, device) -> tuple[Generator, Discriminator]:

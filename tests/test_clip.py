@@ -6,7 +6,6 @@ import torch
 from core.cli import make_config
 from core.data import base_classes, load_split, to_float
 from minidiff.clip import TinyClip, clip_loss
-from minidiff.tokenizer import Tokenizer
 from core.captions import random_captions
 from minidiff.train_clip import build_tokenizer, zero_shot_accuracy
 

@@ -6,7 +6,6 @@ import pytest
 from PIL import Image
 
 import evaluate
-from core import checkpoint
 from core.cli import make_config
 from core.data import load_split
 from core.cache import cache_root
