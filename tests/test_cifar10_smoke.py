@@ -1,7 +1,7 @@
 """The `cifar10` preset, the one a GPU owner runs, executed end to end on the CPU at its full model widths with
 tiny counts (a few steps, a few images): every stage of both papers, then the report. A bug that shows only
-at full width (a shape, a dropout left on) fails here instead of after an hour of GPU time. Slow: several
-minutes on 2 cores (the README gives the measured time)."""
+at full width (a shape, a dropout left on) fails here instead of after an hour of GPU time. Slow: about
+half an hour on 2 cores (the README gives the measured time)."""
 import json
 
 import pytest
