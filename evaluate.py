@@ -183,8 +183,6 @@ def run_drift(args, overrides) -> dict:
 
 
 def run_export(args, overrides) -> dict:
-    from PIL import Image
-
     cfg = make_config(args.preset, overrides, models=())
     if args.class_name not in class_names(cfg.data):
         raise ConfigError(f"--class {args.class_name!r}; {cfg.data.dataset} has {', '.join(class_names(cfg.data))}")

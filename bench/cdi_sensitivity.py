@@ -3,8 +3,8 @@
 Every UNet weight tensor W of the preset's base diffusion model gets Gaussian noise of relative size r,
 W + r * std(W) * N(0, 1), and the perturbed model regenerates the drift measurement's paired images (every
 base-class prompt under both drift templates x drift.pairs seeds, DDIM eta = 0, same initial noise). The
-CDI between these and the base model's own images says how much colour drift a change of that size causes: a smooth metric grows
-with r from 0, a chaotic one (sampling trajectories that diverge at the first nudge) would jump to the
+CDI between these and the base model's own images says how much colour drift a change of that size
+causes: a smooth metric grows with r from 0, a chaotic one (sampling trajectories that diverge at the first nudge) would jump to the
 unrelated-pairs level at once. Needs the base model (`python train.py diffusion`). From the repository root:
 
     python -m bench.cdi_sensitivity [--preset quick] [--levels 0.001,0.01,0.03]

@@ -242,7 +242,8 @@ def drift_stage(cfg: Config, force: bool = False, custom_path=None, base_path=No
         save_grid(torch.cat(rows), run.folder / "pairs.png", nrow=2 * shown, scale=max(1, 64 // cfg.data.resolution))
         held, floor = result["semantic"]["heldout_classes"], result["semantic_floor"]["heldout_classes"]
         result["summary"] = (f"held-out classes: accuracy {held['accuracy_before']:.1%} -> "
-                             f"{held['accuracy_after']:.1%}, flip rate {held['flip_rate']:.1%} (floor {floor['flip_rate']:.1%}); anchored flip rate "
+                             f"{held['accuracy_after']:.1%}, flip rate {held['flip_rate']:.1%} "
+                             f"(floor {floor['flip_rate']:.1%}); anchored flip rate "
                              f"{result['semantic']['anchored']['flip_rate']:.1%}; pairwise CDI (held-out classes) "
                              f"median {result['appearance']['heldout_classes']['cdi_median']:.1f}; concept picked by "
                              f"the diffusion classifier "

@@ -55,7 +55,8 @@ ABLATION = (  # (generator, selfinit, ssl, head): the rows of the paper's ablati
     ("hypermod", True, "barlow", "dense"),
 )
 CURVE = tuple(ABLATION[i] for i in (0, 1, 2, 4))  # the data-efficiency curve: scratch, finetune, hypermod (+ all)
-CURVE_K = {"quick": (3, 10, 30, 100), "cifar10": (10, 30, 100)}  # its images per target class, per preset
+CURVE_K = {"quick": (3, 10, 30, 100), "cifar10": (10, 30, 100),   # its images per target class, per preset
+           "cifar10-cpu": (10, 30, 100)}
 MONITOR_POINTS = 8              # class separation measured this many times over a transfer (and at step 0)
 
 

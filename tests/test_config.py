@@ -16,10 +16,12 @@ def test_presets_differ_and_quick_is_default():
     assert cifar.data.dataset == "cifar10" and cifar.data.resolution == 32 and cifar.run.preset == "cifar10"
 
 
-def test_every_preset_is_valid_and_has_a_customization_schedule():
+def test_every_preset_is_valid_and_has_a_customization_schedule_and_a_gan_curve():
+    from minigan.transfer import CURVE_K
     for name in PRESETS:
         cfg = make_config(name)
         assert set(METHOD_SCHEDULES[name]) == set(dataclasses.fields(cfg.customize)[0].metadata["choices"])
+        assert CURVE_K[name]   # `--chain gan-curve --preset <name>` has k values without --k
 
 
 def test_override_types_are_parsed():
