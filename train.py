@@ -16,16 +16,19 @@ last checkpoint. The pipeline customizes with --methods (default full finetuning
 five), each with every regularizer of --regs (default none and functional; l2 is the weight-space baseline);
 --seeds N repeats every customization and GAN transfer N times (the base models are shared) and the tables
 show mean +- standard deviation. On a multi-core CPU the evaluator and the GAN chain run in a background
-process beside the diffusion chain (core/background.py; --jobs 1 runs one chain after the other); --chain
-diffusion or --chain gan runs one chain alone.
+process beside the diffusion chain (core/background.py; --jobs 1 runs one chain after the other), and once
+that chain is done the background process takes customizations from the end of the list while this one takes
+them from the start; --chain diffusion or --chain gan runs one chain alone.
 """
 from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 import time
 import traceback
+from pathlib import Path
 
 from core import background, distributed
 from core.cli import make_config
@@ -39,7 +42,7 @@ from eval.evalnet import evaluator_key, train_evaluator
 from eval.report import write_report
 from minidiff.open_world import drift_stage
 from minidiff.train_clip import train_clip
-from minidiff.train_customize import customize
+from minidiff.train_customize import customize, run_name
 from minidiff.train_diffusion import train_diffusion
 from minigan.pretrain import pretrain_gan
 from minigan.transfer import ABLATION, CURVE, CURVE_K, transfer_gan, with_switches
@@ -50,6 +53,7 @@ TEXT_TO_IMAGE, GAN = ("clip", "evalnet", "unet"), ("evalnet", "gan")
 MODELS = {"clip": ("clip",), "eval-net": ("evalnet",), "diffusion": TEXT_TO_IMAGE, "customize": TEXT_TO_IMAGE,
           "gan-pretrain": GAN, "gan-transfer": GAN, "all": TEXT_TO_IMAGE + ("gan",)}  # what the config is checked for
 SHORTCUTS = {"--method": "customize.method", "--reg": "customize.reg"}
+CLAIMS = ".claims"  # <out_dir>/<preset>/.claims/<run>: which process of a parallel pipeline runs which customization
 DEFAULT_METHODS, DEFAULT_REGS = ("full", "lora"), ("none", "functional")
 ALL_METHODS = ("full", "full+prior", "lora", "custom", "ti")
 
@@ -60,13 +64,24 @@ def paper1(cfg: Config, methods=DEFAULT_METHODS, seeds: int = 1, regs=DEFAULT_RE
     """Open-world forgetting, in order: tiny CLIP, the base text-to-image model, then each customization
     (with each regularizer, by default none and functional, repeated with `seeds` seeds) and the drift it
     caused. A list of (stage, config)."""
-    steps = [(train_clip, cfg), (train_diffusion, cfg)]
+    return base_models(cfg) + [step for unit in customizations(cfg, methods, seeds, regs) for step in unit]
+
+
+def base_models(cfg: Config) -> list:
+    """Paper 1's base: the tiny CLIP, then the text-to-image model conditioned on it."""
+    return [(train_clip, cfg), (train_diffusion, cfg)]
+
+
+def customizations(cfg: Config, methods=DEFAULT_METHODS, seeds: int = 1, regs=DEFAULT_REGS) -> list[list]:
+    """Paper 1's units of work once the base models exist: [(customize, c), (drift_stage, c)] for each method,
+    regularizer and seed."""
+    units = []
     for method in methods:
         for reg in regs:
             for seed in range(seeds):
                 c = validate(cfg.updated("customize", method=method, reg=reg, seed=seed), models=())
-                steps += [(customize, c), (drift_stage, c)]
-    return steps
+                units.append([(customize, c), (drift_stage, c)])
+    return units
 
 
 def paper2(cfg: Config, seeds: int = 1, rows=ABLATION, ks=None) -> list:
@@ -85,20 +100,47 @@ def run(steps: list, force: bool, before_each=lambda stage: None) -> None:
         stage(cfg, force)
 
 
+def run_shared(units: list[list], force: bool, claims: Path, from_end: bool = False,
+               before_each=lambda stage: None) -> None:
+    """Run each unit of work that this process claims first (core.background.claim) and leave the others to
+    the process that did: the main process walks the list from the start, the helper from the end."""
+    for unit in reversed(units) if from_end else units:
+        if background.claim(claims, run_name(unit[0][1])):
+            run(unit, force, before_each)
+
+
+def help_with_customizations(cfg: Config, args) -> None:
+    """In the background process, its own chain done: share paper 1's customizations with the main process,
+    from the end of the list. Starts once the main process has claimed one (its base models exist by then);
+    gives up if that process is gone."""
+    claims, parent = stage_dir(cfg, CLAIMS), os.getppid()
+    while not (claims.exists() and any(claims.iterdir())):
+        if os.getppid() != parent:
+            return
+        time.sleep(1)
+    print("[helper] taking customizations from the end of the list", flush=True)
+    run_shared(customizations(cfg, args.methods, args.seeds, args.regs), args.force, claims, from_end=True)
+
+
 def pipeline(cfg: Config, args, overrides: list[str]) -> None:
     """Both papers, then the report. On a multi-core CPU, paper 2 (evaluator first) runs in a background
-    process with one thread, and paper 1 here waits for the evaluator before the base model's metrics."""
+    process with one thread, paper 1 here waits for the evaluator before the base model's metrics, and the
+    two processes share paper 1's customizations once the background chain is done (two single-threaded
+    processes do ~1.8x the work of one on two cores, one process with two threads ~1.15x: README, "Speed")."""
     start = time.time()
-    steps1 = paper1(cfg, args.methods, args.seeds, args.regs)
+    units = customizations(cfg, args.methods, args.seeds, args.regs)
     parallel = args.jobs == 2 or (args.jobs == 0 and pick_device(cfg.run.device).type == "cpu"
                                   and (os.cpu_count() or 1) >= 2)
     if not parallel:
-        run(paper2(cfg, args.seeds) + steps1, args.force)
+        run(paper2(cfg, args.seeds) + paper1(cfg, args.methods, args.seeds, args.regs), args.force)
     else:
-        log = stage_dir(cfg, "gan-chain.log")
+        log, claims = stage_dir(cfg, "gan-chain.log"), stage_dir(cfg, CLAIMS)
+        shutil.rmtree(claims, ignore_errors=True)  # this run's claims only
         pinned = [] if cfg.run.threads else ["--run.threads=1"]
-        child = background.start([sys.executable, __file__, "--chain", "gan", "--preset", cfg.run.preset,
-                                  f"--seeds={args.seeds}", *overrides, *pinned, *["--force"] * args.force], log)
+        child = background.start([sys.executable, __file__, "--chain", "gan", "--then-customize", "--preset",
+                                  cfg.run.preset, f"--seeds={args.seeds}", f"--methods={','.join(args.methods)}",
+                                  f"--regs={','.join(args.regs)}", *overrides, *pinned, *["--force"] * args.force],
+                                 log)
         print(f"[evaluator + GAN chain] running in the background (log: {log})", flush=True)
         since = start if args.force else 0.0
 
@@ -108,7 +150,8 @@ def pipeline(cfg: Config, args, overrides: list[str]) -> None:
                                     child, log, "the evaluator was trained")
             if not cfg.run.threads:
                 background.share_cores(child)  # every core once the background chain is done
-        run(steps1, args.force, before_each)
+        run(base_models(cfg), args.force, before_each)
+        run_shared(units, args.force, claims, before_each=before_each)
         print("[evaluator + GAN chain] waiting for it to finish", flush=True)
         background.wait(child, log)
     report = write_report(stage_dir(cfg), stage_dir(cfg, "report.html"))
@@ -160,6 +203,7 @@ def parse_args(argv):
                              "the GAN ablation), gan-curve (the data-efficiency curve: its variants at every --k)")
     parser.add_argument("--k", type=lambda s: tuple(int(k) for k in s.split(",")),
                         help="gan-curve: images per target class, e.g. 3,10,30,100 (default: the preset's)")
+    parser.add_argument("--then-customize", action="store_true", help=argparse.SUPPRESS)  # the pipeline's helper
     parser.add_argument("--debug", action="store_true", help="show the traceback of a user error")
     args, overrides = parser.parse_known_args(argv)
     return args, expand_shortcuts(overrides)
@@ -169,11 +213,15 @@ def main(argv=None) -> None:
     args, overrides = parse_args(argv)
     try:
         chain_models = {"diffusion": MODELS["diffusion"], None: MODELS[args.stage]}
+        if args.then_customize:
+            chain_models["gan"] = MODELS["all"]
         cfg = make_config(args.preset, overrides, chain_models.get(args.chain, MODELS["gan-pretrain"]))
         if args.chain == "diffusion":
             run([(train_evaluator, cfg)] + paper1(cfg, args.methods, args.seeds, args.regs), args.force)
         elif args.chain == "gan":
             run(paper2(cfg, args.seeds), args.force)
+            if args.then_customize:
+                help_with_customizations(cfg, args)
         elif args.chain == "gan-curve":
             run(paper2(cfg, args.seeds, CURVE, args.k or CURVE_K[args.preset]), args.force)
         elif args.stage == "all":

@@ -10,10 +10,16 @@ go faster than if all its FLOPs ran at that rate, so achieved / peak is its effi
 Hot loops, each one step of the project's own code (bench/steps.py) on random data at the preset's sizes:
 FLOPs counted (bench/counting.py: matmuls, convolutions, attention; not normalisation, activations or the
 optimizer, which are memory-bound), time measured (bench/common.py). Achieved = FLOPs / seconds.
+Cores: the diffusion training step's throughput in one process with one thread, one process with every
+thread, and one single-threaded process per core at once (as train.py runs its two chains): how much a
+second core adds to each way of using it.
 """
 from __future__ import annotations
 
 import argparse
+import multiprocessing
+import os
+import time
 
 import torch
 import torch.nn.functional as F
@@ -108,6 +114,41 @@ def measure(cfg: Config, threads: int, iters: int) -> dict:
     return {"peak": ceiling, "loops": loops}
 
 
+def _diffusion_steps_per_second(cfg: Config, threads: int, seconds: float, start, queue) -> None:
+    """In a fresh process: the diffusion training step's rate over `seconds`, after the common start."""
+    torch.set_num_threads(threads)
+    step = diffusion_step(cfg, cfg.diffusion.batch_size)[0]
+    step()
+    start.wait()
+    n, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        step()
+        n += 1
+    queue.put(n / (time.perf_counter() - t0))
+
+
+def core_scaling(cfg: Config, seconds: float = 20.0) -> dict:
+    """Diffusion training steps per second (summed over processes) for each way of using the cores."""
+    cores, ctx = os.cpu_count() or 1, multiprocessing.get_context("spawn")
+    out = {}
+    for name, processes, threads in (("1 process, 1 thread", 1, 1), (f"1 process, {cores} threads", 1, cores),
+                                     (f"{cores} processes, 1 thread each", cores, 1)):
+        start, queue = ctx.Barrier(processes), ctx.Queue()
+        workers = [ctx.Process(target=_diffusion_steps_per_second, args=(cfg, threads, seconds, start, queue))
+                   for _ in range(processes)]
+        for w in workers:
+            w.start()
+        rates = [queue.get() for _ in workers]
+        for w in workers:
+            w.join()
+        out[name] = {"steps_per_second": sum(rates), "per_process": rates}
+        print(f"diffusion training step, {name}: {sum(rates):.2f} steps/s", flush=True)
+    base = out["1 process, 1 thread"]["steps_per_second"]
+    for entry in out.values():
+        entry["speedup_over_one_thread"] = entry["steps_per_second"] / base
+    return out
+
+
 def markdown(result: dict) -> str:
     threads = list(result["by_threads"])
     head = "| hot loop | GFLOP per step | " + " | ".join(f"{t} thread(s): GFLOP/s (% of peak)" for t in threads)
@@ -119,6 +160,9 @@ def markdown(result: dict) -> str:
                      + " | ".join(cells) + " |")
     lines.append("| *peak (best conv3x3 / matmul at these shapes)* | | "
                  + " | ".join(f"{r['peak']['best_gflops']:.1f}" for r in result["by_threads"].values()) + " |")
+    lines += ["", "| diffusion training step | steps/s | vs 1 thread |", "|---|---|---|"]
+    lines += [f"| {name} | {r['steps_per_second']:.2f} | {r['speedup_over_one_thread']:.2f}x |"
+              for name, r in result["cores"].items()]
     return "\n".join(lines)
 
 
@@ -131,7 +175,8 @@ def main() -> None:
     args, overrides = parser.parse_known_args()
     cfg = make_config(args.preset, overrides)
     result = {**hardware(torch.device("cpu")), "preset": args.preset,
-              "by_threads": {t: measure(cfg, int(t), args.iters) for t in args.threads.split(",")}}
+              "by_threads": {t: measure(cfg, int(t), args.iters) for t in args.threads.split(",")},
+              "cores": core_scaling(cfg)}
     result["markdown"] = markdown(result)
     print(result["markdown"])
     save(args.out, result)

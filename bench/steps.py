@@ -13,7 +13,7 @@ from bench.counting import count
 from core import captions
 from core.config import Config
 from core.data import ImageSet, base_classes, class_names
-from core.training import EMA, weight_decay_groups
+from core.training import EMA, FUSED, weight_decay_groups
 from eval.evalnet import Evaluator, fit
 from minidiff.clip import TextEncoder, TinyClip
 from minidiff.customize import prepare
@@ -52,7 +52,7 @@ def text_to_image(cfg: Config):
 def clip_step(cfg: Config, b: int):
     tokenizer = build_tokenizer(cfg)
     model = TinyClip(len(tokenizer), cfg.clip)
-    opt = torch.optim.AdamW(weight_decay_groups(model, cfg.clip.weight_decay), lr=cfg.clip.lr, foreach=True)
+    opt = torch.optim.AdamW(weight_decay_groups(model, cfg.clip.weight_decay), lr=cfg.clip.lr, **FUSED)
     base, template = base_classes(cfg.data), captions.TEMPLATES[cfg.data.dataset][0]
     tokens = tokenizer([captions.class_caption(template, base[i % len(base)]) for i in range(b)])
     ids, x = torch.unique(tokens, dim=0, return_inverse=True)[1], images(cfg, b)
@@ -68,7 +68,7 @@ def evaluator_step(cfg: Config, b: int):
 
 def diffusion_step(cfg: Config, b: int):
     model, split = text_to_image(cfg), fake_split(cfg, 64)
-    opt = torch.optim.AdamW(model.unet.parameters(), lr=cfg.diffusion.lr, foreach=True)
+    opt = torch.optim.AdamW(model.unet.parameters(), lr=cfg.diffusion.lr, **FUSED)
     ema = EMA(model.unet, cfg.diffusion.ema_decay)
     args = (cfg.updated("diffusion", batch_size=b), model, model.unet,
             Diffusion(cfg.diffusion.timesteps, cfg.diffusion.schedule), opt, ema, images(cfg, 64), split, 0)
@@ -89,14 +89,14 @@ def customize_step(cfg: Config, b: int):
     params = prepare(model, cfg, classes)
     if cc.reg == "l2":
         extra["initial"] = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
-    opt, x0 = torch.optim.AdamW(params, foreach=True), images(cfg, b)
+    opt, x0 = torch.optim.AdamW(params, **FUSED), images(cfg, b)
     prompt = cc.prompt.format(cc.placeholder)
     model.eval()
 
     def step():
         opt.zero_grad(set_to_none=True)
         customization_loss(cfg, model, diffusion, x0, prompt, anchors, extra)[0].backward()
-        torch.nn.utils.clip_grad_norm_(params, cfg.diffusion.grad_clip)
+        torch.nn.utils.clip_grad_norm_(params, cfg.diffusion.grad_clip, foreach=True)
         opt.step()
     return step, list(model.parameters()) + (list(extra["frozen"].parameters()) if "frozen" in extra else [])
 
@@ -122,8 +122,6 @@ def gan_step(cfg: Config, b: int, transfer: bool, r1: bool):
     spec = dataclasses.replace(transfer_spec(cfg) if transfer else pretrain_spec(cfg), batch_size=b)
     trainer = GanTrainer(G, D, groups, cfg.gan.z_dim, images(cfg, 256), labels, n, spec, "count")
     trainer.step = 0 if r1 else 1                 # R1 runs when step % r1_every == 0
-    for group in trainer.opt_g.param_groups + trainer.opt_d.param_groups:
-        group["foreach"] = True                   # multi-tensor updates, as on CUDA: the GPU's op count
     return lambda: (trainer.d_step(), trainer.g_step()), list(G.parameters()) + list(D.parameters())
 
 

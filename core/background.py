@@ -1,10 +1,11 @@
 """Run one chain of stages in a background process while this process runs another (`train.py`).
 
 On the CPU the two papers' chains (diffusion, GAN) are independent except for the evaluator, and these
-small models barely use a second core (2 threads train the quick UNet only ~15% faster than 1), so
-`train.py` runs the evaluator and the GAN chain in a child process with one thread while the diffusion
-chain runs here, taking the second core back when the child is done: the wall clock becomes the longer
-chain, not the sum.
+small models barely use a second thread: two threads train the quick UNet 1.15x faster than one, two
+single-threaded processes do 1.83x the work (bench/roofline.py). So `train.py` runs the evaluator and the
+GAN chain in a child process with one thread while the diffusion chain runs here; once its chain is done,
+the child takes paper 1's customizations from the end of the list while this process takes them from the
+start (claim() decides which process runs which), and a process left alone takes every core.
 """
 from __future__ import annotations
 
@@ -28,6 +29,17 @@ def start(argv: list[str], log: Path) -> subprocess.Popen:
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "w") as f:
         return subprocess.Popen(argv, stdout=f, stderr=subprocess.STDOUT)
+
+
+def claim(folder: Path, name: str) -> bool:
+    """Take `name` for this process: of all the processes that ask, exactly one gets True (the file's
+    exclusive creation is atomic), so two processes walking one list of work never run an item twice."""
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        os.close(os.open(folder / name, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+    except FileExistsError:
+        return False
+    return True
 
 
 def share_cores(process: subprocess.Popen) -> None:

@@ -13,6 +13,11 @@ import torch.nn as nn
 from core.config import Config
 from core.errors import ConfigError, Diverged
 
+# Optimizers run as one fused kernel over all parameters (torch's fused=True; the same update to round-off):
+# PyTorch's default on a CPU loops over the tensors one by one, and on the quick UNet's 326 small tensors that
+# loop made AdamW's step ~7x slower (39 ms vs 5 ms) and ~10% of a training step (README, "Speed").
+FUSED = {"fused": True}
+
 
 def pick_device(name: str = "auto") -> torch.device:
     if name == "auto":
@@ -91,8 +96,7 @@ class EMA:
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
         decay = min(self.decay, (1 + self.step) / (10 + self.step))
-        for ema_p, p in zip(self.model.parameters(), model.parameters()):
-            ema_p.lerp_(p.detach(), 1 - decay)
+        torch._foreach_lerp_(list(self.model.parameters()), [p.detach() for p in model.parameters()], 1 - decay)
         for ema_b, b in zip(self.model.buffers(), model.buffers()):
             ema_b.copy_(b)
         self.step += 1

@@ -33,7 +33,7 @@ from core.errors import ConfigError
 from core.data import IMAGE_FIELDS, class_names, load_split, to_float
 from core.files import read_json
 from core.runs import RunFolder, require_finished, run_key, stage_dir
-from core.training import (autocast, check_finite, count_parameters, flip_and_shift, setup, warmup_cosine,
+from core.training import (FUSED, autocast, check_finite, count_parameters, flip_and_shift, setup, warmup_cosine,
                            weight_decay_groups)
 
 
@@ -186,7 +186,8 @@ def judge(evaluator: Evaluator, images, labels, class_names) -> dict:
 
 def _optimizer(model: nn.Module, cfg: EvalNetConfig) -> torch.optim.Optimizer:
     """SGD with Nesterov momentum; weight decay on conv/linear weights only (not BN or biases)."""
-    return torch.optim.SGD(weight_decay_groups(model, cfg.weight_decay), lr=cfg.lr, momentum=0.9, nesterov=True)
+    return torch.optim.SGD(weight_decay_groups(model, cfg.weight_decay), lr=cfg.lr, momentum=0.9, nesterov=True,
+                           **FUSED)
 
 
 def evaluator_key(cfg: Config) -> dict:

@@ -15,7 +15,7 @@ from core.cache import cache_root
 from core.config import Config
 from core.data import IMAGE_FIELDS, base_classes, class_names, load_split, to_float
 from core.runs import RunFolder, require_finished, run_key, stage_dir
-from core.training import check_finite, flip_and_shift, random_batches, setup, warmup_cosine, weight_decay_groups
+from core.training import FUSED, check_finite, flip_and_shift, random_batches, setup, warmup_cosine, weight_decay_groups
 from minidiff.clip import TinyClip, class_embeddings, zero_shot_predict
 from minidiff.tokenizer import Tokenizer
 
@@ -67,7 +67,7 @@ def _train(cfg: Config, device) -> tuple[TinyClip, Tokenizer, dict]:
     test = load_split(cfg.data, "test", cache_root(cfg)).only(classes)
     tokenizer = build_tokenizer(cfg)
     model = TinyClip(len(tokenizer), cfg.clip).to(device)
-    opt = torch.optim.AdamW(weight_decay_groups(model, cfg.clip.weight_decay), lr=cfg.clip.lr)
+    opt = torch.optim.AdamW(weight_decay_groups(model, cfg.clip.weight_decay), lr=cfg.clip.lr, **FUSED)
     images = to_float(train.x)
     rng = np.random.default_rng(cfg.run.seed)
     gen = torch.Generator().manual_seed(cfg.run.seed)

@@ -23,7 +23,7 @@ from core.data import IMAGE_FIELDS, base_classes, class_names, load_split, to_fl
 from core.images import save_grid
 from core.presets import customize_schedule
 from core.runs import RunFolder, run_key, stage_dir
-from core.training import check_finite, count_parameters, mix_seed, random_flip, setup
+from core.training import FUSED, check_finite, count_parameters, mix_seed, random_flip, setup
 from core.user_images import load_image_folder
 from eval.evalnet import evaluator_path, load_evaluator
 from minidiff.customize import prepare, save_customized
@@ -116,7 +116,7 @@ def _customize(cfg: Config, run: RunFolder, base_path, steps: int, lr: float) ->
     params = prepare(model, cfg, classes)
     if cc.reg == "l2":
         extra["initial"] = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0, **FUSED)
     model.eval()  # dropout off: the trained model and its frozen copy compute the same function at step 0
     start, history = time.time(), {"loss": [], "regularizer": []}
     for step in tqdm(range(steps), desc=f"customize {run_name(cfg)}"):
@@ -124,7 +124,7 @@ def _customize(cfg: Config, run: RunFolder, base_path, steps: int, lr: float) ->
         check_finite(loss, "customize", step)
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, cfg.diffusion.grad_clip)
+        torch.nn.utils.clip_grad_norm_(params, cfg.diffusion.grad_clip, foreach=True)
         opt.step()
         history["loss"].append(loss.item())
         history["regularizer"].append(reg)

@@ -21,7 +21,8 @@ from core.config import Config
 from core.data import IMAGE_FIELDS, base_classes, load_split, to_float
 from core.images import save_grid
 from core.runs import RunFolder, require_finished, run_key, stage_dir
-from core.training import EMA, autocast, check_finite, count_parameters, random_flip, setup, mix_seed, warmup_cosine
+from core.training import (EMA, FUSED, autocast, check_finite, count_parameters, mix_seed, random_flip, setup,
+                           warmup_cosine)
 from eval.evalnet import evaluator_path
 from minidiff.clip import TextEncoder
 from minidiff.diffusion import Diffusion
@@ -88,7 +89,7 @@ def _train(cfg: Config, run: RunFolder, device) -> dict:
     unet = torch.compile(model.unet) if cfg.run.compile and device.type == "cuda" else model.unet
     unet = distributed.wrap(unet, device)
     diffusion = Diffusion(dc.timesteps, dc.schedule)
-    opt = torch.optim.AdamW(model.unet.parameters(), lr=dc.lr, weight_decay=dc.weight_decay)
+    opt = torch.optim.AdamW(model.unet.parameters(), lr=dc.lr, weight_decay=dc.weight_decay, **FUSED)
     ema = EMA(model.unet, dc.ema_decay)
     last = out / "last.pt"
     state = {"step": 0, "train_seconds": 0.0, "loss": None}   # what a resumed run continues from
@@ -167,7 +168,7 @@ def training_step(cfg, model, unet, diffusion, opt, ema, images, train, step) ->
         loss = diffusion.loss(lambda x, t: unet(x, t, *cond), x0)
     opt.zero_grad(set_to_none=True)
     loss.backward()
-    torch.nn.utils.clip_grad_norm_(model.unet.parameters(), dc.grad_clip)
+    torch.nn.utils.clip_grad_norm_(model.unet.parameters(), dc.grad_clip, foreach=True)
     opt.step()
     ema.update(model.unet)
     return loss.detach()

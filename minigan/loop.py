@@ -31,7 +31,7 @@ import torch
 from tqdm import tqdm
 
 from core import checkpoint, distributed
-from core.training import EMA, autocast, check_finite, mix_seed
+from core.training import EMA, FUSED, autocast, check_finite, mix_seed
 from minigan.augment import diff_augment
 from minigan.losses import barlow_twins_loss, d_logistic_loss, g_nonsaturating_loss, nt_xent_loss, r1_penalty
 
@@ -74,14 +74,14 @@ class GanTrainer:
         if spec.batch_size % distributed.world_size():
             raise ValueError(f"batch size {spec.batch_size} must divide among {distributed.world_size()} ranks")
         self.rank_batch = spec.batch_size // distributed.world_size()
-        self.opt_g = torch.optim.Adam(list(g_params), lr=spec.lr_g, betas=ADAM_BETAS)
+        self.opt_g = torch.optim.Adam(list(g_params), lr=spec.lr_g, betas=ADAM_BETAS, **FUSED)
         self.g_params = [p for group in self.opt_g.param_groups for p in group["params"]]
         self.G, self.D, self.z_dim, self.real, self.labels, self.n_classes = G, D, z_dim, real, labels, n_classes
         self.spec, self.stage, self.device = spec, stage, real.device
         class_ids = {id(p) for p in D.class_parameters()}
         groups = [{"params": [p for p in D.parameters() if id(p) not in class_ids]},
                   {"params": D.class_parameters(), "lr": spec.lr_d * spec.d_class_lr_mul}]
-        self.opt_d = torch.optim.Adam(groups, lr=spec.lr_d, betas=ADAM_BETAS)
+        self.opt_d = torch.optim.Adam(groups, lr=spec.lr_d, betas=ADAM_BETAS, **FUSED)
         self.ema = EMA(G, spec.ema_decay)
         self.step, self.log, self.seconds = 0, [], 0.0
 

@@ -25,7 +25,7 @@ import time
 import torch
 from tqdm import tqdm
 
-from core.training import warmup_cosine
+from core.training import FUSED, warmup_cosine
 from eval.evalnet import extract_features
 from eval.metrics import fd_from_features
 from minigan.quality import sample_images
@@ -43,7 +43,7 @@ def self_initialize(hyper_gen, steps, batch_size, lr, class_lr_mul=0.01, generat
     device, for z and noise."""
     base = hyper_gen.base
     device = base.const.device
-    optimizer = torch.optim.Adam(hyper_gen.parameter_groups(lr, class_lr_mul), lr=lr)
+    optimizer = torch.optim.Adam(hyper_gen.parameter_groups(lr, class_lr_mul), lr=lr, **FUSED)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: warmup_cosine(step, steps, 0, 0.0))
     labels = torch.zeros(batch_size, dtype=torch.long, device=device)
     losses = []

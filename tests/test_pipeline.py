@@ -105,6 +105,41 @@ def test_a_failed_background_chain_reports_the_end_of_its_log(tmp_path):
         background.wait(child, log)
 
 
+CLAIMER = """
+import sys
+from pathlib import Path
+from core.background import claim
+print(" ".join(str(i) for i in range(40) if claim(Path(sys.argv[1]), f"unit-{i}")))
+"""
+
+
+def test_claim_gives_every_name_to_exactly_one_of_several_racing_processes(tmp_path):
+    racers = [subprocess.Popen([sys.executable, "-c", CLAIMER, str(tmp_path / "claims")], cwd=ROOT,
+                               stdout=subprocess.PIPE, text=True) for _ in range(4)]
+    won = [set(map(int, r.communicate(timeout=120)[0].split())) for r in racers]
+    assert set().union(*won) == set(range(40))
+    assert sum(len(w) for w in won) == 40                  # no name twice
+
+
+def test_the_helper_takes_customizations_from_the_end_and_each_runs_once(monkeypatch, tmp_path):
+    """The main process has claimed the first unit when the helper arrives: the helper runs the others from
+    the last one back, and the main process, walking on, finds them all taken."""
+    calls = []
+    record_stages(monkeypatch, calls)
+    args, overrides = train.parse_args(["--seeds", "2", f"--run.out_dir={tmp_path}"])
+    cfg = train.make_config("quick", overrides)
+    units = train.customizations(cfg, args.methods, args.seeds, args.regs)
+    claims = train.stage_dir(cfg, train.CLAIMS)
+    assert background.claim(claims, train.run_name(units[0][0][1]))
+    train.run(units[0], False)
+    train.help_with_customizations(cfg, args)
+    train.run_shared(units, False, claims)                   # the main process, walking on: nothing left
+    runs = [(c[0], c[1]) for c in calls]
+    assert len(units) == 8 and len(runs) == 2 * len(units)    # every customization and drift once
+    assert runs[2:4] == [("customize", "lora/functional"), ("drift", "lora/functional")]   # the last unit first
+    assert runs[-2:] == [("customize", "full/none"), ("drift", "full/none")]               # down to the second
+
+
 def test_share_cores_gives_the_second_core_back_when_the_background_process_ends():
     before = torch.get_num_threads()
     sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
