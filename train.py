@@ -128,7 +128,6 @@ def pipeline(cfg: Config, args, overrides: list[str]) -> None:
     two processes share paper 1's customizations once the background chain is done (two single-threaded
     processes do ~1.8x the work of one on two cores, one process with two threads ~1.15x: README, "Speed")."""
     start = time.time()
-    units = customizations(cfg, args.methods, args.seeds, args.regs)
     parallel = args.jobs == 2 or (args.jobs == 0 and pick_device(cfg.run.device).type == "cpu"
                                   and (os.cpu_count() or 1) >= 2)
     if not parallel:
@@ -151,7 +150,8 @@ def pipeline(cfg: Config, args, overrides: list[str]) -> None:
             if not cfg.run.threads:
                 background.share_cores(child)  # every core once the background chain is done
         run(base_models(cfg), args.force, before_each)
-        run_shared(units, args.force, claims, before_each=before_each)
+        run_shared(customizations(cfg, args.methods, args.seeds, args.regs), args.force, claims,
+                   before_each=before_each)
         print("[evaluator + GAN chain] waiting for it to finish", flush=True)
         background.wait(child, log)
     report = write_report(stage_dir(cfg), stage_dir(cfg, "report.html"))
