@@ -126,7 +126,7 @@ def pipeline(cfg: Config, args, overrides: list[str]) -> None:
     """Both papers, then the report. On a multi-core CPU, paper 2 (evaluator first) runs in a background
     process with one thread, paper 1 here waits for the evaluator before the base model's metrics, and the
     two processes share paper 1's customizations once the background chain is done (two single-threaded
-    processes do ~1.8x the work of one on two cores, one process with two threads ~1.15x: README, "Speed")."""
+    processes do about twice the work of one on two cores, one process with two threads ~1.2x: README, "Speed")."""
     start = time.time()
     parallel = args.jobs == 2 or (args.jobs == 0 and pick_device(cfg.run.device).type == "cpu"
                                   and (os.cpu_count() or 1) >= 2)

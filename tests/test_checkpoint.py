@@ -122,3 +122,28 @@ def test_json_has_no_nan_and_broken_json_names_its_file(tmp_path):
     (tmp_path / "bad.json").write_text('{"a" 1}')
     with pytest.raises(DataError, match="bad.json is not valid JSON"):
         read_json(tmp_path / "bad.json")
+
+
+CACHE_USER = """
+import sys, time
+from pathlib import Path
+from core.cache import cached
+
+def compute():
+    with open(sys.argv[2], "a") as log:
+        log.write("computed\\n")
+    time.sleep(1.0)                       # long enough for the other process to ask meanwhile
+    return {"value": 42}
+
+print(cached(Path(sys.argv[1]), "entry", ["same key"], compute)["value"])
+"""
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="the cache lock uses fcntl (no lock on Windows)")
+def test_two_processes_needing_one_cache_entry_compute_it_once(tmp_path):
+    log = tmp_path / "computations.txt"
+    users = [subprocess.Popen([sys.executable, "-c", CACHE_USER, str(tmp_path / "cache"), str(log)],
+                              cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                              stdout=subprocess.PIPE, text=True) for _ in range(2)]
+    assert [u.communicate(timeout=120)[0].strip() for u in users] == ["42", "42"]
+    assert log.read_text() == "computed\n"           # the second waited for the first's entry
