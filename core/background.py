@@ -1,11 +1,12 @@
 """Run one chain of stages in a background process while this process runs another (`train.py`).
 
 On the CPU the two papers' chains (diffusion, GAN) are independent except for the evaluator, and these
-small models barely use a second thread: two threads train the quick UNet about 1.2x faster than one, two
-single-threaded processes do about twice the work (bench/roofline.py; README, "Speed"). So `train.py` runs the evaluator and the
-GAN chain in a child process with one thread while the diffusion chain runs here; once its chain is done,
-the child takes paper 1's customizations from the end of the list while this process takes them from the
-start (claim() decides which process runs which), and a process left alone takes every core.
+small models barely use a second thread: two threads train the quick UNet about 1.2x faster than one,
+two single-threaded processes do about twice the work (bench/roofline.py; README, "Speed"). So
+`train.py` runs the evaluator and the GAN chain in a child process with one thread while the diffusion
+chain runs here; once its chain is done, the child takes paper 1's customizations from the end of the list
+while this process takes them from the start (claim() decides which process runs which), and a process
+left alone takes every core.
 """
 from __future__ import annotations
 
