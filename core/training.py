@@ -15,7 +15,7 @@ from core.errors import ConfigError, Diverged
 
 # Optimizers run as one fused kernel over all parameters (torch's fused=True; the same update to round-off):
 # PyTorch's default on a CPU loops over the tensors one by one, and on the quick UNet's 326 small tensors that
-# loop made AdamW's step ~7x slower (39 ms vs 5 ms) and ~10% of a training step (README, "Speed").
+# loop made AdamW's step 7x slower (25 vs 3.4 ms; python -m bench.overheads, README "Speed").
 FUSED = {"fused": True}
 
 
