@@ -60,6 +60,15 @@ def semantic_drift(labels, preds_before, preds_after, class_names, concept_dista
     return result
 
 
+def share_predicted_as(confusion, classes, names) -> float:
+    """Share of a confusion matrix's images predicted as one of `names` (its columns index `classes`). For the
+    held-out classes' images and the anchored classes' names: how often the classifier calls an unanchored
+    class's image an anchored class. A regularizer that holds the anchored prompts' predictions in place while
+    the other prompts drift raises it, since the classifier compares prompts."""
+    cm = torch.as_tensor(confusion, dtype=torch.float64)
+    return (cm[:, [list(classes).index(n) for n in names]].sum() / cm.sum()).item()
+
+
 def _pearson(x: torch.Tensor, y: torch.Tensor) -> float:
     x, y = x - x.mean(), y - y.mean()
     denominator = (x.norm() * y.norm()).item()

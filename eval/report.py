@@ -14,6 +14,7 @@ import platform
 from pathlib import Path
 
 from core.files import atomic_write, read_json
+from eval.drift import share_predicted_as
 from eval.svg import bar_chart
 
 STYLE = """body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222;line-height:1.4}
@@ -103,13 +104,25 @@ def read_metrics(folder: Path) -> dict:
 
 METHOD_ORDER, REG_ORDER = ("full", "full+prior", "lora", "custom", "ti"), ("none", "functional", "l2")
 GROUP_NAMES = {"anchored": "anchored", "heldout_classes": "held-out classes", "heldout_templates": "held-out templates"}
+
+
+def heldout_called_anchored(r: dict) -> float | None:
+    """Share of the held-out classes' test images that the customized model's classifier assigns to an anchored
+    class (eval.drift.share_predicted_as). Results from before 'base_classes' was stored: every class but the
+    concept, where that matches the confusion matrix (None for a user's concept)."""
+    confusion = r["semantic"]["heldout_classes"]["confusion_after"]
+    classes = r.get("base_classes") or [c for c in r["class_names"] if c != r["concept_class"]]
+    return share_predicted_as(confusion, classes, r["anchored_classes"]) if len(classes) == len(confusion) else None
+
+
 # (header, value of one drift run, scale, digits): each cell is mean +- std over the repeats
 SEMANTIC_COLUMNS = [("concept recognised (%)", lambda r: r["fidelity"]["recognised"], 100, 0),
                     ("concept, diff. classifier (%)", lambda r: r["fidelity"]["diffusion_classifier_concept_accuracy"],
                      100, 0)] + [
     (f"{label}: {what}", lambda r, g=g, k=k: r["semantic"][g][k], 100, 1)
     for g, label in GROUP_NAMES.items() for what, k in (("accuracy change (pts)", "mean_change"),
-                                                        ("flip rate (%)", "flip_rate"))]
+                                                        ("flip rate (%)", "flip_rate"))] + [
+    ("held-out classes called anchored (%)", heldout_called_anchored, 100, 0)]
 APPEARANCE_COLUMNS = [
     ("pairwise CDI, median", lambda r: r["appearance"]["heldout_classes"]["cdi_median"], 1, 1),
     ("set CDI", lambda r: r["appearance"]["heldout_classes"]["set_cdi"], 1, 2),
@@ -126,7 +139,9 @@ DRIFT_NOTE = ("Each cell: mean +- standard deviation over N repeats (customizati
               "noise and seed banks). Semantic: the diffusion classifier of the base and of the customized model on "
               "the same real test images; accuracy change and flip rate (share of images whose prediction changed) "
               "per group: anchored classes (which the functional regularizer's anchor prompts name), held-out classes "
-              "(no anchor names them) and held-out templates (anchored classes in a wording no anchor uses). "
+              "(no anchor names them) and held-out templates (anchored classes in a wording no anchor uses); held-out "
+              "classes called anchored: share of the held-out classes' images the customized model's classifier "
+              "assigns to an anchored class. "
               "Appearance, held-out classes: paired generations (same prompt, same initial noise); pairwise CDI "
               "(Colour Drift Index: sum over CIELAB channels of the per-pair 1-D Wasserstein distance) is the median "
               "over pairs; set CDI and mean-colour delta-E compare the sets of a class's images as distributions; "

@@ -192,7 +192,8 @@ def measure_drift(cfg: Config, custom_path, base_path=None, device="cpu") -> tup
         "run": run_name(custom_cfg), "method": cc.method, "reg": cc.reg, "seed": cc.seed,
         "custom_checkpoint": str(custom_path),
         "base_checkpoint": str(base_path), "concept_class": concept_name(custom_cfg),
-        "class_names": list(class_names(cfg.data)), "anchored_classes": anchored_classes(cfg, classes),
+        "class_names": list(class_names(cfg.data)), "base_classes": list(classes),
+        "anchored_classes": anchored_classes(cfg, classes),
         "templates": list(templates(cfg)), "classifier": {"unet_passes_per_image": after["unet_passes"],
                                                           "n_images": len(labels), "schedule": {
             k: getattr(cfg.classifier, k) for k in ("n_timesteps", "stages", "keep", "loss")}}}

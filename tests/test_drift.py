@@ -6,7 +6,7 @@ from html.parser import HTMLParser
 import numpy as np
 import torch
 
-from eval.drift import appearance_drift, class_distances, confusion_matrix, semantic_drift
+from eval.drift import appearance_drift, class_distances, confusion_matrix, semantic_drift, share_predicted_as
 from eval.report import write_report
 from eval.svg import bar_chart, nice_ticks
 
@@ -127,3 +127,13 @@ def test_tables_give_mean_and_std_over_repeats_and_one_floor_per_repeat():
     assert [r[0] for r in rows] == ["full / none", "full / functional", "floor: base vs base"]
     assert rows[0][1] == 2 and rows[0][flip_column] == "30.0 +- 14.1"            # mean and sample std of 40, 20
     assert rows[2][1] == 2 and rows[2][flip_column] == spread([0.01, 0.02], 100, 1)  # one floor per repeat
+
+
+def test_share_predicted_as_counts_the_named_columns():
+    """Rows true class, columns prediction: 2 of the 5 held-out images (rows b, c) went to the anchored class a."""
+    confusion = [[0, 0, 0],   # a: anchored, no images in this group
+                 [1, 2, 0],   # b: one called a
+                 [1, 0, 1]]   # c: one called a
+    assert abs(share_predicted_as(confusion, CLASSES, ["a"]) - 2 / 5) < 1e-12
+    assert share_predicted_as(confusion, CLASSES, list(CLASSES)) == 1.0
+    assert share_predicted_as(confusion, CLASSES, []) == 0.0

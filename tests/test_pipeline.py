@@ -162,3 +162,12 @@ def test_config_errors_stop_before_any_stage(monkeypatch, tmp_path):
     assert calls == []
     with pytest.raises(ConfigError):
         train.make_config("quick", ["--diffusion.steps=0"])
+
+
+def test_seeds_default_to_the_presets_and_the_flag_wins():
+    """cifar10-cpu's default run repeats its customizations and transfers (2 seeds), the others run one; an
+    explicit --seeds overrides either."""
+    assert train.parse_args([])[0].seeds == 1
+    assert train.parse_args(["--preset", "cifar10-cpu"])[0].seeds == 2
+    assert train.parse_args(["--preset", "cifar10-cpu", "--seeds", "1"])[0].seeds == 1
+    assert train.parse_args(["--seeds", "3"])[0].seeds == 3
