@@ -14,11 +14,12 @@ are short for --customize.method and --customize.reg. A stage that finished befo
 skipped (it says so, with its figures); --force reruns it from scratch; an interrupted stage resumes from its
 last checkpoint. The pipeline customizes with --methods (default full finetuning and LoRA; --all-methods: all
 five), each with every regularizer of --regs (default none and functional; l2 is the weight-space baseline);
---seeds N repeats every customization and GAN transfer N times (the base models are shared; default 1, and 2
-for cifar10-cpu, whose real-image figures need a spread) and the tables show mean +- standard deviation. On a multi-core CPU the evaluator and the GAN chain run in a background
-process beside the diffusion chain (core/background.py; --jobs 1 runs one chain after the other), and once
-that chain is done the background process takes customizations from the end of the list while this one takes
-them from the start; --chain diffusion or --chain gan runs one chain alone.
+--seeds N repeats every customization and GAN transfer N times (the base models are shared; default: the
+preset's, core.presets.DEFAULT_SEEDS) and the tables show mean +- standard deviation. On a multi-core CPU the
+evaluator and the GAN chain run in a background process beside the diffusion chain (core/background.py;
+--jobs 1 runs one chain after the other), and once that chain is done the background process takes
+customizations from the end of the list while this one takes them from the start; --chain diffusion or
+--chain gan runs one chain alone.
 """
 from __future__ import annotations
 
@@ -195,7 +196,7 @@ def parse_args(argv):
                         help=f"all: regularizers, comma-separated (default: {','.join(DEFAULT_REGS)}; also l2)")
     parser.add_argument("--seeds", type=int, help="all: repeat every customization and transfer with this many "
                                                    "seeds (the tables show mean +- std; default: the preset's, "
-                                                   "1 for quick and cifar10, 2 for cifar10-cpu)")
+                                                   + ", ".join(f"{p} {n}" for p, n in DEFAULT_SEEDS.items()) + ")")
     parser.add_argument("--jobs", type=int, default=0, choices=(0, 1, 2),
                         help="all: 2 runs the GAN chain beside the diffusion chain, 1 one after the other, "
                              "0 (default) picks 2 on a multi-core CPU")
@@ -207,6 +208,8 @@ def parse_args(argv):
     parser.add_argument("--then-customize", action="store_true", help=argparse.SUPPRESS)  # the pipeline's helper
     parser.add_argument("--debug", action="store_true", help="show the traceback of a user error")
     args, overrides = parser.parse_known_args(argv)
+    if args.seeds is not None and args.seeds < 1:
+        parser.error(f"--seeds must be at least 1, got {args.seeds}")
     args.seeds = args.seeds or DEFAULT_SEEDS[args.preset]
     return args, expand_shortcuts(overrides)
 

@@ -171,3 +171,5 @@ def test_seeds_default_to_the_presets_and_the_flag_wins():
     assert train.parse_args(["--preset", "cifar10-cpu"])[0].seeds == 2
     assert train.parse_args(["--preset", "cifar10-cpu", "--seeds", "1"])[0].seeds == 1
     assert train.parse_args(["--seeds", "3"])[0].seeds == 3
+    with pytest.raises(SystemExit):
+        train.parse_args(["--seeds", "0"])
