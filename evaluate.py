@@ -149,7 +149,7 @@ def run_sample(args, overrides) -> dict:
         raise ConfigError(f"--steps {steps} exceeds the model's {dc.timesteps} timesteps")
     model.tokenizer.encode(args.prompt)  # an unknown word stops here, before any sampling
     images = generate(model, diffusion, [args.prompt] * args.n, range(args.seed, args.seed + args.n),
-                      cfg.data.resolution, steps, guidance, args.eta)
+                      cfg.data.resolution, steps, guidance, args.eta, cfg.run.unet_batch)
     out = Path(args.out)
     atomic_write(out.with_suffix(".npz"), lambda f: np.savez(f, x=images.numpy()))
     save_grid(images, out.with_suffix(".png"), nrow=8, scale=max(1, 64 // cfg.data.resolution))

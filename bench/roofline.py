@@ -88,7 +88,8 @@ def hot_loops(cfg: Config) -> dict:
     return {
         "diffusion training step": (*diffusion_step(cfg, b), f"batch {b}"),
         "DDIM sampling step (guided)": (*unet_forward(2 * 64), "64 images, conditional + unconditional"),
-        "diffusion-classifier batch": (*unet_forward(1024), "1024 (image, class, timestep) passes"),
+        "diffusion-classifier batch": (*unet_forward(cfg.run.unet_batch),
+                                       f"{cfg.run.unet_batch} (image, class, timestep) passes"),
         "GAN pretraining step": (*gan_step(cfg, cfg.gan.batch_size, False, False), f"batch {cfg.gan.batch_size}"),
         "GAN transfer step, low-rank head": (*gan_step(lowrank, cfg.transfer.batch_size, True, False),
                                              f"batch {cfg.transfer.batch_size}"),

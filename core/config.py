@@ -43,6 +43,7 @@ class RunConfig:
     seed: int = param(0, low=0)
     threads: int = param(0, low=0, result=False)         # torch CPU threads; 0 keeps torch's default
     compile: bool = param(False, result=False)           # torch.compile the diffusion UNet (CUDA only)
+    unet_batch: int = param(512, low=1, result=False)    # UNet passes per call when sampling or classifying
 
 
 @dataclass

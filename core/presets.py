@@ -19,6 +19,7 @@ def cifar10() -> Config:
     """CIFAR-10 at 32x32 on one GPU."""
     cfg = Config()
     cfg.run.preset = "cifar10"
+    cfg.run.unet_batch = 1024        # a GPU wants large batches
     cfg.data = DataConfig(dataset="cifar10", resolution=32, concept_class="cat",
                           source_classes=("bird", "cat", "deer", "dog", "frog", "horse"),
                           target_classes=("airplane", "automobile", "ship", "truck"), k_per_target=100)
@@ -51,6 +52,7 @@ def cifar10_cpu() -> Config:
     82 minutes on the build machine's 2 cores (README, "CIFAR-10 on a GPU")."""
     cfg = cifar10()
     cfg.run.preset = "cifar10-cpu"
+    cfg.run.unet_batch = 256         # a CPU slows past the batch whose activations leave its cache (bench/unet_batch.py)
     cfg.data = dataclasses.replace(cfg.data, resolution=16, k_per_target=10)
     cfg.clip = ClipConfig(steps=800, batch_size=128, lr=2e-3, warmup=50)
     cfg.evalnet = EvalNetConfig(channels=(32, 64, 128), epochs=4, batch_size=128, lr=0.2, warmup_epochs=0.5,

@@ -35,8 +35,8 @@ def stage_grid(n: int, size: int) -> torch.Tensor:
 
 class DiffusionClassifier:
     def __init__(self, model: TextToImage, diffusion: Diffusion, prompts: list[str], cfg: ClassifierConfig,
-                 resolution: int, seed: int = 0, max_batch: int = 1024):
-        self.model, self.diffusion, self.cfg, self.max_batch = model.eval(), diffusion, cfg, max_batch
+                 resolution: int, seed: int = 0, unet_batch: int = 512):
+        self.model, self.diffusion, self.cfg, self.unet_batch = model.eval(), diffusion, cfg, unet_batch
         self.seed, self.resolution = seed, resolution
         with torch.no_grad():
             self.cond = model.encode(prompts)  # (K, L, D), (K, E)
@@ -58,8 +58,8 @@ class DiffusionClassifier:
         cls = classes.cpu().repeat_interleave(m, dim=1).flatten()
         tix = grid.repeat(b * k)
         out = []
-        for s in range(0, len(img), self.max_batch):
-            i, c, j = img[s:s + self.max_batch], cls[s:s + self.max_batch], tix[s:s + self.max_batch]
+        for s in range(0, len(img), self.unet_batch):
+            i, c, j = img[s:s + self.unet_batch], cls[s:s + self.unet_batch], tix[s:s + self.unet_batch]
             t = self.timesteps[j].to(x0.device)
             eps = noise[i.to(x0.device), j.to(x0.device)]            # the same eps for every class of an image
             x_t = self.diffusion.q_sample(x0[i.to(x0.device)], t, eps)

@@ -76,7 +76,8 @@ def test_images(cfg: Config):
 
 
 def classify(cfg: Config, model: TextToImage, diffusion, prompts, images, seed: int, adaptive: bool = True) -> dict:
-    classifier = DiffusionClassifier(model, diffusion, prompts, cfg.classifier, cfg.data.resolution, seed)
+    classifier = DiffusionClassifier(model, diffusion, prompts, cfg.classifier, cfg.data.resolution, seed,
+                                     cfg.run.unet_batch)
     with tqdm(total=len(images), desc="diffusion classifier", leave=False) as bar:
         return classify_images(classifier, to_float(images), cfg.classifier.batch_size, adaptive, bar)
 
@@ -116,7 +117,8 @@ def generations(cfg: Config, model, diffusion, prompts, kind: str, bank: int, n_
     """DDIM (eta = 0) samples of the prompts, whose k-th repeat uses seed k of the kind's bank."""
     dc = cfg.diffusion
     seeds = seed_range(kind, n_per_prompt, bank) * (len(prompts) // n_per_prompt)
-    return generate(model, diffusion, prompts, seeds, cfg.data.resolution, dc.sample_steps, dc.guidance, 0.0)
+    return generate(model, diffusion, prompts, seeds, cfg.data.resolution, dc.sample_steps, dc.guidance, 0.0,
+                    cfg.run.unet_batch)
 
 
 def model_side(cfg: Config, model, diffusion, images, kind: str, bank: int) -> dict:

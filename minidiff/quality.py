@@ -26,7 +26,7 @@ def recognition(cfg: Config, model: TextToImage, diffusion: Diffusion, prompts: 
     all_prompts = [p for p in prompts for _ in range(n_per_prompt)]
     seeds = seed_range(kind, len(all_prompts))
     images = generate(model, diffusion, all_prompts, seeds, cfg.data.resolution, dc.sample_steps, dc.guidance,
-                      dc.eta)
+                      dc.eta, cfg.run.unet_batch)
     all_labels = torch.tensor([lab for lab in labels for _ in range(n_per_prompt)])
     return judge(evaluator, images, all_labels, list(class_names(cfg.data))), images
 

@@ -88,10 +88,12 @@ def initial_noise(seeds, resolution: int) -> torch.Tensor:
 
 @torch.no_grad()
 def generate(model: TextToImage, diffusion: Diffusion, prompts: list[str], seeds, resolution: int,
-             steps: int = 25, guidance: float = 3.0, eta: float = 0.0, batch_size: int = 256,
+             steps: int = 25, guidance: float = 3.0, eta: float = 0.0, unet_batch: int = 512,
              progress: bool = True) -> torch.Tensor:
-    """DDIM samples for (prompt, seed) pairs -> (N, H, W, 3) uint8; deterministic for eta = 0."""
+    """DDIM samples for (prompt, seed) pairs -> (N, H, W, 3) uint8; deterministic for eta = 0. unet_batch
+    bounds the UNet's batch (guidance runs two passes per image, so half as many images per call)."""
     assert len(prompts) == len(seeds), "one seed per prompt"
+    batch_size = max(1, unet_batch // (1 if guidance == 1.0 else 2))
     model.eval()
     out = []
     bar = tqdm(total=steps * -(-len(prompts) // batch_size), desc="sampling", disable=not progress, leave=False)

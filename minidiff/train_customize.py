@@ -64,7 +64,8 @@ def base_generations(cfg: Config, model, diffusion, prompts: list[str], seeds: l
     dc = cfg.diffusion
     key = ["generations", base_fingerprint, prompts, seeds, dc.sample_steps, dc.guidance, dc.eta]
     return cached(cache_root(cfg), "generations", key, lambda: {"images": generate(
-        model, diffusion, prompts, seeds, cfg.data.resolution, dc.sample_steps, dc.guidance, dc.eta)})["images"]
+        model, diffusion, prompts, seeds, cfg.data.resolution, dc.sample_steps, dc.guidance, dc.eta,
+        cfg.run.unet_batch)})["images"]
 
 
 def customize(cfg: Config, force: bool = False) -> dict:

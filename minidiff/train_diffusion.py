@@ -184,5 +184,5 @@ def sample_grid(cfg: Config, model: TextToImage, diffusion: Diffusion, prompts: 
     dc = cfg.diffusion
     seeds = list(range(per_row)) * len(prompts)
     images = generate(model, diffusion, [p for p in prompts for _ in range(per_row)], seeds, cfg.data.resolution,
-                      dc.sample_steps, dc.guidance, dc.eta, progress=False)
+                      dc.sample_steps, dc.guidance, dc.eta, cfg.run.unet_batch, progress=False)
     save_grid(images, path, nrow=per_row, scale=max(1, 64 // cfg.data.resolution))

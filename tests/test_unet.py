@@ -6,6 +6,8 @@ from core.data import base_classes, load_split, to_float
 from minidiff.clip import TinyClip
 from minidiff.diffusion import Diffusion
 from minidiff.train_clip import build_tokenizer
+from minidiff.classifier import DiffusionClassifier
+from minidiff.text2img import generate
 from minidiff.train_diffusion import build_model
 from tests.conftest import tiny_diffusion_overrides
 
@@ -53,6 +55,30 @@ def test_guidance_one_is_exactly_the_conditional_model(tmp_path):
     prompts = ["a photo of a star", "a drawing of a ring"]
     assert torch.equal(model.eps_fn(prompts, 1.0)(x, t), model(x, t, model.encode(prompts)))
     assert not torch.allclose(model.eps_fn(prompts, 3.0)(x, t), model(x, t, model.encode(prompts)))
+
+
+def test_unet_batch_bound_changes_nothing_but_speed(tmp_path):
+    """run.unet_batch splits sampling and classification into smaller UNet calls (a CPU's cache, README
+    "Speed"): the same images to the last uint8 level and the same classifier errors up to round-off."""
+    cfg, model = tiny_model(tmp_path)
+    randomise(model)
+    diffusion = Diffusion(cfg.diffusion.timesteps, cfg.diffusion.schedule)
+    prompts = ["a photo of a star", "a drawing of a ring", "a photo of a heart"] * 3
+    sample = lambda unet_batch: generate(model, diffusion, prompts, range(9), 16, steps=3, guidance=3.0,
+                                         unet_batch=unet_batch, progress=False).int()
+    calls, forward = [], model.unet.forward
+    model.unet.forward = lambda x, *args: calls.append(len(x)) or forward(x, *args)
+    bounded = sample(4)
+    del model.unet.forward
+    assert max(calls) == 4 and (bounded - sample(1024)).abs().max() <= 1   # guided: 2 images per call vs all
+    errors = lambda unet_batch: DiffusionClassifier(
+        model, diffusion, prompts[:3], cfg.classifier, 16, seed=0, unet_batch=unet_batch).errors(
+        torch.rand(5, 3, 16, 16) * 2 - 1, torch.randn(5, cfg.classifier.n_timesteps, 3, 16, 16),
+        torch.tensor([[0, 1, 2]] * 5), torch.arange(4))                    # (5 images, 3 classes, 4 timesteps)
+    torch.manual_seed(1)
+    small = errors(7)
+    torch.manual_seed(1)
+    assert torch.allclose(small, errors(1024), rtol=1e-5, atol=1e-6)
 
 
 def test_every_unet_parameter_gets_a_gradient(tmp_path):
