@@ -3,11 +3,11 @@ import torch
 
 from core.cli import make_config
 from core.data import base_classes, load_split, to_float
+from minidiff.classifier import DiffusionClassifier
 from minidiff.clip import TinyClip
 from minidiff.diffusion import Diffusion
-from minidiff.train_clip import build_tokenizer
-from minidiff.classifier import DiffusionClassifier
 from minidiff.text2img import generate
+from minidiff.train_clip import build_tokenizer
 from minidiff.train_diffusion import build_model
 from tests.conftest import tiny_diffusion_overrides
 
@@ -66,19 +66,19 @@ def test_unet_batch_bound_changes_nothing_but_speed(tmp_path):
     prompts = ["a photo of a star", "a drawing of a ring", "a photo of a heart"] * 3
     sample = lambda unet_batch: generate(model, diffusion, prompts, range(9), 16, steps=3, guidance=3.0,
                                          unet_batch=unet_batch, progress=False).int()
-    calls, forward = [], model.unet.forward
-    model.unet.forward = lambda x, *args: calls.append(len(x)) or forward(x, *args)
-    bounded = sample(4)
-    del model.unet.forward
-    assert max(calls) == 4 and (bounded - sample(1024)).abs().max() <= 1   # guided: 2 images per call vs all
+    x0, noise = torch.rand(5, 3, 16, 16) * 2 - 1, torch.randn(5, cfg.classifier.n_timesteps, 3, 16, 16)
     errors = lambda unet_batch: DiffusionClassifier(
         model, diffusion, prompts[:3], cfg.classifier, 16, seed=0, unet_batch=unet_batch).errors(
-        torch.rand(5, 3, 16, 16) * 2 - 1, torch.randn(5, cfg.classifier.n_timesteps, 3, 16, 16),
-        torch.tensor([[0, 1, 2]] * 5), torch.arange(4))                    # (5 images, 3 classes, 4 timesteps)
-    torch.manual_seed(1)
-    small = errors(7)
-    torch.manual_seed(1)
-    assert torch.allclose(small, errors(1024), rtol=1e-5, atol=1e-6)
+        x0, noise, torch.tensor([[0, 1, 2]] * 5), torch.arange(4))      # (5 images, 3 classes, 4 timesteps)
+    calls, forward = [], model.unet.forward
+    model.unet.forward = lambda x, *args: calls.append(len(x)) or forward(x, *args)   # records each call's batch
+    bounded_samples, sample_calls = sample(4), max(calls)
+    calls.clear()
+    bounded_errors, error_calls = errors(7), max(calls)
+    del model.unet.forward
+    assert sample_calls == 4 and error_calls == 7                          # guided: 2 images, 4 passes per call
+    assert (bounded_samples - sample(1024)).abs().max() <= 1
+    assert torch.allclose(bounded_errors, errors(1024), rtol=1e-5, atol=1e-6)
 
 
 def test_every_unet_parameter_gets_a_gradient(tmp_path):
