@@ -19,8 +19,11 @@ from bench.common import save
 from core.cli import make_config
 from core.training import pick_device
 from eval.colour import colour_drift_index
-from minidiff.open_world import base_side, generations, pair_prompts
+from core import checkpoint
+from minidiff.measure_drift import floor_dir
+from minidiff.open_world import generations, pair_prompts
 from minidiff.train_diffusion import base_model_path, load_diffusion
+from pipeline.runs import require_finished
 
 
 @torch.no_grad()
@@ -41,7 +44,7 @@ def main():
     cfg = make_config(args.preset, overrides)
     device = pick_device(cfg.run.device)
     base_path = base_model_path(cfg)
-    reference = base_side(cfg, base_path, 0, device)           # cached by the drift stage
+    reference = checkpoint.load(require_finished(floor_dir(cfg), "side.pt", "python train.py drift-floor"))
     images, unrelated = reference["drift"]["pairs"], reference["floor"]["pairs"]
     results = {"base_checkpoint": str(base_path), "n_pairs": len(images),
                "unrelated_pairs_cdi": colour_drift_index(images, unrelated)["cdi"], "levels": {}}

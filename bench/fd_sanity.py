@@ -46,7 +46,7 @@ def compare(evaluator, reference_features, images, labels=None, class_names=None
     """FD-eval and KID of one image set against the reference features; evaluator accuracy when labelled."""
     features = extract_features(evaluator, images)
     kid = kernel_inception_distance(features, reference_features)
-    out = {"fd": fd_from_features(features, reference_features), "kid_mean": kid["mean"], "kid_std": kid["std"],
+    out = {"fd": fd_from_features(features, reference_features), "kid": kid["all"], "kid_std": kid["std"],
            "kid_subset_size": kid["subset_size"], "n": len(features), "n_reference": len(reference_features)}
     if labels is not None:
         out["evaluator_accuracy"] = judge(evaluator, images, labels, class_names)["accuracy"]
@@ -85,14 +85,14 @@ def main():
         "evaluator": {**info, "note": f"evaluator trained on {info['trained_on']}, test accuracy "
                                       f"{info['test_accuracy']:.2%}" if info["test_accuracy"] is not None else ""},
         "reference": f"{n} random {cfg.data.dataset} train images (seed {cfg.run.seed})", "sets": sets,
-        "test_vs_full_train": {"fd": full["fd"], "kid_mean": full["kid"]["mean"], "kid_std": full["kid"]["std"],
+        "test_vs_full_train": {"fd": full["fd"], "kid": full["kid"]["all"], "kid_std": full["kid"]["std"],
                                "n": full["n_images"], "n_reference": full["n_reference"]},
         "feature_dim": ref_features.shape[1], **hardware(device), "seconds": time.time() - start,
     }
     out = args.out or f"runs/bench/fd_sanity_{cfg.data.dataset}.json"
     save(out, result)
     for name, r in sets.items():
-        print(f"{name:>16}: FD-eval {r['fd']:10.4f}  KID {r['kid_mean']:8.4f} +- {r['kid_std']:.4f}  "
+        print(f"{name:>16}: FD-eval {r['fd']:10.4f}  KID {r['kid']:8.4f} +- {r['kid_std']:.4f}  "
               f"(n={r['n']} vs {r['n_reference']})")
     print(f"{'test/full train':>16}: FD-eval {full['fd']:10.4f}  (n={full['n_images']} vs {full['n_reference']})")
     print(f"{result['evaluator']['note']}; written to {out}")

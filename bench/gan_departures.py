@@ -18,9 +18,9 @@ from pathlib import Path
 
 from bench.common import save
 from core.cli import make_config
-from core.runs import stage_dir
+from pipeline.runs import stage_dir
 from eval.evalnet import train_evaluator
-from eval.report import mean_std
+from eval.stats import mean_sd
 from minigan.pretrain import pretrain_gan
 from minigan.transfer import transfer_gan
 
@@ -39,7 +39,7 @@ CONTROLS = {  # name -> overrides, in the order they run (the default, shared wi
 VARIANT = ["--transfer.generator=hypermod", "--transfer.selfinit=true", "--transfer.ssl=barlow",
            "--transfer.head=lowrank"]
 FIGURES = {"accuracy_among_targets": lambda r: r["quality"]["accuracy_among_targets"],
-           "accuracy": lambda r: r["quality"]["accuracy"], "fd_eval_intra": lambda r: r["quality"]["fd_eval_intra"],
+           "accuracy": lambda r: r["quality"]["accuracy"], "fd_eval": lambda r: r["quality"]["fd_eval"],
            "recall": lambda r: r["quality"]["recall"], "nn_ratio": lambda r: r["quality"]["nn_ratio"],
            "class_separation": lambda r: r["class_separation"]["features"],
            "start_fd_ratio": lambda r: r["start_check"]["after_selfinit"]["ratio"]}
@@ -81,7 +81,7 @@ def main():
         runs = [transfer_gan(make_config(args.preset, [*settings, f"--transfer.seed={seed}"], ("evalnet", "gan")))
                 for seed in range(args.seeds)]
         result["controls"][name] = {"overrides": CONTROLS[name], **{
-            key: {"mean_std": mean_std([f(r) for r in runs]), "per_seed": [f(r) for r in runs]}
+            key: {"mean_sd": mean_sd([f(r) for r in runs]), "per_seed": [f(r) for r in runs]}
             for key, f in FIGURES.items()}}
         save(stage_dir(cfg, "bench", "gan_departures.json"), result)   # after each control: partial runs count
 

@@ -57,8 +57,8 @@ from minidiff.clip import TextEncoder, TinyClip
 from minidiff.customize import prepare
 from minidiff.regularizers import anchor_prompts
 from minidiff.train_clip import build_tokenizer
-from minidiff.train_customize import run_name as customize_name
-from minigan.transfer import run_name as transfer_name
+from minidiff.train_customize import customization_name as customize_name
+from minigan.transfer import variant_name as transfer_name
 
 PEAK = {"bf16": 989.4e12, "tf32": 494.7e12}      # FLOP/s, H100 SXM dense (datasheet / 2)
 MFU = {"central": 0.10, "high": 0.20, "low": 0.05}
@@ -123,7 +123,7 @@ def diffusion_stages(stage, c: Config, ctx: dict) -> dict:
             done[cc.method, cc.reg] = at_batch(lambda b: customize_step(c, b), 1, cc.k_images)
         n = cc.fidelity_samples               # + the base model's anchor and prior images, made once (cached)
         if cc.reg == "functional" and not done.get("anchors"):
-            n += cc.images_per_anchor * (len(anchor_prompts(c, base)) - 1) + cc.empty_anchor_images
+            n += cc.images_per_anchor * (len(anchor_prompts(c)) - 1) + cc.empty_anchor_images
         if cc.method == "full+prior" and not done.get("prior"):
             n += cc.n_prior_images
         done["anchors"] = done.get("anchors") or cc.reg == "functional"

@@ -13,6 +13,7 @@ from bench.counting import count
 from core import captions
 from core.config import Config
 from core.data import ImageSet, base_classes, class_names
+from core.presets import transfer_lr
 from core.training import EMA, FUSED, weight_decay_groups
 from eval.evalnet import Evaluator, fit
 from minidiff.clip import TextEncoder, TinyClip
@@ -20,7 +21,7 @@ from minidiff.customize import prepare
 from minidiff.diffusion import Diffusion
 from minidiff.regularizers import anchor_prompts, prior_prompt
 from minidiff.train_clip import build_tokenizer
-from minidiff.train_customize import customization_loss
+from minidiff.train_customize import Regularizer, customization_loss
 from minidiff.train_diffusion import build_model, training_step
 from minigan.generator import ConditionalGenerator
 from minigan.hypermod import HyperModulatedGenerator
@@ -79,26 +80,26 @@ def customize_step(cfg: Config, b: int):
     """customization_loss + backward + clipped step on b concept images, set up as _customize does."""
     cc, classes = cfg.customize, base_classes(cfg.data)
     model, diffusion = text_to_image(cfg), Diffusion(cfg.diffusion.timesteps, cfg.diffusion.schedule)
-    anchors, extra = anchor_prompts(cfg, classes), {}
+    anchors, reg = anchor_prompts(cfg), Regularizer()
     if cc.method == "full+prior":
-        extra["prior"] = (prior_prompt(cfg, classes), images(cfg, cc.n_prior_images))
+        reg.prior = (prior_prompt(cfg), images(cfg, cc.n_prior_images))
     if cc.reg == "functional":                   # the frozen copy, and one base image per anchor
-        extra["frozen"] = copy.deepcopy(model).requires_grad_(False).eval()
+        reg.frozen = copy.deepcopy(model).requires_grad_(False).eval()
         one = torch.ones(len(anchors), dtype=torch.long)
-        extra["anchor_images"] = (images(cfg, len(anchors)), torch.cumsum(one, 0) - one, one)
+        reg.anchor_images = (images(cfg, len(anchors)), torch.cumsum(one, 0) - one, one)
     params = prepare(model, cfg, classes)
     if cc.reg == "l2":
-        extra["initial"] = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+        reg.initial = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
     opt, x0 = torch.optim.AdamW(params, **FUSED), images(cfg, b)
     prompt = cc.prompt.format(cc.placeholder)
     model.eval()
 
     def step():
         opt.zero_grad(set_to_none=True)
-        customization_loss(cfg, model, diffusion, x0, prompt, anchors, extra)[0].backward()
+        customization_loss(cfg, model, diffusion, x0, prompt, anchors, reg)[0].backward()
         torch.nn.utils.clip_grad_norm_(params, cfg.diffusion.grad_clip, foreach=True)
         opt.step()
-    return step, list(model.parameters()) + (list(extra["frozen"].parameters()) if "frozen" in extra else [])
+    return step, list(model.parameters()) + (list(reg.frozen.parameters()) if reg.frozen is not None else [])
 
 
 def gan_models(cfg: Config, transfer: bool):
@@ -109,7 +110,7 @@ def gan_models(cfg: Config, transfer: bool):
         return G, build_discriminator(cfg), [{"params": list(G.parameters())}], None, 0
     if t.generator == "hypermod":
         G = HyperModulatedGenerator(G, n, head=t.head, rank=t.rank, embed_dim=t.embed_dim)
-        groups = G.parameter_groups(t.lr, t.class_lr_mul)
+        groups = G.parameter_groups(transfer_lr(cfg), t.class_lr_mul)
     else:
         G = ConditionalGenerator(G, n)
         groups = [{"params": G.trainable_parameters()}]

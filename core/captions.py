@@ -9,6 +9,8 @@ from __future__ import annotations
 import numpy as np
 
 from core import shapes
+from core.config import PLACEHOLDERS
+from core.errors import ConfigError
 
 TEMPLATES = {
     "shapes": ("a photo of a {}", "a drawing of a {}", "a picture of a {}", "a rendering of a {}"),
@@ -62,3 +64,24 @@ def vocabulary(dataset: str, class_names) -> list[str]:
         words.update(shapes.TEXTURES)
         words.update(("on", "a", "background"))
     return sorted(words)
+
+
+def words(text: str) -> list[str]:
+    """A caption's words as the tokenizer reads them: lower case, full stops and commas dropped."""
+    return text.lower().replace(".", " ").replace(",", " ").split()
+
+
+def check_caption(text: str, vocabulary_words, context_length: int) -> list[str]:
+    """The caption's words, or a ConfigError naming an unknown word (with every known one) or the length
+    (two of the context's tokens are <bos> and <eos>)."""
+    found = words(text)
+    known = set(vocabulary_words) | set(PLACEHOLDERS)
+    unknown = [w for w in found if w not in known]
+    if unknown:
+        raise ConfigError(f"unknown word{'s' * (len(unknown) > 1)} {', '.join(map(repr, unknown))} in {text!r}; "
+                          f"known words: {', '.join(sorted(vocabulary_words))}, and the placeholders "
+                          f"{PLACEHOLDERS[0]}..{PLACEHOLDERS[-1]}")
+    if len(found) + 2 > context_length:
+        raise ConfigError(f"{text!r} has {len(found)} words; at most {context_length - 2} fit the text encoder's "
+                          f"context (clip.context_length={context_length})")
+    return found

@@ -76,17 +76,40 @@ def check_arch(payload: dict, sections: dict[str, object], path: str = "checkpoi
 
 
 def fingerprint(path: str | os.PathLike) -> str:
-    """First 12 hex digits of the file's sha256 (of a folder: of its files' names and contents, in name order):
-    names the exact weights, or images, a cache, a run or a delta was made from."""
+    """12 hex digits naming what a checkpoint holds: the sha256 of its tensors, integers and strings (the
+    weights, the step, a vocabulary), in key order, leaving out what does not define the model (the config it
+    was saved with, training clocks, metrics and run keys). A retrain that gives the same weights keeps the
+    same fingerprint, so the runs built on the model stay valid; any other file: the hash of its bytes."""
     path = Path(path)
     digest = hashlib.sha256()
-    for file in sorted(path.iterdir()) if path.is_dir() else [path]:
-        if path.is_dir():
-            digest.update(file.name.encode())
-        with open(file, "rb") as f:
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # not a checkpoint: its bytes name it
+        with open(path, "rb") as f:
             for block in iter(lambda: f.read(1 << 20), b""):
                 digest.update(block)
+        return digest.hexdigest()[:12]
+    _hash_into(digest, payload, "")
     return digest.hexdigest()[:12]
+
+
+SKIPPED_KEYS = ("config", "metrics", "run_key", "train_seconds", "seconds", "log", "loss", "base_path",
+                "base_relative_path")  # settings, clocks, results and where a file was: not the model
+
+
+def _hash_into(digest, value, name: str) -> None:
+    if isinstance(value, torch.Tensor):
+        digest.update(f"{name}:{value.dtype}:{tuple(value.shape)}".encode())
+        digest.update(value.detach().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    elif isinstance(value, dict):
+        for key in sorted(value, key=str):
+            if key not in SKIPPED_KEYS:
+                _hash_into(digest, value[key], f"{name}.{key}")
+    elif isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            _hash_into(digest, v, f"{name}[{i}]")
+    elif isinstance(value, (int, str)):          # bool is an int; floats (clocks, losses) are left out
+        digest.update(f"{name}={value!r}".encode())
 
 
 def key_digest(key) -> str:

@@ -52,7 +52,7 @@ class DataConfig:
     root: str = param("data/cifar10", result=False)      # cifar10: folder with train.npz/test.npz
     resolution: int = param(16, low=8, arch=True)        # pixels per side
     shapes_train_size: int = param(20000, low=1)         # procedural images per split (shapes only)
-    shapes_test_size: int = param(2000, low=1)
+    shapes_test_size: int = param(10000, low=1)         # 1000 a class: per-class FD-eval needs them
     train_subset: int = param(0, low=0)                  # > 0: only this many train images, balanced over classes
     test_subset: int = param(0, low=0)                   # > 0: likewise for the test split (smoke tests)
     seed: int = param(0, low=0)                          # shapes are a pure function of (seed, split, index)
@@ -93,6 +93,7 @@ class EvalNetConfig:
 
 @dataclass
 class DiffusionConfig:
+    seed: int = param(0, low=0)                         # the base model's own seed (--bases N: 0..N-1)
     base_channels: int = param(16, low=1, arch=True)
     channel_mults: tuple[int, ...] = param((1, 2, 2), low=1, arch=True)  # one UNet level each, /2 between
     num_res_blocks: int = param(1, low=1, arch=True)
@@ -169,6 +170,7 @@ class DriftConfig:
 
 @dataclass
 class GanConfig:
+    seed: int = param(0, low=0)                         # the pretrained GAN's own seed (--bases N: 0..N-1)
     z_dim: int = param(64, low=1, arch=True)
     w_dim: int = param(64, low=1, arch=True)
     channels: tuple[int, ...] = param((32,), low=1, arch=True)     # G widths from 4x4 up (one: the same)
@@ -205,7 +207,8 @@ class TransferConfig:
     selfinit_noise: float = param(0.0, low=0)           # embedding noise after the copy, x |e| (official: 0)
     steps: int = param(800, low=1)                      # official: 200k at batch 10
     batch_size: int = param(32, low=2)
-    lr: float = param(1e-2, low=0)                      # G's trainable parameters (hypermod: heads; official 2e-3)
+    lr: float = param(-1.0, low=-1)                     # G's trainable parameters (hypermod: heads; official 2e-3);
+                                                        # -1: the preset's, per variant (core.presets.TRANSFER_LR)
     class_lr_mul: float = param(1.0, low=0)             # hypermod class network's lr / heads' (official: 0.001)
     d_lr: float = param(2e-3, low=0)                    # official: 2e-3
     d_class_lr_mul: float = param(10.0, low=0)          # D's per-class logits learn this much faster (official: 1)
@@ -214,7 +217,7 @@ class TransferConfig:
     augment: tuple[str, ...] = param(("color", "translation"), choices=AUGMENTATIONS)  # official: none
     ssl_weight: float = param(0.01, low=0)              # Barlow Twins weight (official: 0.01)
     checkpoint_every: int = param(100, low=0, result=False)
-    eval_samples: int = param(200, low=2)               # generated images per class for the metrics
+    eval_samples: int = param(1000, low=4)              # generated images per class for the metrics
 
 
 @dataclass
@@ -251,6 +254,15 @@ class Config:
                                                for k, v in stored.items() if k in types})
         return cls(**sections)
 
+
+def as_override(value) -> str:
+    """A field's value as the command line writes it (coerce reads it back): tuples comma-separated,
+    booleans true/false."""
+    if isinstance(value, tuple):
+        return ",".join(as_override(v) for v in value)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
 
 
 def coerce(value, typ, key: str):

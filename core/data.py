@@ -7,6 +7,8 @@ from it by name.
 """
 from __future__ import annotations
 
+import functools
+import hashlib
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +26,8 @@ SHAPES_VERSION = 1  # bump when the renderer changes, so stale caches are not re
 # the config fields that decide which images a split holds (core.runs keys every stage's run by them)
 IMAGE_FIELDS = ("data.dataset", "data.resolution", "data.shapes_train_size", "data.shapes_test_size", "data.seed",
                 "data.train_subset", "data.test_subset")
+LOADER_FIELDS = ("dataset", "root", "resolution", "shapes_train_size", "shapes_test_size", "seed", "train_subset",
+                 "test_subset")  # what load_split reads
 
 
 @dataclass
@@ -76,6 +80,26 @@ def load_split(cfg: DataConfig, split: str, cache: Path | None = None) -> ImageS
     images = _load_split(cfg, split, cache)
     subset = cfg.train_subset if split == "train" else cfg.test_subset
     return images.per_class(-(-subset // len(images.classes))) if subset else images
+
+
+def data_digest(cfg: DataConfig, cache: Path | None = None) -> str:
+    """16 hex digits naming the content of both splits as the loaders give them (images, labels, attributes):
+    run keys hold it, so a run made from other images (another data.root, a changed file) is never taken for
+    this one, while a setting that changes nothing the loaders return changes nothing here."""
+    loaded = {f: getattr(cfg, f) for f in LOADER_FIELDS}
+    return _digest(tuple(loaded.items()), cache)
+
+
+@functools.lru_cache(maxsize=8)
+def _digest(loaded: tuple, cache: Path | None) -> str:
+    cfg = DataConfig(**dict(loaded))
+    digest = hashlib.sha256()
+    for split in ("train", "test"):
+        images = load_split(cfg, split, cache)
+        for array in (images.x, images.y, images.attrs):
+            if array is not None:
+                digest.update(array.contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
 
 
 def _load_split(cfg: DataConfig, split: str, cache: Path | None) -> ImageSet:

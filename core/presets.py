@@ -40,7 +40,7 @@ def cifar10() -> Config:
                         steps=20000, batch_size=64, r1_gamma=0.01, ema_decay=0.999,
                         augment=AUGMENTATIONS, checkpoint_every=2000, eval_samples=5000)
     cfg.transfer = dataclasses.replace(cfg.transfer, embed_dim=64, selfinit_steps=1000, selfinit_batch=32,
-                                       steps=2000, batch_size=64, lr=2e-3, d_lr=2e-3, r1_gamma=0.01,
+                                       steps=2000, batch_size=64, d_lr=2e-3, r1_gamma=0.01,
                                        ema_decay=0.999, augment=AUGMENTATIONS, checkpoint_every=500,
                                        eval_samples=1000)
     return cfg
@@ -64,7 +64,7 @@ def cifar10_cpu() -> Config:
     cfg.drift = dataclasses.replace(cfg.drift, pairs=8)
     cfg.gan = GanConfig(channels=(64,), d_channels=(128, 64, 64), steps=3000, batch_size=32,
                         augment=("translation",), eval_samples=2000)
-    cfg.transfer = dataclasses.replace(Config().transfer, embed_dim=32, steps=800, eval_samples=250)
+    cfg.transfer = dataclasses.replace(Config().transfer, embed_dim=32, steps=800)
     return cfg
 
 
@@ -91,3 +91,20 @@ def customize_schedule(cfg: "Config") -> tuple[int, float]:
     steps, lr = METHOD_SCHEDULES[cfg.run.preset][cfg.customize.method]
     cc = cfg.customize
     return (cc.steps if cc.steps >= 0 else steps), (cc.lr if cc.lr >= 0 else lr)
+
+
+# the generator's learning rate in GAN transfer, per preset and variant (transfer.lr = -1 takes it from here):
+# the rate with the lowest FD-eval against held-out train images of the target classes, among a sweep that
+# includes the pretraining rate (bench/gan_lr_sweep.py; docs/results.md, "Fair baselines")
+TRANSFER_LR = {
+    "quick": {"scratch": 1e-2, "finetune": 1e-2, "hypermod-lowrank": 1e-2, "hypermod-dense": 1e-2},
+    "cifar10": {"scratch": 2e-3, "finetune": 2e-3, "hypermod-lowrank": 2e-3, "hypermod-dense": 2e-3},
+    "cifar10-cpu": {"scratch": 1e-2, "finetune": 1e-2, "hypermod-lowrank": 1e-2, "hypermod-dense": 1e-2},
+}
+
+
+def transfer_lr(cfg: "Config") -> float:
+    """The generator's learning rate of a transfer: transfer.lr where set, else the preset's for its variant."""
+    t = cfg.transfer
+    variant = f"hypermod-{t.head}" if t.generator == "hypermod" else t.generator
+    return t.lr if t.lr >= 0 else TRANSFER_LR[cfg.run.preset][variant]

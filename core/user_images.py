@@ -10,6 +10,7 @@ naming the file. Hidden files (.DS_Store, ...) are skipped.
 """
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -47,24 +48,46 @@ def centre_square(image: Image.Image, resolution: int) -> np.ndarray:
     return np.asarray(square.resize((resolution, resolution), Image.LANCZOS), dtype=np.uint8)
 
 
-def load_image_folder(folder: str | Path, resolution: int) -> torch.Tensor:
-    """The folder's images as uint8 (N, resolution, resolution, 3), in file-name order."""
+def image_files(folder: str | Path) -> list[Path]:
+    """The image files of a concept folder, in name order (hidden files skipped); anything else in it (a
+    non-image, a folder, a pipe, a name that is not UTF-8) or too few or too many images is a DataError."""
     folder = Path(folder)
     if not folder.is_dir():
         raise DataError(f"customize.images={folder}: not a folder")
     files = sorted(f for f in folder.iterdir() if not f.name.startswith("."))
-    others = [f.name for f in files if f.suffix.lower() not in SUFFIXES or not f.is_file()]
-    if others:
-        raise DataError(f"{folder}: {others[0]} is not a .png/.jpg/.jpeg file (the folder must hold only the "
-                        f"concept's images)")
+    for f in files:
+        try:
+            f.name.encode("utf-8")
+        except UnicodeEncodeError:
+            raise DataError(f"{folder}: a file name is not UTF-8 text ({f.name.encode('utf-8', 'replace')!r}); "
+                            f"rename it") from None
+        if f.suffix.lower() not in SUFFIXES or not f.is_file():  # is_file: no folder, pipe or device
+            raise DataError(f"{folder}: {f.name} is not a .png/.jpg/.jpeg file (the folder must hold only the "
+                            f"concept's images)")
     if not MIN_IMAGES <= len(files) <= MAX_IMAGES:
         raise DataError(f"{folder} holds {len(files)} images; a concept needs {MIN_IMAGES} to {MAX_IMAGES}")
+    return files
+
+
+def folder_digest(folder: str | Path) -> str:
+    """16 hex digits naming the images a concept folder holds (names and contents of image_files): what the
+    loader reads and nothing else, so a hidden file that changes changes nothing."""
+    digest = hashlib.sha256()
+    for f in image_files(folder):
+        digest.update(f.name.encode() + b"\0" + f.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def load_image_folder(folder: str | Path, resolution: int) -> torch.Tensor:
+    """The folder's images as uint8 (N, resolution, resolution, 3), in file-name order."""
     images = []
-    for f in files:
+    for f in image_files(folder):
         try:
             with Image.open(f) as image:
                 image.load()
                 images.append(centre_square(to_rgb(image, f), resolution))
-        except (UnidentifiedImageError, OSError, SyntaxError) as err:
+        except Image.DecompressionBombError as err:
+            raise DataError(f"{f} is too large to open safely ({err})") from None
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
             raise DataError(f"{f} is not a readable image ({type(err).__name__}: {err})") from None
     return torch.from_numpy(np.stack(images))

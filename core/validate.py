@@ -7,7 +7,7 @@ import dataclasses
 import math
 import re
 
-from core.captions import TEMPLATES
+from core.captions import TEMPLATES, check_caption, vocabulary
 from core.config import DATASETS, ClassifierConfig, Config, DataConfig
 from core.errors import ConfigError
 
@@ -35,6 +35,15 @@ def levels(resolution: int, n_levels: int) -> list[int]:
 MODELS = ("clip", "evalnet", "unet", "gan")  # what validate() can check the image resolution against
 
 
+def models_for(stage: str | None) -> tuple[str, ...]:
+    """The models a train.py stage builds or loads (None: the whole pipeline, every model)."""
+    if stage is None:
+        return MODELS
+    if stage in ("clip", "eval-net"):
+        return ("clip",) if stage == "clip" else ("evalnet",)
+    return ("evalnet", "gan") if stage.startswith("gan") else ("clip", "evalnet", "unet")
+
+
 def validate(cfg: Config, models: tuple[str, ...] = MODELS) -> Config:
     """Refuse a config that cannot work, naming the field: every field's range, then the fields that must
     agree, including the image resolution with each of `models` (the ones the command will build)."""
@@ -51,8 +60,7 @@ def validate(cfg: Config, models: tuple[str, ...] = MODELS) -> Config:
     if cc.steps == 0:
         raise ConfigError("customize.steps=0 trains nothing; give steps >= 1 (or -1 for the method's default); "
                           "the no-change control is customize.lr=0")
-    if cc.prompt.count("{}") != 1:
-        raise ConfigError("customize.prompt needs exactly one {} for the subject")
+    _check_prompts(cfg)
     _check_drift_split(cfg)
     if cfg.transfer.selfinit and cfg.transfer.generator != "hypermod":
         raise ConfigError(f"transfer.selfinit=true needs transfer.generator=hypermod "
@@ -61,6 +69,21 @@ def validate(cfg: Config, models: tuple[str, ...] = MODELS) -> Config:
         raise ConfigError(f"diffusion.sample_steps={cfg.diffusion.sample_steps} exceeds diffusion.timesteps="
                           f"{cfg.diffusion.timesteps}")
     return cfg
+
+
+def _check_prompts(cfg: Config) -> None:
+    """customize.prompt is a template with one {} for the placeholder, and it and the prior prompt use only
+    words the tokenizer knows, within the text encoder's context."""
+    cc, words = cfg.customize, vocabulary(cfg.data.dataset, DATASETS[cfg.data.dataset])
+    if cc.prompt.count("{}") != 1 or cc.prompt.replace("{}", "").count("{") + cc.prompt.count("}") != 1:
+        raise ConfigError(f"customize.prompt={cc.prompt!r} needs exactly one {{}} for the placeholder and no other "
+                          f"braces, e.g. 'a photo of a {{}}'")
+    for key, text in (("customize.prompt", cc.prompt.format(cc.placeholder)), ("customize.prior_prompt",
+                                                                                cc.prior_prompt)):
+        try:
+            check_caption(text, words, cfg.clip.context_length)
+        except ConfigError as err:
+            raise ConfigError(f"{key}: {err}") from None
 
 
 def _check_classes(d: DataConfig) -> None:

@@ -110,11 +110,11 @@ def appearance_drift(images_before, images_after, labels, class_names, features_
         if pick.sum() < 2:
             continue
         fr, fa = ref_features[pick], features_after[pick]
-        kid = kernel_inception_distance(fr, fa, subset_size=int(pick.sum()), n_subsets=1)  # the whole class
+        kid = kernel_inception_distance(fr, fa, n_subsets=0)       # 'all': the whole class
         per_class[name] = {**set_colour_distance(ref_images[pick], images_after[pick]),
                            "cdi": float(cdi["per_pair"][pick.numpy()].mean()),
                            "feature_distance": (fa - features_before[pick]).norm(dim=1).mean().item(),
-                           "fd": fd_from_features(fr, fa), "kid": kid["mean"], "n": int(pick.sum())}
+                           "fd": fd_from_features(fr, fa), "kid": kid["all"], "n": int(pick.sum())}
 
     def over_classes(key):
         return float(np.mean([v[key] for v in per_class.values()])) if per_class else 0.0

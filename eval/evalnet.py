@@ -30,11 +30,11 @@ from core import checkpoint
 from core.cache import cache_root
 from core.config import Config, EvalNetConfig
 from core.errors import ConfigError
-from core.data import IMAGE_FIELDS, class_names, load_split, to_float
+from core.data import class_names, load_split, to_float
 from core.files import read_json
-from core.runs import RunFolder, require_finished, run_key, stage_dir
 from core.training import (FUSED, autocast, check_finite, count_parameters, flip_and_shift, setup, warmup_cosine,
                            weight_decay_groups)
+from pipeline.runs import require_finished, run_key, run_once, stage_dir
 
 
 def conv_bn(c_in: int, c_out: int, pool: bool = False) -> nn.Sequential:
@@ -190,22 +190,15 @@ def _optimizer(model: nn.Module, cfg: EvalNetConfig) -> torch.optim.Optimizer:
                            **FUSED)
 
 
-def evaluator_key(cfg: Config) -> dict:
-    """What the evaluator depends on (core.runs): the images and its own section."""
-    return run_key(cfg, IMAGE_FIELDS + ("evalnet",))
-
-
 def train_evaluator(cfg: Config, force: bool = False) -> dict:
     """Train (or, if finished before with the same settings, skip) the evaluator; returns its metrics."""
-    out = stage_dir(cfg, "eval-net")
-    with RunFolder(out, evaluator_key(cfg), force, "eval-net") as run:
-        if run.finished():
-            return run.result
+    def work(run):
         model, metrics = _train(cfg, setup(cfg))
-        run.save_checkpoint(out / "evaluator.pt", {"kind": "evaluator", "config": cfg.to_dict(),
-                                                   "step": metrics["steps"], "model": model.state_dict(),
-                                                   "test_accuracy": metrics["test_accuracy"]})
-        return run.finish(metrics)
+        run.save_checkpoint(run.folder / "evaluator.pt", {"kind": "evaluator", "config": cfg.to_dict(),
+                                                          "step": metrics["steps"], "model": model.state_dict(),
+                                                          "test_accuracy": metrics["test_accuracy"]})
+        return metrics
+    return run_once(stage_dir(cfg, "eval-net"), run_key(cfg, ("evalnet",)), force, "eval-net", work)
 
 
 def fit(model: nn.Module, images: torch.Tensor, loss_fn, ec: EvalNetConfig, seed: int, name: str) -> float:

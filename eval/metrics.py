@@ -10,6 +10,7 @@ every other function returns Python floats (in a dict where there is more than o
   (Dowson & Landau 1982); with Inception features it is FID (Heusel et al. 2017).
 - Kernel Inception Distance (KID): unbiased MMD^2 with a cubic polynomial kernel (Binkowski et al. 2018).
 - Precision/recall: the k-nearest-neighbour manifold estimate of Kynkaanniemi et al. 2019.
+- Density/coverage: Naeem et al. 2020's fidelity and diversity, from the real samples' k-NN balls only.
 """
 
 import torch
@@ -102,42 +103,44 @@ def _polynomial_kernel(x, y):
 
 
 def mmd2_unbiased(x, y):
-    """Unbiased MMD^2 between samples x (m, d) and y (m, d) (Gretton et al. 2012, "A kernel two-sample test"):
+    """Unbiased MMD^2 between samples x (m, d) and y (n, d) (Gretton et al. 2012, "A kernel two-sample test",
+    Lemma 6):
 
-        MMD^2 = sum_{i!=j} k(x_i, x_j) / (m(m-1)) + sum_{i!=j} k(y_i, y_j) / (m(m-1))
-                - 2 sum_{i,j} k(x_i, y_j) / m^2
+        MMD^2 = sum_{i!=j} k(x_i, x_j) / (m(m-1)) + sum_{i!=j} k(y_i, y_j) / (n(n-1)) - 2 sum_{i,j} k(x_i, y_j) / (mn)
 
-    It can be negative when the two distributions are equal.
+    Its expectation is 0 when the two distributions are equal, so it can be negative.
     """
-    m = x.shape[0]
+    m, n = x.shape[0], y.shape[0]
     k_xx, k_yy, k_xy = _polynomial_kernel(x, x), _polynomial_kernel(y, y), _polynomial_kernel(x, y)
-    off_diag = m * (m - 1)
-    return ((k_xx.sum() - k_xx.trace()) / off_diag + (k_yy.sum() - k_yy.trace()) / off_diag
+    return ((k_xx.sum() - k_xx.trace()) / (m * (m - 1)) + (k_yy.sum() - k_yy.trace()) / (n * (n - 1))
             - 2 * k_xy.mean())
 
 
 def kernel_inception_distance(a, b, subset_size=1000, n_subsets=100, seed=0):
-    """KID (Binkowski et al. 2018): unbiased MMD^2 with kernel (x.y/d + 1)^3, averaged over random subsets.
+    """KID (Binkowski et al. 2018): unbiased MMD^2 with kernel (x.y/d + 1)^3.
 
-    Each of n_subsets rounds draws subset_size rows of a and of b without replacement (subset_size capped
-    at min(N_a, N_b)); returns {'mean', 'std', 'n_a', 'n_b', 'subset_size', 'n_subsets'} where std is the
-    population standard deviation of the per-subset estimates. Deterministic given seed.
+    'all' is the estimate on every sample (unbiased at any size: the figure to compare); 'mean' and 'std'
+    are over n_subsets random subsets of subset_size rows of each set, drawn without replacement. The subset
+    size is capped at half the smaller set, so that subsets differ: a 'subset' of a whole set is that set
+    every time, and its spread would read 0. std is the population standard deviation of the per-subset
+    estimates (the estimator's spread at that subset size). Deterministic given seed.
     """
     a, b = _as_features(a, "a"), _as_features(b, "b")
     _check_same_dim(a, b)
     b = b.to(a.device)
     n_a, n_b = a.shape[0], b.shape[0]
-    m = min(subset_size, n_a, n_b)
-    if m < 2:
-        raise ValueError(f"KID needs at least 2 samples per set, got {n_a} and {n_b}")
+    m = min(subset_size, n_a // 2, n_b // 2)
+    if min(n_a, n_b) < 2 or (n_subsets and m < 2):
+        raise ValueError(f"KID needs at least 2 samples per set (4 with subsets), got {n_a} and {n_b}")
     gen = torch.Generator().manual_seed(seed)
     estimates = torch.empty(n_subsets, dtype=torch.float64)
     for i in range(n_subsets):
         idx_a = torch.randperm(n_a, generator=gen)[:m].to(a.device)
         idx_b = torch.randperm(n_b, generator=gen)[:m].to(a.device)
         estimates[i] = mmd2_unbiased(a[idx_a], b[idx_b])
-    return {"mean": estimates.mean().item(), "std": estimates.std(unbiased=False).item(),
-            "n_a": n_a, "n_b": n_b, "subset_size": m, "n_subsets": n_subsets}
+    return {"all": mmd2_unbiased(a, b).item(), "mean": estimates.mean().item() if n_subsets else None,
+            "std": estimates.std(unbiased=False).item() if n_subsets else None, "n_a": n_a, "n_b": n_b,
+            "subset_size": m, "n_subsets": n_subsets}
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -184,3 +187,32 @@ def precision_recall(real, fake, k=3, batch_size=1024):
         real_in_fake |= (d2 <= r_fake[start:start + batch_size, None]).any(dim=0)
     return {"precision": fake_in_real.double().mean().item(), "recall": real_in_fake.double().mean().item(),
             "k": k, "n_real": n_real, "n_fake": n_fake}
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Density and coverage (Naeem et al. 2020)
+
+def density_coverage(real, fake, k=5, batch_size=1024):
+    """Density and coverage (Naeem, Oh, Uh, Choi, Yoo 2020, "Reliable Fidelity and Diversity Metrics for
+    Generative Models", Eq. 3-4), with B(x, r) the ball of radius r around x and NND_k(x_i) the distance from
+    real x_i to its k-th nearest other real sample:
+
+        density  = 1/(k M) sum_j sum_i 1[ y_j in B(x_i, NND_k(x_i)) ]      (about 1 when fake matches real)
+        coverage = 1/N sum_i 1[ exists j: y_j in B(x_i, NND_k(x_i)) ]      (share of real balls hit)
+
+    for N real samples x and M fake samples y. Unlike precision and recall they use only the real manifold,
+    so a few far-out fake samples cannot inflate them. Returns {'density', 'coverage', 'k', 'n_real',
+    'n_fake'}.
+    """
+    real, fake = _as_features(real, "real"), _as_features(fake, "fake")
+    _check_same_dim(real, fake)
+    fake = fake.to(real.device)
+    if real.shape[0] <= k:
+        raise ValueError(f"need more than k={k} real samples, got {real.shape[0]}")
+    radii = _knn_radii(real, k, batch_size)                     # (N,) squared NND_k of every real sample
+    hits = torch.zeros(real.shape[0], dtype=torch.float64, device=real.device)   # fake samples in each ball
+    for start in range(0, fake.shape[0], batch_size):
+        inside = _squared_distances(fake[start:start + batch_size], real) <= radii[None, :]   # (b, N)
+        hits += inside.sum(dim=0)
+    return {"density": (hits.sum() / (k * fake.shape[0])).item(), "coverage": (hits > 0).double().mean().item(),
+            "k": k, "n_real": real.shape[0], "n_fake": fake.shape[0]}

@@ -13,14 +13,14 @@ statistics would make real test images look "off-distribution" and bias every FD
 from __future__ import annotations
 
 import hashlib
-from pathlib import Path
 
 import numpy as np
 import torch
 
 from core.cache import cache_root, cached
 from core.config import Config
-from core.data import class_names, load_split
+from core.data import class_names, data_digest, load_split
+from core.errors import ConfigError
 from eval.evalnet import extract_features
 from eval.metrics import feature_statistics, frechet_distance, kernel_inception_distance, precision_recall
 
@@ -43,7 +43,8 @@ def _check_classes(cfg: Config, classes) -> tuple[str, ...] | None:
     names = class_names(cfg.data)
     unknown = [c for c in classes if c not in names]
     if unknown or not classes:
-        raise ValueError(f"unknown or no reference classes {list(unknown)}; {cfg.data.dataset} has {', '.join(names)}")
+        raise ConfigError(f"unknown or no reference classes {list(unknown)}; {cfg.data.dataset} has "
+                          f"{', '.join(names)}")
     return tuple(sorted(set(classes)))
 
 
@@ -51,10 +52,7 @@ def reference_set(cfg: Config, net, split: str, classes=None) -> dict:
     """Features of the real images of `split` (optionally only `classes`), un-augmented, and their
     statistics: {'features' (N, F) float32, 'mu' (F,), 'sigma' (F, F) float64}, cached (core.cache)."""
     classes = _check_classes(cfg, classes)
-    d = cfg.data
-    source = (f"seed{d.seed}-n{d.shapes_train_size if split == 'train' else d.shapes_test_size}"
-              if d.dataset == "shapes" else str(Path(d.root).resolve()))
-    key = ["refstats", d.dataset, d.resolution, split, classes or "all", source, network_key(net)]
+    key = ["refstats", split, classes or "all", data_digest(cfg.data, cache_root(cfg)), network_key(net)]
 
     def compute() -> dict:
         images = load_split(cfg.data, split, cache_root(cfg))

@@ -20,9 +20,18 @@ def nice_ticks(low: float, high: float, count: int = 5) -> list[float]:
 
 
 def bar_chart(categories: list[str], series: dict[str, list[float]], title: str, y_label: str = "",
-              width: int = 720, height: int = 300, value_format: str = "{:.2f}") -> str:
-    """Grouped bars: one group per category, one bar per series; negative values go below the zero line."""
+              width: int = 720, height: int = 300, value_format: str = "{:.2f}", errors: dict | None = None,
+              floor: list[float] | None = None, floor_label: str = "floor") -> str:
+    """Grouped bars: one group per category, one bar per series; negative values go below the zero line.
+    errors: {series: [half-width of the error bar of each category]} (a spread, drawn as a whisker);
+    floor: a reference value per category (e.g. the base model against itself), drawn as a dashed line
+    across the group. A bar of exactly 0 is drawn as a thick line on the axis, so that it reads as a value,
+    not as a missing bar."""
+    errors = errors or {}
     values = [v for vs in series.values() for v in vs if v is not None and math.isfinite(v)]
+    values += [v + sign * (e or 0) for name, es in errors.items() for v, e in zip(series[name], es)
+               if v is not None and e is not None and math.isfinite(v) for sign in (-1, 1)]
+    values += [f for f in floor or [] if f is not None]
     ticks = nice_ticks(min(0.0, *values) if values else 0.0, max(0.0, *values) if values else 1.0)
     lo, hi = ticks[0], ticks[-1]
     left, right, top, bottom = 56, 12, 28, 64
@@ -43,19 +52,36 @@ def bar_chart(categories: list[str], series: dict[str, list[float]], title: str,
             v = vs[g]
             if v is None or not math.isfinite(v):
                 continue
-            top_y, bar_h = min(y(v), y(0)), abs(y(v) - y(0))
-            out.append(f'<rect x="{x0 + s * bar_w:.1f}" y="{top_y:.1f}" width="{bar_w * 0.92:.1f}" '
-                       f'height="{bar_h:.1f}" fill="{PALETTE[s % len(PALETTE)]}">'
-                       f'<title>{html.escape(name)} / {html.escape(category)}: {value_format.format(v)}</title></rect>')
+            top_y, bar_h = min(y(v), y(0)), max(abs(y(v) - y(0)), 2.0)   # at least 2 px: 0 is a value
+            x, w = x0 + s * bar_w, bar_w * 0.92
+            note = f"{name} / {category}: {value_format.format(v)}"
+            e = (errors.get(name) or [None] * len(categories))[g]
+            if e is not None and math.isfinite(e):
+                note += f" +- {value_format.format(e)}"
+            out.append(f'<rect x="{x:.1f}" y="{top_y - (1 if v == 0 else 0):.1f}" width="{w:.1f}" '
+                       f'height="{bar_h:.1f}" fill="{PALETTE[s % len(PALETTE)]}"><title>{html.escape(note)}</title>'
+                       f'</rect>')
+            if e is not None and math.isfinite(e) and e > 0:
+                cx = x + w / 2
+                out.append(f'<path d="M{cx:.1f},{y(v - e):.1f}V{y(v + e):.1f}M{cx - 3:.1f},{y(v - e):.1f}h6'
+                           f'M{cx - 3:.1f},{y(v + e):.1f}h6" stroke="#222" fill="none"/>')
+        if floor and floor[g] is not None:
+            fy = y(floor[g])
+            out.append(f'<line x1="{x0 - 0.05 * group_w:.1f}" x2="{x0 + 0.85 * group_w:.1f}" y1="{fy:.1f}" '
+                       f'y2="{fy:.1f}" stroke="#000" stroke-dasharray="4 3" stroke-width="1.5">'
+                       f'<title>{html.escape(f"{floor_label} / {category}: {value_format.format(floor[g])}")}'
+                       f'</title></line>')
         out.append(f'<text x="{left + (g + 0.5) * group_w:.1f}" y="{height - bottom + 14}" text-anchor="end" '
                    f'transform="rotate(-30 {left + (g + 0.5) * group_w:.1f} {height - bottom + 14})">'
                    f'{html.escape(category)}</text>')
     if y_label:
         out.append(f'<text x="12" y="{top + plot_h / 2}" text-anchor="middle" '
                    f'transform="rotate(-90 12 {top + plot_h / 2})">{html.escape(y_label)}</text>')
-    for s, name in enumerate(series):  # legend along the top right
-        lx = width - right - 150 * (len(series) - s)
-        out.append(f'<rect x="{lx}" y="{height - 14}" width="10" height="10" fill="{PALETTE[s % len(PALETTE)]}"/>'
-                   f'<text x="{lx + 14}" y="{height - 5}">{html.escape(name)}</text>')
+    legend = list(series) + ([f"- - {floor_label}"] if floor else [])
+    for s, name in enumerate(legend):  # along the bottom right
+        lx = width - right - 150 * (len(legend) - s)
+        if s < len(series):
+            out.append(f'<rect x="{lx}" y="{height - 14}" width="10" height="10" fill="{PALETTE[s % len(PALETTE)]}"/>')
+        out.append(f'<text x="{lx + 14}" y="{height - 5}">{html.escape(name)}</text>')
     out.append("</svg>")
     return "\n".join(out)

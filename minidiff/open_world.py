@@ -1,4 +1,4 @@
-"""Measure what a customization changed outside the new concept (`python evaluate.py drift`).
+"""The drift protocol: what a customization changed outside the new concept (stages: measure_drift.py).
 
 Held out, or it does not count. The base classes are split into *anchored* ones, which the functional
 regularizer's anchor prompts may name, and *held-out* ones (drift.heldout_classes), which no anchor names;
@@ -23,35 +23,28 @@ anchored template (drift.template) and one held-out template (drift.heldout_temp
 
 Repeat k of a customization (customize.seed = k) uses noise and seed bank k, so repeats measure on
 independent draws; every seed comes from its own range (minidiff.text2img.SEED_RANGES), disjoint from the
-images the regularizer trained on. The base model's side is cached per base checkpoint and bank.
+images the regularizer trained on. The base model's side of bank k (base_sides) is measured once per base
+model and bank, by its own stage (drift-floor), and shared by every customization of that base and seed.
 """
 from __future__ import annotations
-
-import time
-from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
-from core import captions, checkpoint
-from core.cache import cache_root, cached
+from core import captions
+from core.cache import cache_root
 from core.config import Config
-from core.data import IMAGE_FIELDS, base_classes, class_names, load_split, to_float
-from core.images import save_grid
-from core.runs import RunFolder, run_key, stage_dir
-from core.training import mix_seed, setup
+from core.data import base_classes, class_names, load_split, to_float
+from core.training import mix_seed
 from eval.attributes import attribute_reader, compliance, read_attributes
 from eval.drift import appearance_drift, class_distances, semantic_drift
-from eval.evalnet import evaluator_path, extract_early_features, extract_features, load_evaluator
+from eval.evalnet import extract_early_features, extract_features, load_evaluator
 from minidiff.classifier import DiffusionClassifier, classify_images
-from minidiff.clip import class_embeddings, zero_shot_predict
-from minidiff.customize import load_customized
-from minidiff.regularizers import anchored_classes
+from minidiff.regularizers import heldout_split
 from minidiff.text2img import TextToImage, generate, seed_range
-from minidiff.train_clip import clip_path, load_clip
-from minidiff.train_customize import concept_images, concept_name, run_dir, run_name
-from minidiff.train_diffusion import load_diffusion
+from minidiff.train_customize import concept_images, concept_name, customization_name
+from minidiff.train_diffusion import base_name
 
 GROUPS = ("anchored", "heldout_classes", "heldout_templates", "heldout_both")
 
@@ -63,7 +56,7 @@ def templates(cfg: Config) -> tuple[str, str]:
 
 
 def group_of(cfg: Config, class_name: str, heldout_template: bool) -> str:
-    held_class = class_name not in anchored_classes(cfg, base_classes(cfg.data))
+    held_class = class_name in heldout_split(cfg)[1]
     return GROUPS[held_class + 2 * heldout_template]
 
 
@@ -102,7 +95,7 @@ def attribute_prompts(cfg: Config) -> tuple[list[str], torch.Tensor]:
     """Held-out prompts that name colours and texture (held-out classes, held-out template), drift.attribute_pairs
     times each, and the attributes (colour, background, texture) each asks for."""
     rng = np.random.default_rng(cfg.run.seed)
-    held = [c for c in base_classes(cfg.data) if c not in anchored_classes(cfg, base_classes(cfg.data))]
+    held = heldout_split(cfg)[1]
     prompts, wanted = [], []
     for i in range(cfg.drift.attribute_prompts):
         colour, background = (int(a) for a in rng.choice(len(captions.shapes.COLOURS), 2, replace=False))
@@ -134,17 +127,12 @@ def model_side(cfg: Config, model, diffusion, images, kind: str, bank: int) -> d
     return side
 
 
-def base_side(cfg: Config, base_path, bank: int, device) -> dict:
-    """The base model's side for bank `bank`, and its floor (another bank of noise and seeds); cached."""
-    key = ["drift-base", checkpoint.fingerprint(base_path), bank, cfg.classifier.__dict__, cfg.drift.__dict__,
-           cfg.diffusion.sample_steps, cfg.diffusion.guidance, cfg.data.seed, cfg.run.seed]
-
-    def compute() -> dict:
-        model, diffusion, _, _ = load_diffusion(base_path, device)
-        test, _ = test_images(cfg)
-        return {"drift": model_side(cfg, model, diffusion, test.x, "drift", bank),
-                "floor": model_side(cfg, model, diffusion, test.x, "floor", bank)}
-    return cached(cache_root(cfg), "drift-base", key, compute)
+def base_sides(cfg: Config, model, diffusion, bank: int) -> dict:
+    """The base model's side of drift bank `bank`, and its floor: the same measurements with another bank of
+    noise and seeds (minidiff/measure_drift.py stores both as the drift-floor stage)."""
+    test, _ = test_images(cfg)
+    return {"drift": model_side(cfg, model, diffusion, test.x, "drift", bank),
+            "floor": model_side(cfg, model, diffusion, test.x, "floor", bank)}
 
 
 def appearance_by_group(cfg: Config, before, after, reference, evaluator, reader) -> dict:
@@ -166,7 +154,7 @@ def appearance_by_group(cfg: Config, before, after, reference, evaluator, reader
 def semantic_by_group(cfg: Config, labels, before: list, after: list, distances=None) -> dict:
     """semantic_drift of each group's test images under its template."""
     classes = base_classes(cfg.data)
-    anchored = torch.tensor([c in anchored_classes(cfg, classes) for c in classes])[labels]
+    anchored = torch.tensor([c in heldout_split(cfg)[0] for c in classes])[labels]
     out = {}
     for g in GROUPS:
         h = g.endswith("templates") or g.endswith("both")
@@ -175,13 +163,12 @@ def semantic_by_group(cfg: Config, labels, before: list, after: list, distances=
     return out
 
 
-def measure_drift(cfg: Config, custom_path, base_path=None, device="cpu") -> tuple[dict, torch.Tensor, torch.Tensor]:
-    """Semantic drift, appearance drift, attribute compliance and concept fidelity of one customized checkpoint;
-    also the paired generations (base, customized), uint8 (N, H, W, 3), prompt-major."""
-    model, diffusion, custom_cfg = load_customized(custom_path, base_path, device)
-    base_path = Path(base_path or checkpoint.load(custom_path)["base_path"])
+def measure_drift(cfg: Config, model, diffusion, custom_cfg: Config, custom_metrics: dict, base: dict,
+                  device="cpu") -> tuple[dict, torch.Tensor, torch.Tensor]:
+    """Semantic drift, appearance drift, attribute compliance and concept fidelity of one customized model
+    against its base model's side `base` (base_sides); also the paired generations (base, customized),
+    uint8 (N, H, W, 3), prompt-major."""
     cc = custom_cfg.customize
-    base = base_side(cfg, base_path, cc.seed, device)
     classes = base_classes(cfg.data)
     test, labels = test_images(cfg)
     after = model_side(cfg, model, diffusion, test.x, "drift", cc.seed)
@@ -190,12 +177,11 @@ def measure_drift(cfg: Config, custom_path, base_path=None, device="cpu") -> tup
     concept = concept_images(custom_cfg, "test")   # a user's folder: its (training) images
     distances = class_distances(extract_features(evaluator, test.x), labels, classes,
                                 extract_features(evaluator, concept))
+    anchored, _ = heldout_split(cfg)
     result = {
-        "run": run_name(custom_cfg), "method": cc.method, "reg": cc.reg, "seed": cc.seed,
-        "custom_checkpoint": str(custom_path),
-        "base_checkpoint": str(base_path), "concept_class": concept_name(custom_cfg),
-        "class_names": list(class_names(cfg.data)), "base_classes": list(classes),
-        "anchored_classes": anchored_classes(cfg, classes),
+        "name": customization_name(custom_cfg), "base": base_name(custom_cfg), "method": cc.method, "reg": cc.reg,
+        "seed": cc.seed, "concept_class": concept_name(custom_cfg),
+        "class_names": list(class_names(cfg.data)), "base_classes": list(classes), "anchored_classes": anchored,
         "templates": list(templates(cfg)), "classifier": {"unet_passes_per_image": after["unet_passes"],
                                                           "n_images": len(labels), "schedule": {
             k: getattr(cfg.classifier, k) for k in ("n_timesteps", "stages", "keep", "loss")}}}
@@ -214,68 +200,11 @@ def measure_drift(cfg: Config, custom_path, base_path=None, device="cpu") -> tup
     concept_imgs = concept[:cfg.classifier.n_images // len(classes)]
     prompts = [templates(cfg)[0].format(c) for c in classes] + [concept_prompt]
     with_concept = classify(cfg, model, diffusion, prompts, concept_imgs, mix_seed(cfg.run.seed, 2, cc.seed))
-    metrics = checkpoint.load(custom_path, kind="customized")["metrics"]
-    result["fidelity"] = {**metrics["fidelity"], "n_classified_concept_images": len(concept_imgs),
+    result["fidelity"] = {**custom_metrics["fidelity"], "n_classified_concept_images": len(concept_imgs),
                           "classified_images": "training images" if cc.images else "held-out test images",
                           "diffusion_classifier_concept_accuracy":
                               (with_concept["pred"] == len(classes)).double().mean().item()}
-    result["customization"] = {k: metrics[k] for k in ("steps", "lr", "trainable_parameters", "train_seconds")}
-    result.update(k_images=metrics["k_images"], prompt=concept_prompt)
+    result["customization"] = {k: custom_metrics[k] for k in ("steps", "lr", "trainable_parameters",
+                                                              "train_seconds")}
+    result.update(k_images=custom_metrics["k_images"], prompt=concept_prompt)
     return result, base["drift"]["pairs"], after["pairs"]
-
-
-def drift_stage(cfg: Config, force: bool = False, custom_path=None, base_path=None) -> dict:
-    """measure_drift of the customized checkpoint (default: cfg's customization run), written to
-    runs/<preset>/drift/<run>/metrics.json with pairs.png: one row per base class under the anchored template,
-    the base model's images on the left, the customized model's (same seeds) on the right."""
-    custom_path = custom_path or run_dir(cfg) / "custom.pt"
-    custom = checkpoint.load(custom_path, kind="customized")
-    base_path = Path(base_path or custom["base_path"])
-    name = run_name(Config.from_dict(custom["config"]))
-    key = run_key(cfg, IMAGE_FIELDS + ("data.concept_class", "classifier", "drift", "diffusion"), custom=custom_path,
-                  base=base_path, clip=clip_path(cfg), evaluator=evaluator_path(cfg))
-    with RunFolder(stage_dir(cfg, "drift", name), key, force, f"drift {name}") as run:
-        if run.finished():
-            return run.result
-        start = time.time()
-        result, before, after = measure_drift(cfg, custom_path, base_path, setup(cfg))
-        n, shown = cfg.drift.pairs, min(cfg.drift.pairs, 6)
-        rows = [torch.cat([before[i * n:i * n + shown], after[i * n:i * n + shown]])
-                for i in range(len(base_classes(cfg.data)))]
-        save_grid(torch.cat(rows), run.folder / "pairs.png", nrow=2 * shown, scale=max(1, 64 // cfg.data.resolution))
-        held, floor = result["semantic"]["heldout_classes"], result["semantic_floor"]["heldout_classes"]
-        result["summary"] = (f"held-out classes: accuracy {held['accuracy_before']:.1%} -> "
-                             f"{held['accuracy_after']:.1%}, flip rate {held['flip_rate']:.1%} "
-                             f"(floor {floor['flip_rate']:.1%}); anchored flip rate "
-                             f"{result['semantic']['anchored']['flip_rate']:.1%}; pairwise CDI (held-out classes) "
-                             f"median {result['appearance']['heldout_classes']['cdi_median']:.1f}; concept picked by "
-                             f"the diffusion classifier "
-                             f"{result['fidelity']['diffusion_classifier_concept_accuracy']:.0%}")
-        result["seconds"] = time.time() - start
-        print(f"drift {name}: {result['summary']}")
-        return run.finish(result)
-
-
-def benchmark_classifier(cfg: Config, ckpt, device="cpu") -> dict:
-    """Accuracy and UNet passes per image of the full timestep grid vs the adaptive schedule on the same
-    test images (anchored template), with the tiny-CLIP zero-shot accuracy as a reference
-    (`python evaluate.py classify`)."""
-    model, diffusion, _, _ = load_diffusion(ckpt, device)
-    classes = base_classes(cfg.data)
-    template = templates(cfg)[0]
-    prompts = [template.format(c) for c in classes]
-    test, labels = test_images(cfg)
-    clip, tokenizer = load_clip(clip_path(cfg), cfg, device)
-    clip_pred = zero_shot_predict(clip, to_float(test.x), class_embeddings(clip, tokenizer, classes, [template]))
-    result = {"checkpoint": str(ckpt), "n_images": len(labels), "n_classes": len(classes),
-              "threads": torch.get_num_threads(), "device": str(device), "template": template,
-              "clip_zero_shot_accuracy": (clip_pred == labels).double().mean().item(),
-              "schedule": {k: getattr(cfg.classifier, k) for k in ("n_timesteps", "stages", "keep", "loss")}}
-    for name, adaptive in (("full", False), ("adaptive", True)):
-        start = time.time()
-        out = classify(cfg, model, diffusion, prompts, test.x, seed=0, adaptive=adaptive)
-        result[name] = {"accuracy": (out["pred"] == labels).double().mean().item(),
-                        "unet_passes_per_image": out["unet_passes"], "seconds": time.time() - start}
-    result["pass_reduction"] = result["full"]["unet_passes_per_image"] / result["adaptive"]["unet_passes_per_image"]
-    result["accuracy_lost"] = result["full"]["accuracy"] - result["adaptive"]["accuracy"]
-    return result

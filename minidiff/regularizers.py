@@ -30,14 +30,17 @@ import torch
 
 from core import captions
 from core.config import Config
+from core.data import base_classes
 from minidiff.diffusion import Diffusion, classifier_free_guidance
 from minidiff.lora import lora_modules
 from minidiff.text2img import TextToImage
 
 
-def anchored_classes(cfg: Config, base_class_names) -> list[str]:
-    """The base classes anchor prompts may name: all but drift.heldout_classes."""
-    return [c for c in base_class_names if c not in cfg.drift.heldout_classes]
+def heldout_split(cfg: Config) -> tuple[list[str], list[str]]:
+    """(anchored, held out): the base classes anchor prompts may name, and drift.heldout_classes, which no
+    anchor names and on which the drift protocol judges the open world. The one definition of the split."""
+    base = base_classes(cfg.data)
+    return [c for c in base if c not in cfg.drift.heldout_classes], [c for c in base if c in cfg.drift.heldout_classes]
 
 
 def anchored_templates(cfg: Config) -> tuple[str, ...]:
@@ -45,16 +48,15 @@ def anchored_templates(cfg: Config) -> tuple[str, ...]:
     return captions.TEMPLATES[cfg.data.dataset][:cfg.drift.anchor_templates]
 
 
-def prior_prompt(cfg: Config, base_class_names) -> str:
+def prior_prompt(cfg: Config) -> str:
     """The configured prior prompt, or by default the plain prompt of the first anchored class."""
-    return cfg.customize.prior_prompt or captions.class_caption(anchored_templates(cfg)[0],
-                                                                anchored_classes(cfg, base_class_names)[0])
+    return cfg.customize.prior_prompt or captions.class_caption(anchored_templates(cfg)[0], heldout_split(cfg)[0][0])
 
 
-def anchor_prompts(cfg: Config, base_class_names) -> list[str]:
+def anchor_prompts(cfg: Config) -> list[str]:
     """A: every anchored class under every anchored template, attribute captions of them (shapes), and
     (last) the empty prompt."""
-    classes, templates = anchored_classes(cfg, base_class_names), anchored_templates(cfg)
+    classes, templates = heldout_split(cfg)[0], anchored_templates(cfg)
     prompts = [captions.class_caption(t, c) for c in classes for t in templates]
     if cfg.data.dataset == "shapes":
         rng = np.random.default_rng(cfg.run.seed)

@@ -9,9 +9,10 @@ from __future__ import annotations
 import torch
 
 from core import captions
+from core.config import PLACEHOLDERS
+from core.errors import ConfigError
 
 SPECIALS = ("<pad>", "<bos>", "<eos>")
-PLACEHOLDERS = tuple(f"<new{i}>" for i in range(10))
 PAD, BOS, EOS = 0, 1, 2
 
 
@@ -32,14 +33,9 @@ class Tokenizer:
         return len(self.itos)
 
     def encode(self, text: str) -> list[int]:
-        words = text.lower().replace(".", " ").replace(",", " ").split()
-        unknown = [w for w in words if w not in self.stoi or w in SPECIALS]
-        if unknown:
-            raise ValueError(f"unknown words {unknown} in {text!r}; the vocabulary has {len(self.words)} words "
-                             f"(e.g. {', '.join(self.words[:8])}, ...) and placeholders <new0>..<new9>")
+        """A caption -> context_length ids; an unknown word or too many words is a ConfigError."""
+        words = captions.check_caption(text, self.words, self.context_length)
         ids = [BOS] + [self.stoi[w] for w in words] + [EOS]
-        if len(ids) > self.context_length:
-            raise ValueError(f"{text!r} has {len(words)} words; at most {self.context_length - 2} fit the context")
         return ids + [PAD] * (self.context_length - len(ids))
 
     def __call__(self, texts) -> torch.Tensor:
@@ -52,5 +48,5 @@ class Tokenizer:
 
     def placeholder_id(self, token: str) -> int:
         if token not in PLACEHOLDERS:
-            raise ValueError(f"{token!r} is not a placeholder; valid: {', '.join(PLACEHOLDERS)}")
+            raise ConfigError(f"{token!r} is not a placeholder; valid: {', '.join(PLACEHOLDERS)}")
         return self.stoi[token]

@@ -13,11 +13,11 @@ from tqdm import tqdm
 from core import captions, checkpoint
 from core.cache import cache_root
 from core.config import Config
-from core.data import IMAGE_FIELDS, base_classes, class_names, load_split, to_float
-from core.runs import RunFolder, require_finished, run_key, stage_dir
+from core.data import base_classes, class_names, load_split, to_float
 from core.training import FUSED, check_finite, flip_and_shift, random_batches, setup, warmup_cosine, weight_decay_groups
 from minidiff.clip import TinyClip, class_embeddings, zero_shot_predict
 from minidiff.tokenizer import Tokenizer
+from pipeline.runs import require_finished, run_key, run_once, stage_dir
 
 
 def build_tokenizer(cfg: Config) -> Tokenizer:
@@ -50,15 +50,14 @@ def zero_shot_accuracy(clip: TinyClip, tokenizer: Tokenizer, images, labels, cla
 
 def train_clip(cfg: Config, force: bool = False) -> dict:
     """Train (or, if finished before with the same settings, skip) tiny CLIP; returns its metrics."""
-    out = stage_dir(cfg, "clip")
-    with RunFolder(out, run_key(cfg, IMAGE_FIELDS + ("data.concept_class", "clip")), force, "clip") as run:
-        if run.finished():
-            return run.result
-        device = setup(cfg)
-        model, tokenizer, metrics = _train(cfg, device)
-        run.save_checkpoint(out / "clip.pt", {"kind": "clip", "config": cfg.to_dict(), "step": cfg.clip.steps,
-                                              "model": model.state_dict(), "vocab": tokenizer.words})
-        return run.finish(metrics)
+    def work(run):
+        model, tokenizer, metrics = _train(cfg, setup(cfg))
+        run.save_checkpoint(run.folder / "clip.pt", {"kind": "clip", "config": cfg.to_dict(),
+                                                     "step": cfg.clip.steps, "model": model.state_dict(),
+                                                     "vocab": tokenizer.words})
+        return metrics
+    key = run_key(cfg, ("data.concept_class", "clip"))
+    return run_once(stage_dir(cfg, "clip"), key, force, "clip", work)
 
 
 def _train(cfg: Config, device) -> tuple[TinyClip, Tokenizer, dict]:

@@ -1,16 +1,18 @@
-"""Customize the base model with k images of the held-out concept (`python train.py customize`).
+"""Customize a base model with k images of the held-out concept (`python train.py customize`).
 
-    python train.py customize --customize.method={full,full+prior,lora,custom,ti} --customize.reg={none,functional}
+    python train.py customize --customize.method={full,full+prior,lora,custom,ti} --customize.reg={none,functional,l2}
 
-Starts from the finished base model (EMA weights), trains what the method trains on the concept prompt
-("a photo of a <new0>") plus the method's or regularizer's extra term (minidiff/regularizers.py), and
-writes runs/<preset>/customize/<method>-<reg>/{custom.pt, samples.png, metrics.json} with the concept
-fidelity judged by the evaluator.
+Starts from a finished base model (EMA weights, diffusion.seed picks which), trains what the method trains
+(minidiff/customize.py) on the concept prompt ("a photo of a <new0>") plus the regularizer's term
+(minidiff/regularizers.py), then judges concept fidelity with the evaluator. Writes
+runs/<preset>/customize/<name>/{custom.pt, samples.png, metrics.json}, <name> as in customization_name.
 """
 from __future__ import annotations
 
 import copy
+import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -19,29 +21,149 @@ from tqdm import tqdm
 from core import checkpoint
 from core.cache import cache_root, cached
 from core.config import Config
-from core.data import IMAGE_FIELDS, base_classes, class_names, load_split, to_float
+from core.data import base_classes, class_names, load_split, to_float
 from core.images import save_grid
 from core.presets import customize_schedule
-from core.runs import RunFolder, run_key, stage_dir
 from core.training import FUSED, check_finite, count_parameters, mix_seed, random_flip, setup
-from core.user_images import load_image_folder
+from core.user_images import folder_digest, load_image_folder
 from eval.evalnet import evaluator_path, load_evaluator
-from minidiff.customize import prepare, save_customized
+from minidiff.customize import prepare, trainable_state
+from minidiff.lora import merge_lora
 from minidiff.quality import concept_fidelity
 from minidiff.regularizers import (anchor_prompts, functional_regularization, noise_prediction_loss, prior_prompt,
                                    sample_anchors, weight_change)
-from minidiff.text2img import generate, seed_range
-from minidiff.train_diffusion import base_model_path, load_diffusion
+from minidiff.text2img import TextToImage, generate, seed_range
+from minidiff.train_diffusion import base_model_path, base_name, load_diffusion
+from pipeline.runs import RunFolder, run_key, run_once, stage_dir
 
 
-def run_name(cfg: Config) -> str:
-    """'lora-functional-s0': method, regularizer, repeat seed (and '-<folder>' for a user's concept)."""
+@dataclass
+class Regularizer:
+    """What the extra loss term needs, made before training (None where the method or regularizer has none)."""
+    prior: tuple[str, torch.Tensor] | None = None          # prior preservation: prompt, base-model images
+    frozen: TextToImage | None = None                      # functional: the base model, frozen
+    anchor_images: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None  # images, first, count per anchor
+    initial: dict[str, torch.Tensor] | None = None         # weight-space L2: the trainable tensors at step 0
+
+
+def customization_loss(cfg: Config, model, diffusion, x0, prompt, anchors, reg: Regularizer):
+    """L_concept (+ lambda_pp L_prior) (+ lambda_fr L_functional or lambda_l2 L_weights) on one batch, and the
+    regularizer's value (None without one); see minidiff/regularizers.py."""
     cc = cfg.customize
-    return f"{cc.method}-{cc.reg}-s{cc.seed}" + (f"-{Path(cc.images).name}" if cc.images else "")
+    x = random_flip(x0)
+    loss = noise_prediction_loss(model, diffusion, x, [prompt] * len(x))
+    value = None
+    if reg.prior is not None:
+        prior, images = reg.prior
+        pick = torch.randint(len(images), (len(x0),))
+        loss = loss + cc.lambda_pp * noise_prediction_loss(model, diffusion, images[pick], [prior] * len(pick))
+    if reg.frozen is not None:
+        chosen = sample_anchors(anchors, len(x0), cc.empty_anchor_prob)
+        if reg.anchor_images is not None:  # one of the base model's images of each chosen anchor, at random
+            images, first, count = reg.anchor_images
+            images = images[first[chosen] + (torch.rand(len(chosen)) * count[chosen]).long()]
+        else:
+            images = x
+        guidance = cfg.diffusion.guidance if cc.functional_target == "guided" else None
+        value = functional_regularization(model, reg.frozen, diffusion, images, [anchors[i] for i in chosen],
+                                          guidance)
+        loss = loss + cc.lambda_fr * value
+    if reg.initial is not None:
+        value = weight_change(model, reg.initial)
+        loss = loss + cc.lambda_l2 * value
+    return loss, None if value is None else value.item()
 
 
-def run_dir(cfg: Config):
-    return stage_dir(cfg, "customize", run_name(cfg))
+def _customize(cfg: Config, run: RunFolder, base_path, steps: int, lr: float) -> dict:
+    device = setup(cfg)
+    cc = cfg.customize
+    torch.manual_seed(mix_seed(cfg.run.seed, cfg.diffusion.seed, cc.seed))  # each repeat: its own draws
+    model, diffusion, _, payload = load_diffusion(base_path, device)
+    checkpoint.check_arch(payload, {"data": cfg.data, "clip": cfg.clip, "diffusion": cfg.diffusion}, str(base_path))
+    classes = base_classes(cfg.data)
+    x0 = to_float(concept_images(cfg, "train")).to(device)
+    prompt = cc.prompt.format(cc.placeholder)
+    anchors = anchor_prompts(cfg)
+    reg = regularizer_inputs(cfg, model, diffusion, anchors, checkpoint.fingerprint(base_path), device)
+    params = prepare(model, cfg, classes)
+    if cc.reg == "l2":
+        reg.initial = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0, **FUSED)
+    model.eval()  # dropout off: the trained model and its frozen copy compute the same function at step 0
+    start, history = time.time(), {"loss": [], "regularizer": []}
+    bar = tqdm(range(steps), desc=f"customize {customization_name(cfg)}")
+    for step in bar:
+        loss, value = customization_loss(cfg, model, diffusion, x0, prompt, anchors, reg)
+        check_finite(loss, "customize", step)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, cfg.diffusion.grad_clip, foreach=True)
+        opt.step()
+        history["loss"].append(loss.item())
+        history["regularizer"].append(value)
+        if step % 20 == 0:
+            bar.set_postfix(loss=f"{history['loss'][-1]:.4f}", reg="-" if value is None else f"{value:.2e}")
+    seconds = time.time() - start
+
+    metrics = {"stage": "customize", "name": customization_name(cfg), "base": base_name(cfg), "method": cc.method,
+               "reg": cc.reg, "seed": cc.seed, "steps": steps, "lr": lr, "concept": concept_name(cfg),
+               "k_images": len(x0), "prompt": prompt, "train_seconds": seconds,
+               "trainable_parameters": count_parameters(params),
+               "unet_parameters": count_parameters(p for n, p in model.unet.named_parameters() if ".base." not in n),
+               "first_loss": history["loss"][0], "final_loss": history["loss"][-1],
+               "regularizer_first": history["regularizer"][0], "regularizer_final": history["regularizer"][-1],
+               "base_fingerprint": checkpoint.fingerprint(base_path)}
+    label = None if cc.images else class_names(cfg.data).index(cfg.data.concept_class)
+    fidelity, samples = concept_fidelity(cfg, model, diffusion, prompt, load_evaluator(cfg, device),
+                                         concept_images(cfg, "test"), label)
+    metrics["fidelity"] = fidelity
+    recognised = "" if label is None else f"evaluator recognises {fidelity['recognised']:.0%} of them as " \
+                                          f"{cfg.data.concept_class}; "
+    metrics["summary"] = (f"{steps} steps in {seconds:.0f}s, {metrics['trainable_parameters']:,} trainable "
+                          f"parameters; {fidelity['n_samples']} samples of '{prompt}': {recognised}nearest-feature "
+                          f"similarity to the concept images {fidelity['nearest_similarity']:.2f}")
+    save_grid(samples[:32], run.folder / "samples.png", nrow=8, scale=max(1, 64 // cfg.data.resolution))
+    if run.main:
+        save_customized(run.folder / "custom.pt", model, cfg, base_path, metrics)
+    print(f"customize {customization_name(cfg)}: {metrics['summary']}")
+    return metrics
+
+
+def regularizer_inputs(cfg: Config, model, diffusion, anchors, base_fingerprint, device) -> Regularizer:
+    """Everything the method's or regularizer's term needs, made once before training (base-model images of
+    the prior prompt or of every anchor come from the cache, so repeats share them)."""
+    cc = cfg.customize
+    reg = Regularizer()
+    if cc.method == "full+prior":  # the base model's samples for the prior prompt
+        prior = prior_prompt(cfg)
+        images = base_generations(cfg, model, diffusion, [prior] * cc.n_prior_images,
+                                  seed_range("prior", cc.n_prior_images), base_fingerprint)
+        reg.prior = (prior, to_float(images).to(device))
+    if cc.reg == "functional":
+        reg.frozen = copy.deepcopy(model).requires_grad_(False).eval()
+        if cc.anchor_images == "generated":  # images_per_anchor samples of every anchor, more of the empty one
+            repeats = [cc.images_per_anchor] * (len(anchors) - 1) + [cc.empty_anchor_images]
+            prompts = [a for a, r in zip(anchors, repeats) for _ in range(r)]
+            images = base_generations(cfg, model, diffusion, prompts, seed_range("anchor", len(prompts)),
+                                      base_fingerprint)
+            count = torch.tensor(repeats)
+            first = torch.cumsum(count, 0) - count                   # anchor i's images: first[i], ... + count[i]
+            reg.anchor_images = (to_float(images).to(device), first, count)
+    return reg
+
+
+# ------------------------------------------------------------------------------------------ data and names
+
+def customization_name(cfg: Config) -> str:
+    """'b0-lora-functional-s0': base model, method, regularizer, repeat seed (and '-<folder>' for a user's
+    concept)."""
+    cc = cfg.customize
+    own = f"-{Path(cc.images).name}" if cc.images else ""
+    return f"{base_name(cfg)}-{cc.method}-{cc.reg}-s{cc.seed}{own}"
+
+
+def customization_dir(cfg: Config) -> Path:
+    return stage_dir(cfg, "customize", customization_name(cfg))
 
 
 def concept_images(cfg: Config, split: str) -> torch.Tensor:
@@ -68,116 +190,70 @@ def base_generations(cfg: Config, model, diffusion, prompts: list[str], seeds: l
         cfg.run.unet_batch)})["images"]
 
 
+# ------------------------------------------------------------------------------------------ checkpoints
+
+def save_customized(path, model: TextToImage, cfg: Config, base_path, metrics: dict) -> None:
+    """Only what the method trained (the delta) and which base it was trained on: its fingerprint, and its
+    path both as given and relative to the customized checkpoint (so a moved output folder still loads)."""
+    relative = os.path.relpath(Path(base_path).resolve(), Path(path).resolve().parent)
+    checkpoint.save(path, {"kind": "customized", "config": cfg.to_dict(), "step": metrics.get("steps", 0),
+                           "method": cfg.customize.method, "reg": cfg.customize.reg,
+                           "base_path": str(base_path), "base_relative_path": relative,
+                           "base_fingerprint": checkpoint.fingerprint(base_path),
+                           "delta": trainable_state(model), "metrics": metrics})
+
+
+def customized_base(path, payload: dict) -> Path:
+    """The base checkpoint a customized one was made from: the stored path, or, where the output folder has
+    moved, the same file found relative to the customized checkpoint."""
+    stored, relative = Path(payload.get("base_path", "")), payload.get("base_relative_path", "")
+    if payload.get("base_path") and stored.exists():
+        return stored
+    if relative and (Path(path).parent / relative).exists():
+        return Path(path).parent / relative
+    raise checkpoint.CheckpointMismatch(f"{path}: its base model {stored} does not exist (nor relative to it); "
+                                        f"pass it with --base PATH")
+
+
+def load_customized(path, base_path=None, device="cpu", merge: bool = True) -> tuple[TextToImage, object, Config]:
+    """Base model + stored delta -> (customized TextToImage in eval mode, Diffusion, config).
+
+    base_path defaults to the one recorded at training time; a base with another fingerprint is refused.
+    LoRA adapters are merged into the weights for inference unless merge=False.
+    """
+    payload = checkpoint.load(path, kind="customized")
+    base_path = Path(base_path) if base_path else customized_base(path, payload)
+    found = checkpoint.fingerprint(base_path)
+    if found != payload.get("base_fingerprint"):
+        raise checkpoint.CheckpointMismatch(
+            f"{path} was customized from a base checkpoint with fingerprint {payload.get('base_fingerprint')}, "
+            f"but {base_path} has fingerprint {found}: load it on top of the base it was trained from")
+    model, diffusion, _, _ = load_diffusion(base_path, device)
+    cfg = Config.from_dict(payload["config"])
+    prepare(model, cfg, base_classes(cfg.data))
+    missing = set(payload["delta"]) - {name for name, _ in model.named_parameters()}
+    if missing:
+        raise checkpoint.CheckpointMismatch(f"{path}: parameters {sorted(missing)[:5]} do not exist in the model")
+    state = model.state_dict()
+    state.update({k: v.to(state[k].device) for k, v in payload["delta"].items()})
+    model.load_state_dict(state)
+    if merge:
+        merge_lora(model.unet)
+    return model.requires_grad_(False).eval(), diffusion, cfg
+
+
+# ------------------------------------------------------------------------------------------ the stage
+
 def customize(cfg: Config, force: bool = False) -> dict:
     """Customize (or, if finished before with the same settings, skip); returns the run's metrics."""
     steps, lr = customize_schedule(cfg)
     base_path = base_model_path(cfg)
     anchors = ("drift.heldout_classes", "drift.anchor_templates")  # what the regularizer's anchors may name
-    inputs = {"concept": cfg.customize.images} if cfg.customize.images else {}
-    key = run_key(cfg, IMAGE_FIELDS + ("data.concept_class", "customize", "diffusion") + anchors, base=base_path,
-                  evaluator=evaluator_path(cfg), **inputs)
+    digests = {"concept": folder_digest(cfg.customize.images)} if cfg.customize.images else {}
+    key = run_key(cfg, ("data.concept_class", "customize", "diffusion") + anchors, digests, base=base_path,
+                  evaluator=evaluator_path(cfg))
     key["customize.schedule"] = [steps, lr]
-    name = f"customize {run_name(cfg)}"
-    with RunFolder(run_dir(cfg), key, force, name) as run:
-        if run.finished():
-            return run.result
-        if lr == 0:
-            print(f"{name}: customize.lr=0, a control run: the model does not change")
-        return run.finish(_customize(cfg, run, base_path, steps, lr))
-
-
-def _customize(cfg: Config, run: RunFolder, base_path, steps: int, lr: float) -> dict:
-    device = setup(cfg)
-    cc = cfg.customize
-    torch.manual_seed(mix_seed(cfg.run.seed, cc.seed))  # each repeat draws its own batches, t and noise
-    model, diffusion, _, payload = load_diffusion(base_path, device)
-    checkpoint.check_arch(payload, {"data": cfg.data, "clip": cfg.clip, "diffusion": cfg.diffusion}, str(base_path))
-    classes = base_classes(cfg.data)
-    fingerprint = checkpoint.fingerprint(base_path)
-    x0 = to_float(concept_images(cfg, "train")).to(device)
-    prompt = cc.prompt.format(cc.placeholder)
-
-    anchors = anchor_prompts(cfg, classes)
-    extra = {}
-    if cc.method == "full+prior":  # the base model's samples for the prior prompt, made before training
-        prior = prior_prompt(cfg, classes)
-        images = base_generations(cfg, model, diffusion, [prior] * cc.n_prior_images,
-                                  seed_range("prior", cc.n_prior_images), fingerprint)
-        extra["prior"] = (prior, to_float(images).to(device))
-    if cc.reg == "functional":
-        extra["frozen"] = copy.deepcopy(model).requires_grad_(False).eval()
-        if cc.anchor_images == "generated":  # images_per_anchor samples of every anchor, more of the empty one
-            repeats = [cc.images_per_anchor] * (len(anchors) - 1) + [cc.empty_anchor_images]
-            prompts = [a for a, r in zip(anchors, repeats) for _ in range(r)]
-            images = base_generations(cfg, model, diffusion, prompts, seed_range("anchor", len(prompts)),
-                                      fingerprint)
-            count = torch.tensor(repeats)
-            first = torch.cumsum(count, 0) - count                   # anchor i's images: first[i], ... + count[i]
-            extra["anchor_images"] = (to_float(images).to(device), first, count)
-    params = prepare(model, cfg, classes)
-    if cc.reg == "l2":
-        extra["initial"] = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0, **FUSED)
-    model.eval()  # dropout off: the trained model and its frozen copy compute the same function at step 0
-    start, history = time.time(), {"loss": [], "regularizer": []}
-    for step in tqdm(range(steps), desc=f"customize {run_name(cfg)}"):
-        loss, reg = customization_loss(cfg, model, diffusion, x0, prompt, anchors, extra)
-        check_finite(loss, "customize", step)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, cfg.diffusion.grad_clip, foreach=True)
-        opt.step()
-        history["loss"].append(loss.item())
-        history["regularizer"].append(reg)
-    seconds = time.time() - start
-
-    metrics = {"stage": "customize", "run": run_name(cfg), "method": cc.method, "reg": cc.reg, "seed": cc.seed,
-               "steps": steps, "lr": lr,
-               "concept": concept_name(cfg), "k_images": len(x0), "prompt": prompt, "train_seconds": seconds,
-               "trainable_parameters": count_parameters(params),
-               "unet_parameters": count_parameters(p for n, p in model.unet.named_parameters() if ".base." not in n),
-               "first_loss": history["loss"][0], "final_loss": history["loss"][-1],
-               "regularizer_first": history["regularizer"][0], "regularizer_final": history["regularizer"][-1],
-               "base_checkpoint": str(base_path), "base_fingerprint": fingerprint}
-    label = None if cc.images else class_names(cfg.data).index(cfg.data.concept_class)
-    fidelity, samples = concept_fidelity(cfg, model, diffusion, prompt, load_evaluator(cfg, device),
-                                         concept_images(cfg, "test"), label)
-    metrics["fidelity"] = fidelity
-    recognised = "" if label is None else f"evaluator recognises {fidelity['recognised']:.0%} of them as " \
-                                          f"{cfg.data.concept_class}; "
-    metrics["summary"] = (f"{steps} steps in {seconds:.0f}s, {metrics['trainable_parameters']:,} trainable "
-                          f"parameters; {fidelity['n_samples']} samples of '{prompt}': {recognised}nearest-feature "
-                          f"similarity to the concept images {fidelity['nearest_similarity']:.2f}")
-    save_grid(samples[:32], run.folder / "samples.png", nrow=8, scale=max(1, 64 // cfg.data.resolution))
-    if run.main:
-        save_customized(run.folder / "custom.pt", model, cfg, base_path, metrics)
-    print(f"customize {run_name(cfg)}: {metrics['summary']}")
-    return metrics
-
-
-def customization_loss(cfg: Config, model, diffusion, x0, prompt, anchors, extra) -> tuple[torch.Tensor, float | None]:
-    """L_concept (+ lambda_pp L_prior) (+ lambda_fr L_functional or lambda_l2 L_weights) on one batch, and the
-    regularizer's value (None without one); see minidiff/regularizers.py."""
-    cc = cfg.customize
-    x = random_flip(x0)
-    loss = noise_prediction_loss(model, diffusion, x, [prompt] * len(x))
-    reg = None
-    if "prior" in extra:
-        prior, images = extra["prior"]
-        pick = torch.randint(len(images), (len(x0),))
-        loss = loss + cc.lambda_pp * noise_prediction_loss(model, diffusion, images[pick], [prior] * len(pick))
-    if "frozen" in extra:
-        chosen = sample_anchors(anchors, len(x0), cc.empty_anchor_prob)
-        if "anchor_images" in extra:  # one of the base model's images of each chosen anchor, at random
-            images, first, count = extra["anchor_images"]
-            images = images[first[chosen] + (torch.rand(len(chosen)) * count[chosen]).long()]
-        else:
-            images = x
-        guidance = cfg.diffusion.guidance if cc.functional_target == "guided" else None
-        reg = functional_regularization(model, extra["frozen"], diffusion, images, [anchors[i] for i in chosen],
-                                        guidance)
-        loss = loss + cc.lambda_fr * reg
-    if "initial" in extra:
-        reg = weight_change(model, extra["initial"])
-        loss = loss + cc.lambda_l2 * reg
-    return loss, None if reg is None else reg.item()
+    name = f"customize {customization_name(cfg)}"
+    if lr == 0:
+        print(f"{name}: customize.lr=0, a control run: the model does not change")
+    return run_once(customization_dir(cfg), key, force, name, lambda run: _customize(cfg, run, base_path, steps, lr))

@@ -1,11 +1,17 @@
-"""Train the base text-to-image DDPM on the base classes (`python train.py diffusion`).
+"""Train the base text-to-image DDPM on the base classes (`python train.py diffusion`), then judge its
+samples with the evaluator (`python train.py diffusion-judge`).
 
-AdamW with warm-up and cosine decay, gradient clipping, EMA weights, classifier-free-guidance caption
-dropout, bf16 autocast and channels_last on CUDA (optional torch.compile), a clear stop on NaN/inf,
-per-class sample grids, and exact resume from runs/<preset>/diffusion/last.pt (model, EMA, optimizer,
-step and the training clock; every random draw is seeded by (seed, rank, step)). Multi-GPU through
-torchrun (core/distributed.py). metrics.json says how often the evaluator recognises CFG DDIM samples as
-the prompted class.
+Training is Algorithm 1 of Ho et al. (2020) on random captions of the base classes, a caption dropped to
+the empty prompt with probability cond_drop_prob so that one model gives both halves of classifier-free
+guidance. AdamW with warm-up and cosine decay, gradient clipping, EMA weights (sampling and every
+measurement use them). Each base model has its own seed (diffusion.seed; `--bases N` trains N of them on
+the same CLIP). The run folder is runs/<preset>/diffusion/b<seed>/ (last.pt, per-class sample grids); the
+judge's, runs/<preset>/diffusion-judge/b<seed>/, holds how often the evaluator recognises the samples, so
+that retraining the evaluator re-judges the model without retraining it.
+
+Engineering around the loop: exact resume from last.pt (every random draw is seeded by (seed, rank,
+step)), a clear stop on NaN/inf, bf16 autocast and channels_last on CUDA (optional torch.compile),
+multi-GPU through torchrun (core/distributed.py).
 """
 from __future__ import annotations
 
@@ -18,9 +24,8 @@ from tqdm import tqdm
 from core import captions, checkpoint, distributed
 from core.cache import cache_root
 from core.config import Config
-from core.data import IMAGE_FIELDS, base_classes, load_split, to_float
+from core.data import base_classes, load_split, to_float
 from core.images import save_grid
-from core.runs import RunFolder, require_finished, run_key, stage_dir
 from core.training import (EMA, FUSED, autocast, check_finite, count_parameters, mix_seed, random_flip, setup,
                            warmup_cosine)
 from eval.evalnet import evaluator_path
@@ -31,47 +36,43 @@ from minidiff.text2img import TextToImage, generate
 from minidiff.tokenizer import Tokenizer
 from minidiff.train_clip import clip_path, load_clip
 from minidiff.unet import UNet
+from pipeline.runs import RunFolder, fields_except, require_finished, run_key, run_once, stage_dir
+
+SAMPLING = ("sample_steps", "guidance", "eta", "quality_samples")  # used after training, not by it
 
 
-def build_model(cfg: Config, text: TextEncoder, tokenizer: Tokenizer) -> TextToImage:
-    unet = UNet(cfg.diffusion, cfg.data.resolution, context_dim=cfg.clip.width, pooled_dim=cfg.clip.embed_dim)
-    return TextToImage(unet, text, tokenizer)
+def training_step(cfg, model, unet, diffusion, opt, ema, images, train, step) -> torch.Tensor:
+    """One optimizer step of Algorithm 1 on this rank's share of the batch, random (or dropped) captions.
 
-
-def load_diffusion(path, device="cpu", ema: bool = True) -> tuple[TextToImage, Diffusion, Config, dict]:
-    """The model stored in a diffusion checkpoint, built from the checkpoint's own config (EMA weights by
-    default), with its Diffusion process, config and raw payload."""
-    payload = checkpoint.load(path, kind="diffusion")
-    cfg = Config.from_dict(payload["config"])
-    tokenizer = Tokenizer(payload["vocab"], cfg.clip.context_length)
-    text = TextEncoder(len(tokenizer), cfg.clip)
-    text.load_state_dict(payload["text"])
-    model = build_model(cfg, text, tokenizer)
-    model.unet.load_state_dict(payload["ema"]["model"] if ema else payload["model"])
-    return model.to(device).eval(), Diffusion(cfg.diffusion.timesteps, cfg.diffusion.schedule), cfg, payload
-
-
-def class_prompts(cfg: Config, classes) -> list[str]:
-    """The plain prompt of each class, e.g. 'a photo of a star'."""
-    return [captions.class_caption(captions.TEMPLATES[cfg.data.dataset][0], c) for c in classes]
-
-
-def base_model_path(cfg: Config):
-    """The finished base model of cfg's preset, runs/<preset>/diffusion/last.pt."""
-    return require_finished(stage_dir(cfg, "diffusion"), "last.pt",
-                            f"python train.py diffusion --preset {cfg.run.preset}")
-
-
-def train_diffusion(cfg: Config, force: bool = False) -> dict:
-    """Train (resume, or if finished before with the same settings, skip) the base model; its metrics."""
-    out = stage_dir(cfg, "diffusion")
-    key = run_key(cfg, IMAGE_FIELDS + ("data.concept_class", "diffusion"), clip=clip_path(cfg),
-                  evaluator=evaluator_path(cfg))
-    device = distributed.init(setup(cfg))  # before the run folder: rank 0 alone locks and writes it
-    with RunFolder(out, key, force, "diffusion") as run:
-        if run.finished():
-            return run.result
-        return run.finish(_train(cfg, run, device))
+    Every random draw of the step (images, captions, flips, t, noise) comes from a seed of (run seed, base
+    seed, step, rank), so a resumed run replays exactly what an uninterrupted one does, and ranks draw
+    different batches.
+    """
+    dc = cfg.diffusion
+    seed = mix_seed(cfg.run.seed, dc.seed, step, distributed.rank())
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    device = images.device
+    idx = torch.randint(len(train), (dc.batch_size // distributed.world_size(),))
+    texts = captions.random_captions(cfg.data.dataset, train.classes, train.y[idx],
+                                     None if train.attrs is None else train.attrs[idx], rng, dc.attribute_prob)
+    # classifier-free guidance: some captions become the empty prompt, so the model also learns eps(x_t, "")
+    texts = ["" if drop else t for t, drop in zip(texts, rng.random(len(texts)) < dc.cond_drop_prob)]
+    x0 = random_flip(images[idx.to(device)])
+    if device.type == "cuda":
+        x0 = x0.contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        cond = model.encode(texts)          # the frozen text encoder: token states (B, L, D), pooled (B, E)
+    for group in opt.param_groups:
+        group["lr"] = dc.lr * warmup_cosine(step, dc.steps, dc.warmup)
+    with autocast(device):
+        loss = diffusion.loss(lambda x, t: unet(x, t, *cond), x0)   # || eps - eps_theta(x_t, t, c) ||^2
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.unet.parameters(), dc.grad_clip, foreach=True)
+    opt.step()
+    ema.update(model.unet)
+    return loss.detach()
 
 
 def _train(cfg: Config, run: RunFolder, device) -> dict:
@@ -83,6 +84,7 @@ def _train(cfg: Config, run: RunFolder, device) -> dict:
     train = load_split(cfg.data, "train", cache_root(cfg)).only(classes)
     images = to_float(train.x).to(device)
 
+    torch.manual_seed(mix_seed(cfg.run.seed, dc.seed))   # this base model's initial weights
     model = build_model(cfg, clip.text, tokenizer).to(device)
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
@@ -112,7 +114,7 @@ def _train(cfg: Config, run: RunFolder, device) -> dict:
     prompts = class_prompts(cfg, classes)
     model.train()
     start = time.time() - state["train_seconds"]
-    bar = tqdm(range(start_step, dc.steps), initial=start_step, total=dc.steps, desc="diffusion",
+    bar = tqdm(range(start_step, dc.steps), initial=start_step, total=dc.steps, desc=f"diffusion {base_name(cfg)}",
                disable=not distributed.is_main())
     for step in bar:
         loss = training_step(cfg, model, unet, diffusion, opt, ema, images, train, step)
@@ -129,54 +131,45 @@ def _train(cfg: Config, run: RunFolder, device) -> dict:
     distributed.barrier()
     if not distributed.is_main():
         return {}
-    final = ema_model(model, ema)
-    sample_grid(cfg, final, diffusion, prompts, out / "samples.png")
+    sample_grid(cfg, ema_model(model, ema), diffusion, prompts, out / "samples.png")
     session = state["train_seconds"] - start_seconds
-    quality = sample_quality(cfg, final, diffusion, classes, device)
-    summary = f"{dc.steps} steps in {state['train_seconds']:.0f}s, final loss {state['loss']:.4f}; {quality['summary']}"
-    print(f"diffusion: {summary}")
-    return {"stage": "diffusion", "summary": summary, "steps": dc.steps, "resumed_from": start_step,
-            "train_seconds": state["train_seconds"], "final_loss": state["loss"],
+    summary = f"{dc.steps} steps in {state['train_seconds']:.0f}s, final loss {state['loss']:.4f}"
+    print(f"diffusion {base_name(cfg)}: {summary}")
+    return {"stage": "diffusion", "summary": summary, "base": base_name(cfg), "steps": dc.steps,
+            "resumed_from": start_step, "train_seconds": state["train_seconds"], "final_loss": state["loss"],
             "train_images_per_second": (dc.steps - start_step) * dc.batch_size / session if session > 0 else None,
             "unet_parameters": count_parameters(model.unet.parameters()), "device": str(device),
-            "world_size": distributed.world_size(), "classes": list(classes), "samples": quality}
+            "world_size": distributed.world_size(), "classes": list(classes)}
 
 
-def training_step(cfg, model, unet, diffusion, opt, ema, images, train, step) -> torch.Tensor:
-    """One optimizer step of Algorithm 1 on this rank's share of the batch, random (or dropped) captions.
+# ------------------------------------------------------------------------------------------ the model
 
-    Every random draw of the step (images, captions, flips, t, noise) comes from a seed of (run seed, rank,
-    step), so a resumed run replays exactly what an uninterrupted one does, and ranks draw different batches.
-    """
-    dc = cfg.diffusion
-    seed = mix_seed(cfg.run.seed, step, distributed.rank())
-    torch.manual_seed(seed)
-    rng = np.random.default_rng(seed)
-    device = images.device
-    idx = torch.randint(len(train), (dc.batch_size // distributed.world_size(),))
-    texts = captions.random_captions(cfg.data.dataset, train.classes, train.y[idx],
-                                     None if train.attrs is None else train.attrs[idx], rng, dc.attribute_prob)
-    texts = ["" if drop else t for t, drop in zip(texts, rng.random(len(texts)) < dc.cond_drop_prob)]
-    x0 = random_flip(images[idx.to(device)])
-    if device.type == "cuda":
-        x0 = x0.contiguous(memory_format=torch.channels_last)
-    with torch.no_grad():
-        cond = model.encode(texts)
-    for group in opt.param_groups:
-        group["lr"] = dc.lr * warmup_cosine(step, dc.steps, dc.warmup)
-    with autocast(device):
-        loss = diffusion.loss(lambda x, t: unet(x, t, *cond), x0)
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
-    torch.nn.utils.clip_grad_norm_(model.unet.parameters(), dc.grad_clip, foreach=True)
-    opt.step()
-    ema.update(model.unet)
-    return loss.detach()
+def build_model(cfg: Config, text: TextEncoder, tokenizer: Tokenizer) -> TextToImage:
+    unet = UNet(cfg.diffusion, cfg.data.resolution, context_dim=cfg.clip.width, pooled_dim=cfg.clip.embed_dim)
+    return TextToImage(unet, text, tokenizer)
+
+
+def load_diffusion(path, device="cpu", ema: bool = True) -> tuple[TextToImage, Diffusion, Config, dict]:
+    """The model stored in a diffusion checkpoint, built from the checkpoint's own config (EMA weights by
+    default), with its Diffusion process, config and raw payload."""
+    payload = checkpoint.load(path, kind="diffusion")
+    cfg = Config.from_dict(payload["config"])
+    tokenizer = Tokenizer(payload["vocab"], cfg.clip.context_length)
+    text = TextEncoder(len(tokenizer), cfg.clip)
+    text.load_state_dict(payload["text"])
+    model = build_model(cfg, text, tokenizer)
+    model.unet.load_state_dict(payload["ema"]["model"] if ema else payload["model"])
+    return model.to(device).eval(), Diffusion(cfg.diffusion.timesteps, cfg.diffusion.schedule), cfg, payload
 
 
 def ema_model(model: TextToImage, ema: EMA) -> TextToImage:
     """A TextToImage sharing the text encoder and tokenizer, with the EMA UNet."""
     return TextToImage(ema.model, model.text, model.tokenizer).eval()
+
+
+def class_prompts(cfg: Config, classes) -> list[str]:
+    """The plain prompt of each class, e.g. 'a photo of a star'."""
+    return [captions.class_caption(captions.TEMPLATES[cfg.data.dataset][0], c) for c in classes]
 
 
 def sample_grid(cfg: Config, model: TextToImage, diffusion: Diffusion, prompts: list[str], path, per_row: int = 8):
@@ -186,3 +179,38 @@ def sample_grid(cfg: Config, model: TextToImage, diffusion: Diffusion, prompts: 
     images = generate(model, diffusion, [p for p in prompts for _ in range(per_row)], seeds, cfg.data.resolution,
                       dc.sample_steps, dc.guidance, dc.eta, cfg.run.unet_batch, progress=False)
     save_grid(images, path, nrow=per_row, scale=max(1, 64 // cfg.data.resolution))
+
+
+# ------------------------------------------------------------------------------------------ the stages
+
+def base_name(cfg: Config) -> str:
+    """'b0': the base model of diffusion.seed 0."""
+    return f"b{cfg.diffusion.seed}"
+
+
+def base_model_path(cfg: Config):
+    """The finished base model of cfg's preset and diffusion.seed, runs/<preset>/diffusion/b<seed>/last.pt."""
+    return require_finished(stage_dir(cfg, "diffusion", base_name(cfg)), "last.pt",
+                            f"python train.py diffusion --preset {cfg.run.preset} --diffusion.seed={cfg.diffusion.seed}")
+
+
+def train_diffusion(cfg: Config, force: bool = False) -> dict:
+    """Train (resume, or if finished before with the same settings, skip) one base model; its metrics."""
+    key = run_key(cfg, ("data.concept_class",) + fields_except(cfg, "diffusion", SAMPLING), clip=clip_path(cfg))
+    device = distributed.init(setup(cfg))  # before the run folder: rank 0 alone locks and writes it
+    return run_once(stage_dir(cfg, "diffusion", base_name(cfg)), key, force, f"diffusion {base_name(cfg)}",
+                    lambda run: _train(cfg, run, device))
+
+
+def judge_diffusion(cfg: Config, force: bool = False) -> dict:
+    """How often the evaluator recognises the base model's guided samples, and their FD-eval."""
+    def work(run):
+        model, diffusion, _, _ = load_diffusion(path, setup(cfg))
+        quality = sample_quality(cfg, model, diffusion, base_classes(cfg.data), model.device)
+        print(f"diffusion-judge {base_name(cfg)}: {quality['summary']}")
+        return {"stage": "diffusion-judge", "base": base_name(cfg), "summary": quality["summary"],
+                "samples": quality}
+    path = base_model_path(cfg)
+    key = run_key(cfg, ("data.concept_class", "diffusion"), base=path, evaluator=evaluator_path(cfg))
+    return run_once(stage_dir(cfg, "diffusion-judge", base_name(cfg)), key, force,
+                    f"diffusion-judge {base_name(cfg)}", work)

@@ -14,7 +14,8 @@ over classes at fixed z and within the variance over z at fixed class (each summ
 f: the evaluator's penultimate features (the space of FD-eval) or the pixels. 0: the class changes
 nothing (every class a copy of one generator); 1: changing the class moves a sample as far as drawing a new
 z of its class (e.g. classes that are unrelated generators of one distribution); above 1: the class matters
-more than z.
+more than z. The ratio also grows when `within` shrinks: a generator that draws a narrow slice of each class
+scores high for that alone, so `within` (the classes' own diversity) is reported beside it.
 
 Embedding sensitivity (hyper-modulation): the RMS change of the image when class 0's embedding moves by
 10% of its norm in a random direction, over the RMS distance between two samples of class 0 (other z).
@@ -29,12 +30,17 @@ from eval.evalnet import extract_features
 from minigan.quality import sample_images
 
 
-def separation_ratio(features: torch.Tensor) -> float:
-    """between / within for features (C, n, D): sample i of every class drawn from the same z (docstring)."""
+def variances(features: torch.Tensor) -> tuple[float, float]:
+    """(between, within) for features (C, n, D), sample i of every class drawn from the same z: the variance
+    over classes at each z, and the variance over z within each class (summed over dimensions, averaged)."""
     f = features.double().flatten(2)                       # (C, n, D); images (C, n, H, W, 3) flatten too
-    between = f.var(dim=0).sum(-1).mean()                  # variance over classes at each z
-    within = f.var(dim=1).sum(-1).mean()                   # variance over z within each class
-    return (between / within).item()
+    return f.var(dim=0).sum(-1).mean().item(), f.var(dim=1).sum(-1).mean().item()
+
+
+def separation_ratio(features: torch.Tensor) -> float:
+    """between / within (variances): how far a class change moves a sample, in units of a new z."""
+    between, within = variances(features)
+    return between / within
 
 
 @torch.no_grad()
@@ -45,6 +51,7 @@ def class_separation(G, n_classes: int, n: int, seed: int, evaluator=None) -> di
     if evaluator is not None:
         feats = extract_features(evaluator, images.flatten(0, 1)).view(n_classes, n, -1)  # (C, n, F)
         out["features"] = separation_ratio(feats)
+        out["features_between"], out["features_within"] = variances(feats)   # a collapsed G: within -> 0
     return out
 
 

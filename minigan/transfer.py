@@ -16,34 +16,37 @@ hyper-modulated generator trains its heads at transfer.lr and its class network 
 times that (the official 0.001). Training is minigan/loop.py with the transfer settings; the generator's
 loss and schedule are the same for every variant, so only the switches separate them.
 
-Repeats: transfer.seed (with run.seed) seeds everything random in a transfer (new heads, self-init, training
-draws, evaluation samples), while the pretrained GAN (run.seed alone) is shared by every repeat.
+Repeats: transfer.seed (with run.seed and gan.seed) seeds everything random in a transfer (new heads,
+self-init, training draws, evaluation samples), while the pretrained GAN (gan.seed) is shared by every
+repeat and every variant. The rows that self-initialize the same heads from the same GAN (with and without
+the SSL loss, at any k) share one self-initialization (a cache entry).
 
-Writes runs/<preset>/gan-transfer/<run>-k<k>-s<seed>/{checkpoint.pt, grid.png (one row per class), real.png
-(up to 10 of the k training images per class), metrics.json}; <run> names the switches, e.g.
-"hypermod+selfinit+ssl-lowrank" or "finetune" (run_name). ABLATION lists the paper's ablation rows and
-CURVE the variants of the data-efficiency curve (accuracy, FD, recall, memorization against k).
+Writes runs/<preset>/gan-transfer/b<gan seed>-<variant>-k<k>-s<seed>/{checkpoint.pt, grid.png (one row per
+class), real.png (up to 10 of the k training images per class), metrics.json}; <variant> names the
+switches, e.g. "hypermod+selfinit+ssl-lowrank" or "finetune" (variant_name). ABLATION lists the paper's
+ablation rows and CURVE the variants of the data-efficiency curve.
 """
 from __future__ import annotations
 
 import torch
 
-from core import distributed
-from core.cache import cache_root
+from core import checkpoint, distributed
+from core.cache import cache_root, cached
 from core.config import Config
-from core.data import IMAGE_FIELDS, class_names, load_split, to_float
+from core.data import class_names, load_split, to_float
 from core.images import save_grid
-from core.runs import RunFolder, run_key, stage_dir
+from core.presets import transfer_lr
 from core.training import count_parameters, mix_seed, setup
 from eval.evalnet import evaluator_path, load_evaluator
 from minigan.discriminator import conditional_from_unconditional
 from minigan.generator import ConditionalGenerator
 from minigan.hypermod import HyperModulatedGenerator
 from minigan.loop import GanTrainer, LoopSpec
-from minigan.pretrain import build_discriminator, build_generator, load_pretrained, pretrained_path
+from minigan.pretrain import build_discriminator, build_generator, gan_name, load_pretrained, pretrained_path
 from minigan.quality import sample_images, transfer_quality
 from minigan.selfinit import self_initialize_and_check
 from minigan.separation import class_separation
+from pipeline.runs import RunFolder, run_key, run_once, stage_dir
 
 KIND = "gan-transfer"
 ABLATION = (  # (generator, selfinit, ssl, head): the rows of the paper's ablation, in order
@@ -54,7 +57,7 @@ ABLATION = (  # (generator, selfinit, ssl, head): the rows of the paper's ablati
     ("hypermod", True, "barlow", "lowrank"),
     ("hypermod", True, "barlow", "dense"),
 )
-CURVE = tuple(ABLATION[i] for i in (0, 1, 2, 4))  # the data-efficiency curve: scratch, finetune, hypermod (+ all)
+CURVE = tuple(ABLATION[i] for i in (0, 1, 4, 5))  # the data-efficiency curve: scratch, finetune, hypermod+all (2 heads)
 CURVE_K = {"quick": (3, 10, 30, 100), "cifar10": (10, 30, 100),   # its images per target class, per preset
            "cifar10-cpu": (10, 30, 100)}
 MONITOR_POINTS = 8              # class separation measured this many times over a transfer (and at step 0)
@@ -66,16 +69,16 @@ def with_switches(cfg: Config, generator: str, selfinit: bool, ssl: str, head: s
 
 
 def transfer_seed(cfg: Config) -> int:
-    """The seed of one repeat (transfer.seed) of a transfer from the pretrained GAN of run.seed."""
-    return mix_seed(cfg.run.seed, cfg.transfer.seed)
+    """The seed of one repeat (transfer.seed) of a transfer from the pretrained GAN of gan.seed."""
+    return mix_seed(cfg.run.seed, cfg.gan.seed, cfg.transfer.seed)
 
 
-def run_folder(cfg: Config) -> str:
-    """'<run>-k<k>-s<seed>', e.g. 'finetune-k10-s0'."""
-    return f"{run_name(cfg)}-k{cfg.data.k_per_target}-s{cfg.transfer.seed}"
+def transfer_name(cfg: Config) -> str:
+    """'<base>-<variant>-k<k>-s<seed>', e.g. 'b0-finetune-k10-s0'."""
+    return f"{gan_name(cfg)}-{variant_name(cfg)}-k{cfg.data.k_per_target}-s{cfg.transfer.seed}"
 
 
-def run_name(cfg: Config) -> str:
+def variant_name(cfg: Config) -> str:
     """'hypermod+selfinit+ssl-lowrank', 'finetune', ... (ssl is the Barlow Twins loss; others say their name)."""
     t = cfg.transfer
     name = t.generator + "+selfinit" * t.selfinit
@@ -98,23 +101,23 @@ def few_shot_targets(cfg: Config):
 
 def build_models(cfg: Config, device):
     """(G, D, G's Adam parameter groups, the pretrained/fresh plain generator) for cfg.transfer.generator."""
-    n, t = len(cfg.data.target_classes), cfg.transfer
+    n, t, lr = len(cfg.data.target_classes), cfg.transfer, transfer_lr(cfg)
     if t.generator == "scratch":
         base = build_generator(cfg).to(device)
         G = ConditionalGenerator(base, n)
-        return G, build_discriminator(cfg, n).to(device), [{"params": G.trainable_parameters(), "lr": t.lr}], base
+        return G, build_discriminator(cfg, n).to(device), [{"params": G.trainable_parameters(), "lr": lr}], base
     base, D = load_pretrained(cfg, device)
     D = conditional_from_unconditional(D, n, t.d_cond, t.d_class_init)
     if t.generator == "finetune":
         G = ConditionalGenerator(base, n)
-        return G, D, [{"params": G.trainable_parameters(), "lr": t.lr}], base
+        return G, D, [{"params": G.trainable_parameters(), "lr": lr}], base
     G = HyperModulatedGenerator(base, n, head=t.head, rank=t.rank, embed_dim=t.embed_dim)
-    return G, D, G.parameter_groups(t.lr, t.class_lr_mul), base
+    return G, D, G.parameter_groups(lr, t.class_lr_mul), base
 
 
 def transfer_spec(cfg: Config) -> LoopSpec:
     t = cfg.transfer
-    return LoopSpec(steps=t.steps, batch_size=t.batch_size, lr_g=t.lr, lr_d=t.d_lr, r1_gamma=t.r1_gamma,
+    return LoopSpec(steps=t.steps, batch_size=t.batch_size, lr_g=transfer_lr(cfg), lr_d=t.d_lr, r1_gamma=t.r1_gamma,
                     r1_every=cfg.gan.r1_every, ema_decay=t.ema_decay, augment=t.augment, ssl=t.ssl,
                     ssl_weight=t.ssl_weight, d_class_lr_mul=t.d_class_lr_mul,
                     checkpoint_every=t.checkpoint_every, monitor_every=max(1, t.steps // MONITOR_POINTS),
@@ -126,13 +129,31 @@ def transfer_gan(cfg: Config, force: bool = False) -> dict:
     inputs = {"evaluator": evaluator_path(cfg)}
     if cfg.transfer.generator != "scratch":
         inputs["pretrained"] = pretrained_path(cfg)
-    key = run_key(cfg, IMAGE_FIELDS + ("data.target_classes", "data.k_per_target", "gan", "transfer"), **inputs)
+    key = run_key(cfg, ("data.target_classes", "data.k_per_target", "gan", "transfer"), **inputs)
+    key["transfer.lr_used"] = transfer_lr(cfg)   # the preset's choice can change: the key holds the rate used
     device = distributed.init(setup(cfg))  # before the run folder: rank 0 alone locks and writes it
-    folder = run_folder(cfg)
-    with RunFolder(stage_dir(cfg, KIND, folder), key, force, f"{KIND} {folder}") as run:
-        if run.finished():
-            return run.result
-        return run.finish(_transfer(cfg, run, device))
+    return run_once(stage_dir(cfg, KIND, transfer_name(cfg)), key, force, f"{KIND} {transfer_name(cfg)}",
+                    lambda run: _transfer(cfg, run, device))
+
+
+def start_from_selfinit(cfg: Config, G: HyperModulatedGenerator, evaluator, seed: int) -> dict:
+    """Self-initialize G (or, with random heads, only measure where it starts) and return the start check.
+    Self-initialization depends on the pretrained GAN, the heads and the self-init settings, not on k, the
+    SSL loss or the rest of the transfer: the rows that share those share one computation (core.cache)."""
+    t = cfg.transfer
+    if not t.selfinit:
+        return self_initialize_and_check(G, evaluator, t, cfg.gan.eval_samples, seed)
+    key = ["selfinit", checkpoint.fingerprint(pretrained_path(cfg)), evaluator.checkpoint_hash, seed,
+           len(cfg.data.target_classes), cfg.gan.eval_samples,
+           {k: getattr(t, k) for k in ("head", "rank", "embed_dim", "d_cond", "d_class_init", "selfinit_steps",
+                                       "selfinit_batch", "selfinit_lr", "selfinit_class_lr_mul", "selfinit_noise")}]
+
+    def compute() -> dict:
+        start = self_initialize_and_check(G, evaluator, t, cfg.gan.eval_samples, seed)
+        return {"G": {k: v.cpu() for k, v in G.state_dict().items()}, "start": start}
+    done = cached(cache_root(cfg), "selfinit", key, compute)
+    G.load_state_dict(done["G"])
+    return done["start"]
 
 
 def _transfer(cfg: Config, run: RunFolder, device) -> dict:
@@ -144,7 +165,7 @@ def _transfer(cfg: Config, run: RunFolder, device) -> dict:
     G, D, g_groups, base = build_models(cfg, device)
     g_params = [p for group in g_groups for p in group["params"]]
     trainer = GanTrainer(G, D, g_groups, cfg.gan.z_dim, images.to(device), local.to(device), len(targets),
-                         transfer_spec(cfg), f"{KIND} {run_name(cfg)}")
+                         transfer_spec(cfg), f"{KIND} {variant_name(cfg)}")
     evaluator = load_evaluator(cfg, device)
     path = out / "checkpoint.pt"
     payload = run.resume(path, KIND)
@@ -152,13 +173,13 @@ def _transfer(cfg: Config, run: RunFolder, device) -> dict:
         trainer.load_state(payload)
         start = payload["start_check"]
         if distributed.is_main():
-            print(f"{KIND}: resuming {run_name(cfg)} from step {trainer.step}")
+            print(f"{KIND}: resuming {variant_name(cfg)} from step {trainer.step}")
     else:
         start = None
         if isinstance(G, HyperModulatedGenerator):
-            start = self_initialize_and_check(G, evaluator, t, cfg.gan.eval_samples, seed)
+            start = start_from_selfinit(cfg, G, evaluator, seed)
         trainer.ema.model.load_state_dict(G.state_dict())   # the EMA starts from the (self-)initialised G
-    extra = {"kind": KIND, "config": cfg.to_dict(), "run": run_name(cfg), "start_check": start}
+    extra = {"kind": KIND, "config": cfg.to_dict(), "run": variant_name(cfg), "start_check": start}
 
     def separation(G_ema):  # features of 64 shared z per class, the same z at every step
         return {"separation": class_separation(G_ema, len(targets), 64, seed + 20, evaluator)["features"]}
@@ -175,12 +196,14 @@ def _transfer(cfg: Config, run: RunFolder, device) -> dict:
     save_grid(data.x[shown], out / "real.png", nrow=min(per_row, cfg.data.k_per_target), scale=4)
     q = transfer_quality(cfg, evaluator, G_ema, data, seed + 10)
     sep = class_separation(G_ema, len(targets), 200, seed + 30, evaluator)
-    summary = (f"accuracy {q['accuracy']:.1%} (among targets {q['accuracy_among_targets']:.1%}), intra-class "
-               f"FD-eval {q['fd_eval_intra']:.2f}, recall {q['recall']:.2f}, nn ratio {q['nn_ratio']:.2f}, "
-               f"class separation {sep['features']:.2f}, {count_parameters(g_params):,} trainable parameters, "
+    summary = (f"per-class KID {q['kid']:.4f}, FD-eval {q['fd_eval']:.2f} (floor {q['fd_eval_floor']:.2f}), "
+               f"recall {q['recall']:.2f}, coverage {q['coverage']:.2f}, among targets "
+               f"{q['accuracy_among_targets']:.1%} (real images {q['real_accuracy_among_targets']:.1%}), class "
+               f"separation {sep['features']:.2f}, {count_parameters(g_params):,} trainable parameters, "
                f"{trainer.seconds:.0f}s")
-    print(f"{KIND} {run_name(cfg)}: {summary}")
-    return {"stage": KIND, "summary": summary, "run": run_name(cfg), "seed": t.seed, "generator": t.generator,
+    print(f"{KIND} {variant_name(cfg)}: {summary}")
+    return {"stage": KIND, "summary": summary, "name": transfer_name(cfg), "base": gan_name(cfg),
+            "variant": variant_name(cfg), "seed": t.seed, "generator": t.generator,
             "selfinit": t.selfinit, "ssl": t.ssl, "head": t.head,
             "target_classes": list(targets), "k_per_target": cfg.data.k_per_target,
             "steps": trainer.step, "train_seconds": trainer.seconds, "device": str(device),
@@ -192,3 +215,20 @@ def _transfer(cfg: Config, run: RunFolder, device) -> dict:
             "class_separation": sep, "separation_log": [(e["step"], e["separation"]) for e in trainer.log
                                                         if "separation" in e],
             "final_losses": trainer.log[-1], "loss_log": trainer.log, "quality": q}
+
+
+def load_generator(path, device="cpu"):
+    """(the EMA generator of a gan-pretrain or gan-transfer checkpoint, built from its own config, that
+    config): unconditional for a pretrained GAN, G(z, label) with labels indexing data.target_classes for a
+    transfer."""
+    payload = checkpoint.load(path)
+    if payload.get("kind") not in ("gan-pretrain", KIND):
+        raise checkpoint.CheckpointMismatch(f"{path} holds a {payload.get('kind')!r} checkpoint, not a GAN "
+                                            f"(gan-pretrain or gan-transfer)")
+    cfg = Config.from_dict(payload["config"])
+    G, n, t = build_generator(cfg), len(cfg.data.target_classes), cfg.transfer
+    if payload["kind"] == KIND:
+        G = HyperModulatedGenerator(G, n, head=t.head, rank=t.rank, embed_dim=t.embed_dim) \
+            if t.generator == "hypermod" else ConditionalGenerator(G, n)
+    G.load_state_dict(payload["ema"]["model"])
+    return G.to(device).eval(), cfg

@@ -34,7 +34,7 @@ def tiny_diffusion_overrides(out_dir) -> list[str]:
 def save_untrained_clip(cfg) -> None:
     """Write an (untrained) tiny CLIP checkpoint where the diffusion stage looks for it."""
     from core import checkpoint
-    from core.runs import stage_dir
+    from pipeline.runs import stage_dir
     from minidiff.clip import TinyClip
     from minidiff.train_clip import build_tokenizer
     tok = build_tokenizer(cfg)
@@ -47,7 +47,7 @@ def save_untrained_clip(cfg) -> None:
 
 
 def mark_finished(folder) -> None:
-    """A metrics.json in `folder`, so that later stages accept the checkpoint written there (core.runs)."""
+    """A metrics.json in `folder`, so that later stages accept the checkpoint written there (pipeline.runs)."""
     from core.files import write_json
     write_json(folder / "metrics.json", {"summary": "untrained, written by a test", "test_accuracy": None})
 
@@ -56,7 +56,7 @@ def save_untrained_evaluator(cfg) -> None:
     """Write an (untrained) evaluator checkpoint where stages look for it."""
     from core import checkpoint
     from core.data import class_names
-    from core.runs import stage_dir
+    from pipeline.runs import stage_dir
     from eval.evalnet import Evaluator
     with torch.random.fork_rng():
         torch.manual_seed(0)

@@ -10,13 +10,13 @@ import minidiff.regularizers as regs
 from core import checkpoint
 from core.data import base_classes
 from core.cache import cache_root
-from core.runs import stage_dir
-from minidiff.customize import load_customized, prepare
+from pipeline.runs import stage_dir
+from minidiff.customize import prepare
 from core.cli import make_config
 from minidiff.lora import LoRA, add_lora, lora_modules, merge_lora, unmerge_lora
 from minidiff.regularizers import functional_regularization, weight_change
 import minidiff.train_customize as train_customize
-from minidiff.train_customize import customize, run_dir
+from minidiff.train_customize import customization_dir, customize, load_customized
 from minidiff.train_diffusion import load_diffusion
 from tests.conftest import tiny_base_model
 
@@ -46,7 +46,7 @@ EXPECTED = {  # which state-dict entries each method may change
 @pytest.mark.parametrize("method", ["full", "lora", "custom", "ti"])
 def test_each_method_trains_exactly_its_parameters(base, method):
     cfg = with_method(base, method)
-    model, diffusion, _, _ = load_diffusion(stage_dir(cfg, "diffusion") / "last.pt")
+    model, diffusion, _, _ = load_diffusion(stage_dir(cfg, "diffusion", "b0") / "last.pt")
     params = prepare(model, cfg, base_classes(cfg.data))
     before = digests(model)
     opt = torch.optim.SGD(params, lr=0.1)
@@ -67,7 +67,7 @@ def test_each_method_trains_exactly_its_parameters(base, method):
 
 
 def test_lora_starts_as_the_base_and_merge_unmerge_round_trips(base):
-    model, _, _, _ = load_diffusion(stage_dir(base, "diffusion") / "last.pt")
+    model, _, _, _ = load_diffusion(stage_dir(base, "diffusion", "b0") / "last.pt")
     x, t = torch.randn(2, 3, 16, 16), torch.tensor([3, 70])
     cond = model.encode(["a photo of a star", ""])
     reference = model(x, t, cond)
@@ -90,8 +90,8 @@ def test_lora_starts_as_the_base_and_merge_unmerge_round_trips(base):
 @pytest.mark.parametrize("target", ["separate", "guided"])
 def test_functional_regularization_is_zero_at_step_zero_then_positive(base, target):
     cfg = with_method(base, "lora", "functional")
-    model, diffusion, _, _ = load_diffusion(stage_dir(cfg, "diffusion") / "last.pt")
-    frozen = load_diffusion(stage_dir(cfg, "diffusion") / "last.pt")[0].requires_grad_(False)
+    model, diffusion, _, _ = load_diffusion(stage_dir(cfg, "diffusion", "b0") / "last.pt")
+    frozen = load_diffusion(stage_dir(cfg, "diffusion", "b0") / "last.pt")[0].requires_grad_(False)
     prepare(model, cfg, base_classes(cfg.data))
     x0, prompts = torch.randn(3, 3, 16, 16), ["a photo of a star", "", "a drawing of a ring"]
     guidance = 5.0 if target == "guided" else None
@@ -106,8 +106,8 @@ def test_functional_regularization_is_zero_at_step_zero_then_positive(base, targ
 @pytest.mark.parametrize("method", ["full", "lora", "custom"])
 def test_the_regularizer_gradient_reaches_only_what_the_method_trains(base, method):
     cfg = with_method(base, method, "functional")
-    model, diffusion, _, _ = load_diffusion(stage_dir(cfg, "diffusion") / "last.pt")
-    frozen = load_diffusion(stage_dir(cfg, "diffusion") / "last.pt")[0].requires_grad_(False)
+    model, diffusion, _, _ = load_diffusion(stage_dir(cfg, "diffusion", "b0") / "last.pt")
+    frozen = load_diffusion(stage_dir(cfg, "diffusion", "b0") / "last.pt")[0].requires_grad_(False)
     trainable = prepare(model, cfg, base_classes(cfg.data))
     with torch.no_grad():
         for p in trainable:
@@ -131,7 +131,7 @@ def test_the_stage_starts_with_a_zero_regularizer_under_each_presets_dropout(tmp
 
 def test_weight_space_baseline_measures_the_merged_change(base):
     cfg = with_method(base, "lora", "l2")
-    model, _, _, _ = load_diffusion(stage_dir(cfg, "diffusion") / "last.pt")
+    model, _, _, _ = load_diffusion(stage_dir(cfg, "diffusion", "b0") / "last.pt")
     trainable = prepare(model, cfg, base_classes(cfg.data))
     initial = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
     assert weight_change(model, initial).item() == 0.0            # B = 0: no change yet, whatever A is
@@ -167,12 +167,12 @@ def test_prior_images_are_generated_once_and_reused(base, monkeypatch):
 def test_customized_checkpoint_loads_on_its_base_only(base, tmp_path):
     cfg = with_method(base, "ti")
     customize(cfg)
-    path = run_dir(cfg) / "custom.pt"
+    path = customization_dir(cfg) / "custom.pt"
     model, _, _ = load_customized(path)
     assert "<new0>" in model.placeholders
     payload = checkpoint.load(path, kind="customized")
     assert set(payload["delta"]) == {"placeholders.<new0>"}  # only what changed is stored
     other = tiny_base_model(tmp_path / "other", "--run.seed=1")
     with pytest.raises(checkpoint.CheckpointMismatch, match="fingerprint"):
-        load_customized(path, base_path=stage_dir(other, "diffusion") / "last.pt")
+        load_customized(path, base_path=stage_dir(other, "diffusion", "b0") / "last.pt")
 

@@ -31,14 +31,14 @@ def test_two_process_ddp_run_writes_a_normal_checkpoint(tmp_path):
     save_untrained_clip(cfg)
     save_untrained_evaluator(cfg)
     torchrun("diffusion", *overrides)
-    path = tmp_path / "quick" / "diffusion" / "last.pt"
+    path = tmp_path / "quick" / "diffusion" / "b0" / "last.pt"
     payload = checkpoint.load(path, kind="diffusion")
     assert payload["step"] == 3 and set(payload) == {"kind", "config", "step", "train_seconds", "loss", "model", "ema",
                                                      "optimizer", "text", "vocab", "run_key"}
     assert not any(k.startswith("module.") for k in payload["model"])  # the DDP wrapper is not in the names
     model, _, _, _ = load_diffusion(path)
     assert all(torch.isfinite(p).all() for p in model.unet.parameters())
-    assert (tmp_path / "quick" / "diffusion" / "metrics.json").exists()
+    assert (tmp_path / "quick" / "diffusion" / "b0" / "metrics.json").exists()
 
 
 def test_two_process_gan_pretrain_and_transfer(tmp_path):
@@ -47,10 +47,10 @@ def test_two_process_gan_pretrain_and_transfer(tmp_path):
     overrides = [f"--run.out_dir={tmp_path}", *TINY_GAN, "--gan.r1_every=1"]
     train_evaluator(make_config("quick", overrides))   # the evaluator does not train under torchrun
     torchrun("gan-pretrain", *overrides)
-    pretrain = checkpoint.load(tmp_path / "quick" / "gan-pretrain" / "checkpoint.pt", kind="gan-pretrain")
+    pretrain = checkpoint.load(tmp_path / "quick" / "gan-pretrain" / "b0" / "checkpoint.pt", kind="gan-pretrain")
     check_gan_payload(pretrain, GAN_KEYS, steps=4)
     torchrun("gan-transfer", *overrides)
-    transfer = checkpoint.load(tmp_path / "quick" / "gan-transfer" / "hypermod+selfinit+ssl-lowrank-k4-s0" / "checkpoint.pt",
+    transfer = checkpoint.load(tmp_path / "quick" / "gan-transfer" / "b0-hypermod+selfinit+ssl-lowrank-k4-s0" / "checkpoint.pt",
                                kind="gan-transfer")
     check_gan_payload(transfer, GAN_KEYS | {"run", "start_check"}, steps=3)
 

@@ -103,8 +103,8 @@ def test_read_only_commands_write_nothing(tmp_path, capsys):
 
 @pytest.mark.parametrize("args, message", [  # issue rows 7 and 10
     (["sample", "--ckpt", "x.pt", "--prompt", "a photo of a star", "--gudiance=-3", "--foo.bar=1"],
-     "unrecognized arguments for `sample`: --gudiance=-3 --foo.bar=1"),
-    (["classify", "--gudiance=3"], "unrecognized argument '--gudiance=3'"),
+     "unrecognized argument for `sample`: --gudiance=-3 (did you mean --guidance?)"),
+    (["classify", "--gudiance=3"], "unrecognized argument for `classify`: --gudiance=3"),
     (["classify", "--foo.bar=1"], "unknown config section 'foo'"),
     (["table", "--diffusion.lrr=1"], "did you mean 'lr'"),
 ])
@@ -114,9 +114,8 @@ def test_unknown_options_are_refused_naming_them(args, message):
     assert message in str(err.value)
 
 
-def test_bad_counts_are_refused_by_the_parser(capsys):
+def test_bad_counts_are_refused_by_the_parser():
     for bad in (["--n", "0"], ["--steps", "0"], ["--guidance", "nan"]):
         with pytest.raises(SystemExit) as err:
             evaluate.main(["sample", "--ckpt", "x.pt", "--prompt", "a photo of a star", *bad])
-        assert err.value.code == 2
-    assert "must be" in capsys.readouterr().err
+        assert str(err.value.code).startswith("error: argument --") and "must be" in str(err.value.code)

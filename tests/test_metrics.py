@@ -111,21 +111,41 @@ def test_fd_rejects_bad_input():
 
 def _mmd2_unbiased_loops(x, y):
     """The unbiased MMD^2 written as explicit sums, for checking the vectorized version."""
-    m, d = x.shape
+    (m, d), n = x.shape, len(y)
     k = lambda u, v: (u @ v / d + 1) ** 3
     xx = sum(k(x[i], x[j]) for i in range(m) for j in range(m) if i != j) / (m * (m - 1))
-    yy = sum(k(y[i], y[j]) for i in range(m) for j in range(m) if i != j) / (m * (m - 1))
-    xy = sum(k(x[i], y[j]) for i in range(m) for j in range(m)) / (m * m)
+    yy = sum(k(y[i], y[j]) for i in range(n) for j in range(n) if i != j) / (n * (n - 1))
+    xy = sum(k(x[i], y[j]) for i in range(m) for j in range(n)) / (m * n)
     return xx + yy - 2 * xy
 
 
 def test_kid_matches_explicit_sums():
-    # with subset_size = N every subset is a permutation of the whole set, so each estimate is the same
+    """'all' is the unbiased estimate on every sample, by the explicit double sums (also for unequal sizes)."""
     rng = np.random.default_rng(7)
     x, y = rng.standard_normal((8, 3)), rng.standard_normal((8, 3)) + 0.3
     kid = kernel_inception_distance(x, y, subset_size=8, n_subsets=3)
-    assert kid["mean"] == pytest.approx(_mmd2_unbiased_loops(x, y), rel=1e-10)
-    assert kid["std"] < 1e-12
+    assert kid["all"] == pytest.approx(_mmd2_unbiased_loops(x, y), rel=1e-10)
+    z = rng.standard_normal((5, 3))
+    assert kernel_inception_distance(x, z, n_subsets=0)["all"] == pytest.approx(_mmd2_unbiased_loops(x, z), rel=1e-10)
+
+
+def test_kid_subsets_differ_so_their_spread_is_real():
+    """Subsets are capped at half the smaller set: a 'subset' of all 8 samples would be the same set every
+    time, with a spread of exactly 0 whatever the data."""
+    rng = np.random.default_rng(7)
+    x, y = rng.standard_normal((8, 3)), rng.standard_normal((8, 3)) + 0.3
+    kid = kernel_inception_distance(x, y, subset_size=1000, n_subsets=20)
+    assert kid["subset_size"] == 4 and kid["std"] > 0
+
+
+def test_kid_is_unbiased_on_two_sets_of_one_distribution():
+    """Over 200 pairs of small sets (n = 20, where FD's bias is large) from one distribution, the mean of the
+    estimate is 0 within 3 standard errors."""
+    rng = np.random.default_rng(1)
+    estimates = [kernel_inception_distance(rng.standard_normal((20, 8)), rng.standard_normal((20, 8)),
+                                           n_subsets=0)["all"] for _ in range(200)]
+    mean, se = np.mean(estimates), np.std(estimates) / np.sqrt(len(estimates))
+    assert abs(mean) < 3 * se
 
 
 def test_kid_same_distribution_near_zero_shifted_positive():
@@ -143,7 +163,7 @@ def test_kid_deterministic_given_seed_and_counts():
     first = kernel_inception_distance(a, b, subset_size=1000, n_subsets=5, seed=3)
     assert first == kernel_inception_distance(a, b, subset_size=1000, n_subsets=5, seed=3)
     assert first["mean"] != kernel_inception_distance(a, b, subset_size=50, n_subsets=5, seed=4)["mean"]
-    assert (first["n_a"], first["n_b"], first["subset_size"], first["n_subsets"]) == (150, 90, 90, 5)
+    assert (first["n_a"], first["n_b"], first["subset_size"], first["n_subsets"]) == (150, 90, 45, 5)
 
 
 # ----------------------------------------------------------------------------------------------------------

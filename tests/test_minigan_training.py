@@ -8,17 +8,19 @@ import torch
 from core import checkpoint
 from core.cli import make_config
 from core.config import TransferConfig
+from core.presets import TRANSFER_LR
 from core.files import read_json
-from core.runs import stage_dir
+from pipeline.runs import stage_dir
 from eval.evalnet import load_evaluator, train_evaluator
-from eval.report import gan_results, markdown_tables
+from eval.report import markdown_tables
+from eval.results import current_runs
 from minigan.discriminator import Discriminator, conditional_from_unconditional
 from minigan.generator import Generator
 from minigan.hypermod import HyperModulatedGenerator
 from minigan.loop import GanTrainer, LoopSpec
-from minigan.pretrain import load_pretrained, pretrain_gan
+from minigan.pretrain import judge_pretrained, load_pretrained, pretrain_gan
 from minigan.selfinit import self_initialize, self_initialize_and_check, selfinit_check
-from minigan.transfer import ABLATION, build_models, few_shot_targets, run_name, transfer_gan, transfer_spec
+from minigan.transfer import ABLATION, build_models, few_shot_targets, transfer_gan, transfer_spec, variant_name
 
 SWITCHES = {  # the ablation rows as command-line switches
     "scratch": ["--transfer.generator=scratch", "--transfer.selfinit=false", "--transfer.ssl=none"],
@@ -61,10 +63,11 @@ def pretrained(tmp_path_factory):
 
 def test_pretrain_writes_checkpoint_grid_and_metrics(pretrained):
     out, metrics = pretrained
-    stage = out / "quick" / "gan-pretrain"
+    stage = out / "quick" / "gan-pretrain" / "b0"
     assert {"checkpoint.pt", "grid.png", "metrics.json"} <= {p.name for p in stage.iterdir()}
     assert read_json(stage / "metrics.json")["steps"] == 4 == metrics["steps"]
-    assert metrics["fd_eval_vs_source"] >= 0 and 0 <= metrics["recognised_as_a_source_class"] <= 1
+    judged = judge_pretrained(tiny_config(out))
+    assert judged["fd_eval_vs_source"] >= 0 and judged["n_fake"] == 40
     payload = checkpoint.load(stage / "checkpoint.pt", kind="gan-pretrain")
     assert payload["step"] == 4 and {"G", "D", "opt_g", "opt_d", "ema", "rng"} <= set(payload)
 
@@ -93,11 +96,11 @@ def test_pretrain_resume_matches_uninterrupted_run(tmp_path, pretrained, monkeyp
             (stage_dir(cfg, "eval-net") / name).write_bytes((stage_dir(tiny_config(pretrained[0]), "eval-net") /
                                                              name).read_bytes())
     crash_after(4, monkeypatch, pretrain_gan, resumed)
-    assert checkpoint.load(stage_dir(resumed, "gan-pretrain") / "checkpoint.pt")["step"] == 4
+    assert checkpoint.load(stage_dir(resumed, "gan-pretrain", "b0") / "checkpoint.pt")["step"] == 4
     a, b = pretrain_gan(resumed), pretrain_gan(straight)
     assert a["final_losses"] == b["final_losses"]          # step 6, bit for bit
-    ckpt_a = checkpoint.load(tmp_path / "a" / "quick" / "gan-pretrain" / "checkpoint.pt")
-    ckpt_b = checkpoint.load(tmp_path / "b" / "quick" / "gan-pretrain" / "checkpoint.pt")
+    ckpt_a = checkpoint.load(tmp_path / "a" / "quick" / "gan-pretrain" / "b0" / "checkpoint.pt")
+    ckpt_b = checkpoint.load(tmp_path / "b" / "quick" / "gan-pretrain" / "b0" / "checkpoint.pt")
     assert state_hash(ckpt_a["ema"]["model"]) == state_hash(ckpt_b["ema"]["model"])
 
 
@@ -112,7 +115,7 @@ def test_transfer_smoke_and_resume(pretrained, variant, monkeypatch):
     out = pretrained[0]
     cfg = tiny_config(out, *SWITCHES[variant], "--transfer.steps=5", "--transfer.checkpoint_every=3")
     straight = transfer_gan(cfg)
-    run = out / "quick" / "gan-transfer" / f"{straight['run']}-k4-s0"
+    run = out / "quick" / "gan-transfer" / straight["name"]
     assert {"checkpoint.pt", "grid.png", "real.png", "metrics.json"} <= {p.name for p in run.iterdir()}
     q = straight["quality"]
     assert 0 <= q["accuracy"] <= 1 and set(q["per_class"]) == {"star", "cross", "heart", "crescent", "arrow"}
@@ -122,13 +125,13 @@ def test_transfer_smoke_and_resume(pretrained, variant, monkeypatch):
     if variant.startswith("hypermod"):
         check = resumed["start_check"]
         assert check["after_selfinit"]["ratio"] > 0 and check["random_heads"]["ratio"] > 0
-    assert straight["run"] in markdown_tables(out / "quick")
+    assert straight["variant"] in markdown_tables(out / "quick")
 
 
 @pytest.mark.parametrize("variant", list(SWITCHES))
 def test_each_variant_trains_what_it_claims(pretrained, variant):
     cfg = tiny_config(pretrained[0], *SWITCHES[variant])
-    assert run_name(cfg).startswith(variant)
+    assert variant_name(cfg).startswith(variant)
     _, images, labels = few_shot_targets(cfg)
     G, D, g_groups, base = build_models(cfg, torch.device("cpu"))
     trainable = {id(p) for group in g_groups for p in group["params"]}
@@ -155,10 +158,15 @@ def test_each_variant_trains_what_it_claims(pretrained, variant):
 
 @pytest.mark.slow
 def test_ablation_runs_every_variant_and_the_table_lists_them(pretrained):
+    import argparse
     import train
+    from pipeline.scheduler import unique
     out = pretrained[0]
-    train.run(train.paper2(tiny_config(out)), force=False)
-    results = {r["run"]: r for r in gan_results(out / "quick")}
+    opts = argparse.Namespace(bases=1, seeds=1, k=None)
+    for unit in unique(train.paper2(tiny_config(out), opts)):      # in this process, in dependency order
+        train.STAGES[unit.stage](unit.config, False)
+    runs, _ = current_runs(out / "quick" / "gan-transfer", out)
+    results = {r["variant"]: r for r in runs}
     assert len(results) >= len(ABLATION)
     table = markdown_tables(out / "quick")
     assert all(name in table for name in results)
@@ -171,7 +179,7 @@ def test_short_transfer_makes_samples_depend_on_the_label():
     self-initialization, the embedding copy and 150 transfer steps with the default transfer settings, the
     same z draws the bright side on the requested label's side. (The image's mean brightness would not do:
     AdaIN normalizes each channel, so hyper-modulation cannot move it.)"""
-    t = TransferConfig()
+    t, lr = TransferConfig(), TRANSFER_LR["quick"]["hypermod-lowrank"]
     torch.manual_seed(0)
     g = Generator(8, z_dim=16, w_dim=16, channels=16, mapping_layers=2)
     hg = HyperModulatedGenerator(g, 2, head="lowrank", rank=4, embed_dim=16)
@@ -182,9 +190,9 @@ def test_short_transfer_makes_samples_depend_on_the_label():
     left = torch.ones(8, 8)
     left[:, 4:] = -1
     real = 0.8 * torch.stack([left, left.flip(1)])[labels][:, None].expand(-1, 3, -1, -1)  # (32, 3, 8, 8)
-    spec = LoopSpec(steps=150, batch_size=16, lr_g=t.lr, lr_d=t.d_lr, r1_gamma=t.r1_gamma, r1_every=4,
+    spec = LoopSpec(steps=150, batch_size=16, lr_g=lr, lr_d=t.d_lr, r1_gamma=t.r1_gamma, r1_every=4,
                     ema_decay=0.9, augment=(), d_class_lr_mul=t.d_class_lr_mul)
-    GanTrainer(hg, d, hg.parameter_groups(t.lr, t.class_lr_mul), 16, real, labels, 2, spec, "two classes").train(
+    GanTrainer(hg, d, hg.parameter_groups(lr, t.class_lr_mul), 16, real, labels, 2, spec, "two classes").train(
         lambda state: None, progress=False)
     z, noise = torch.randn(64, 16), g.make_noise(64)
     with torch.no_grad():

@@ -5,9 +5,9 @@ import pytest
 import torch
 
 from core.data import base_classes
-from minidiff import open_world
-from minidiff.open_world import GROUPS, drift_stage, group_of, pair_prompts
-from minidiff.regularizers import anchor_prompts, anchored_classes
+from minidiff.measure_drift import drift_floor, drift_stage
+from minidiff.open_world import GROUPS, group_of, pair_prompts
+from minidiff.regularizers import anchor_prompts, heldout_split
 from minidiff.text2img import SEED_RANGES, BANK_SIZE, initial_noise, seed_range
 from minidiff.train_customize import customize
 from tests.conftest import tiny_base_model
@@ -23,6 +23,7 @@ def base(tmp_path_factory):
 def run(base, lr, reg="none"):
     cfg = base.updated("customize", method="full", reg=reg, steps=3, lr=lr)
     customize(cfg, force=True)
+    drift_floor(cfg)
     return drift_stage(cfg, force=True)
 
 
@@ -49,10 +50,10 @@ def test_an_update_moves_the_generations(base):
 def test_groups_split_classes_and_templates(base):
     classes = base_classes(base.data)
     held = base.drift.heldout_classes
-    assert anchored_classes(base, classes) == [c for c in classes if c not in held]
+    assert heldout_split(base) == ([c for c in classes if c not in held], [c for c in classes if c in held])
     assert group_of(base, held[0], False) == "heldout_classes" and group_of(base, held[0], True) == "heldout_both"
     assert group_of(base, "circle", True) == "heldout_templates"
-    anchors = " ".join(anchor_prompts(base, classes))
+    anchors = " ".join(anchor_prompts(base))
     assert not any(c in anchors for c in held)                         # no anchor names a held-out class
     prompts, _, groups = pair_prompts(base)
     assert {g for g in groups} == set(GROUPS) and len(prompts) == 2 * 9 * base.drift.pairs
@@ -71,11 +72,13 @@ def test_no_measured_image_is_a_training_image(base):
         seed_range("drift", BANK_SIZE + 1)
 
 
-def test_the_cache_is_per_bank(base, monkeypatch):
+def test_the_floor_is_per_bank(base):
     """Repeat k of a customization compares against base images of bank k, so repeats are independent."""
-    cfg = base.updated("customize", seed=1)
-    from core.runs import stage_dir
-    path = stage_dir(base, "diffusion", "last.pt")
-    a = open_world.base_side(base, path, 0, "cpu")["drift"]["pairs"]
-    b = open_world.base_side(cfg, path, 1, "cpu")["drift"]["pairs"]
-    assert not torch.equal(a, b)
+    from core import checkpoint
+    from minidiff.measure_drift import floor_dir
+    sides = []
+    for seed in (0, 1):
+        cfg = base.updated("customize", seed=seed)
+        drift_floor(cfg)
+        sides.append(checkpoint.load(floor_dir(cfg) / "side.pt")["drift"]["pairs"])
+    assert not torch.equal(*sides)

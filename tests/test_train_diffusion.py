@@ -1,4 +1,4 @@
-"""The diffusion training stage, and through it the run-folder protocol every stage follows (core.runs):
+"""The diffusion training stage, and through it the run-folder protocol every stage follows (pipeline.runs):
 checkpoint and grid written, exact resume after a crash, a finished run skipped (not retrained, metrics kept),
 --force retraining from scratch, refusals when the config or an input changed, a diverged run stopping
 with a finite checkpoint and a restart hint."""
@@ -23,16 +23,17 @@ def tiny_cfg(tmp_path, *extra):
 
 
 def stored_metrics(tmp_path):
-    return json.loads((tmp_path / "quick" / "diffusion" / "metrics.json").read_text())
+    return json.loads((tmp_path / "quick" / "diffusion" / "b0" / "metrics.json").read_text())
 
 
 def test_stage_writes_checkpoint_grid_and_metrics(tmp_path):
     cfg = tiny_cfg(tmp_path)
     metrics = td.train_diffusion(cfg)
-    out = tmp_path / "quick" / "diffusion"
+    out = tmp_path / "quick" / "diffusion" / "b0"
     assert (out / "last.pt").exists() and (out / "samples.png").exists() and (out / "metrics.json").exists()
     assert metrics["steps"] == 6 and metrics["train_images_per_second"] > 0
-    assert 0 <= metrics["samples"]["recognised"]["accuracy"] <= 1
+    judged = td.judge_diffusion(cfg)               # the evaluator's verdict is a stage of its own
+    assert judged["samples"]["n_samples"] == 9 * cfg.diffusion.quality_samples
     model, diffusion, stored_cfg, payload = td.load_diffusion(out / "last.pt")
     assert payload["step"] == 6 and stored_cfg == cfg and diffusion.timesteps == 100
 
@@ -51,13 +52,13 @@ def test_resume_after_a_crash_gives_the_same_next_loss(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         td.train_diffusion(cfg)
     monkeypatch.setattr(td, "training_step", real_step)
-    assert checkpoint.load(tmp_path / "b" / "quick" / "diffusion" / "last.pt")["step"] == 3
-    assert not (tmp_path / "b" / "quick" / "diffusion" / "metrics.json").exists()  # not finished: no metrics
+    assert checkpoint.load(tmp_path / "b" / "quick" / "diffusion" / "b0" / "last.pt")["step"] == 3
+    assert not (tmp_path / "b" / "quick" / "diffusion" / "b0" / "metrics.json").exists()  # not finished: no metrics
     resumed = td.train_diffusion(cfg)
     assert resumed["resumed_from"] == 3
     assert resumed["final_loss"] == straight["final_loss"]
-    a = checkpoint.load(tmp_path / "a" / "quick" / "diffusion" / "last.pt")["ema"]["model"]
-    b = checkpoint.load(tmp_path / "b" / "quick" / "diffusion" / "last.pt")["ema"]["model"]
+    a = checkpoint.load(tmp_path / "a" / "quick" / "diffusion" / "b0" / "last.pt")["ema"]["model"]
+    b = checkpoint.load(tmp_path / "b" / "quick" / "diffusion" / "b0" / "last.pt")["ema"]["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
@@ -84,7 +85,7 @@ def test_other_settings_are_refused_with_what_changed(tmp_path):
                           (["--diffusion.lr=1e-4"], "diffusion.lr: 0.003 -> 0.0001")):
         with pytest.raises(CheckpointMismatch, match=change + "(.|\n)*--force"):
             td.train_diffusion(tiny_cfg(tmp_path, *extra))
-    (tmp_path / "quick" / "diffusion" / "metrics.json").unlink()   # an unfinished run, checkpoint only
+    (tmp_path / "quick" / "diffusion" / "b0" / "metrics.json").unlink()   # an unfinished run, checkpoint only
     with pytest.raises(CheckpointMismatch, match="last.pt was made with other settings(.|\n)*diffusion.steps"):
         td.train_diffusion(tiny_cfg(tmp_path, "--diffusion.steps=12"))
 
@@ -93,8 +94,8 @@ def test_a_retrained_clip_is_named_as_the_change(tmp_path):
     """Issue row 2: the text encoder changed under a checkpoint -> refusal naming the CLIP."""
     cfg = tiny_cfg(tmp_path, "--diffusion.checkpoint_every=2")
     td.train_diffusion(cfg)
-    (tmp_path / "quick" / "diffusion" / "metrics.json").unlink()
-    from core.runs import stage_dir
+    (tmp_path / "quick" / "diffusion" / "b0" / "metrics.json").unlink()
+    from pipeline.runs import stage_dir
     clip = checkpoint.load(stage_dir(cfg, "clip") / "clip.pt")
     clip["model"]["logit_scale"] = clip["model"]["logit_scale"] + 1
     checkpoint.save(stage_dir(cfg, "clip") / "clip.pt", clip)
@@ -108,17 +109,22 @@ def test_divergence_stops_with_a_finite_checkpoint_and_a_restart_hint(tmp_path):
                    "--diffusion.checkpoint_every=1")
     with pytest.raises(Diverged, match=r"(loss is (nan|inf) at step \d+(.|\n)*--force)|(holds NaN or inf)"):
         td.train_diffusion(cfg)
-    last = tmp_path / "quick" / "diffusion" / "last.pt"
+    last = tmp_path / "quick" / "diffusion" / "b0" / "last.pt"
     if last.exists():
         payload = checkpoint.load(last)
         assert checkpoint.non_finite(payload) is None
-    assert not (tmp_path / "quick" / "diffusion" / "metrics.json").exists()
+    assert not (tmp_path / "quick" / "diffusion" / "b0" / "metrics.json").exists()
 
 
 def test_missing_inputs_are_clear(tmp_path):
-    cfg = make_config("quick", tiny_diffusion_overrides(tmp_path))
+    """Training needs CLIP, not the evaluator; judging needs the base model and the evaluator."""
+    cfg = make_config("quick", tiny_diffusion_overrides(tmp_path) + ["--diffusion.steps=1"])
     with pytest.raises(UserError, match="no finished run: run `python train.py clip"):
         td.train_diffusion(cfg)
+    with pytest.raises(UserError, match="no finished run: run `python train.py diffusion --preset quick "
+                                        "--diffusion.seed=0"):
+        td.judge_diffusion(cfg)
     save_untrained_clip(cfg)
+    td.train_diffusion(cfg)
     with pytest.raises(UserError, match="no finished run: run `python train.py eval-net"):
-        td.train_diffusion(cfg)
+        td.judge_diffusion(cfg)

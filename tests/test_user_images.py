@@ -7,7 +7,7 @@ from PIL import Image
 import evaluate
 from core.errors import DataError
 from core.user_images import load_image_folder
-from minidiff.open_world import drift_stage
+from minidiff.measure_drift import drift_floor, drift_stage
 from minidiff.train_customize import customize
 from tests.conftest import tiny_base_model
 
@@ -60,7 +60,8 @@ def test_a_users_folder_is_learned_and_measured(tmp_path):
                    f"--run.out_dir={tmp_path / 'runs'}", "--data.shapes_train_size=200", "--data.shapes_test_size=100"])
     cfg = cfg.updated("customize", method="lora", steps=2, images=str(tmp_path / "mine"))
     metrics = customize(cfg)
-    assert metrics["run"] == "lora-none-s0-mine" and metrics["k_images"] == 4 and metrics["concept"] == "folder mine"
+    assert metrics["name"] == "b0-lora-none-s0-mine" and metrics["k_images"] == 4 and metrics["concept"] == "folder mine"
     assert metrics["fidelity"]["recognised"] is None and -1 <= metrics["fidelity"]["nearest_similarity"] <= 1
+    drift_floor(cfg)
     drift = drift_stage(cfg)
     assert drift["concept_class"] == "folder mine" and drift["fidelity"]["classified_images"] == "training images"

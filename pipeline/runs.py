@@ -1,37 +1,46 @@
 """A stage's run folder: one writer at a time, finished once, resumed only from a checkpoint that matches.
 
-Every stage writes into its own folder (runs/<preset>/<stage>[/<run>]) and follows one protocol:
+Every stage writes into its own folder (runs/<preset>/<stage>[/<name>]) and follows one protocol, which
+`run_once` spells out for the stages:
 
-    with RunFolder(folder, key, force, "diffusion") as run:   # the folder's lock (refused while a live
-        if run.finished():                                    #   process holds it); finished before with
-            return run.result                                 #   this key: skip, and say so with its figures
+    def train_thing(cfg, force=False):
+        return run_once(folder, key, force, "thing", lambda run: _train(cfg, run))
+
+    with RunFolder(folder, key, force, name) as run:          # the folder's lock (pipeline.lock)
+        if run.finished():                                    # finished before with this key: skip, and say so
+            return run.result
         payload = run.resume(checkpoint_path, kind)           # None, or a checkpoint made with this key
         ... train; run.save_checkpoint(path, payload) now and then ...
         run.finish(metrics)                                   # metrics.json with the key: the run is done
 
 The key holds everything a run's result depends on: the config fields that change results
-(core.config.result_fields) of the sections the stage reads, and the fingerprints of the files it reads
-(the CLIP, the base model, the evaluator). A finished run or a checkpoint made with another key is refused,
-with the list of what changed and how to start over (--force), never silently reused or continued.
---force deletes the folder's files first. metrics.json is written only when a run is complete, so an
-interrupted or failed run never replaces the figures of a finished one.
+(core.config.result_fields) of the sections the stage reads, the content of the data it reads
+(core.data.data_digest) and the fingerprints of the files it reads (the CLIP, the base model, the
+evaluator). A finished run or a checkpoint made with another key is refused, with the list of what
+changed and how to start over (--force), never silently reused or continued. --force deletes the
+folder's files first. metrics.json is written only when a run is complete, so an interrupted or failed
+run never replaces the figures of a finished one.
+
+A model's fingerprint is the hash of its weights (core.checkpoint.fingerprint), not of its file: a file
+also holds the training clock and the config it was saved with, and a retrain that gives the same weights
+must not invalidate the runs built on it.
 """
 from __future__ import annotations
 
 import json
 import os
-import socket
-import sys
-import time
 from pathlib import Path
+from typing import Callable
 
 from core import checkpoint, distributed
+from core.cache import cache_root
 from core.config import Config, field_default, result_fields
-from core.errors import CheckpointMismatch, RunInUse, UserError
-from core.files import as_json, pid_alive, read_json, write_json
+from core.data import data_digest
+from core.errors import CheckpointMismatch, UserError
+from core.files import as_json, read_json, write_json
+from pipeline.lock import LOCK, FolderLock
 
-LOCK = ".lock"
-STALE_EMPTY_LOCK_SECONDS = 60  # a lock file with no owner written yet is someone creating it, or debris
+PATHS = "paths."   # run-key entries that say where an input lies (never compared)
 
 
 def stage_dir(cfg: Config, *parts: str) -> Path:
@@ -39,18 +48,30 @@ def stage_dir(cfg: Config, *parts: str) -> Path:
     return Path(cfg.run.out_dir, cfg.run.preset, *parts)
 
 
-def run_key(cfg: Config, fields: tuple[str, ...], **inputs) -> dict:
+def run_key(cfg: Config, fields: tuple[str, ...], digests: dict | None = None, **inputs) -> dict:
     """What a run's result depends on, flat: 'section.field' -> value for every result field (core.config
-    result_fields) named by `fields` ('clip' for a whole section, 'data.resolution' for one field), the run
-    seed, and 'inputs.<name>' -> the fingerprint of each input file (name=path). Tuples are stored as lists,
-    as JSON would, so a stored key compares equal to a fresh one."""
-    key = {"run.seed": cfg.run.seed}
+    result_fields) named by `fields` ('clip' for a whole section, 'data.concept_class' for one field), the run
+    seed, 'inputs.data' -> the content of the data (core.data.data_digest), and 'inputs.<name>' -> the
+    fingerprint of each input file (name=path) and each given digest. Tuples are stored as lists, as JSON would,
+    so a stored key compares equal to a fresh one."""
+    key = {"run.seed": cfg.run.seed, "data.dataset": cfg.data.dataset, "data.resolution": cfg.data.resolution,
+           "inputs.data": data_digest(cfg.data, cache_root(cfg)),
+           **{f"inputs.{name}": d for name, d in (digests or {}).items()}}
     for name in fields:
         section, _, only = name.partition(".")
         key.update({f"{section}.{k}": v for k, v in result_fields(getattr(cfg, section)).items()
                     if not only or k == only})
     key.update({f"inputs.{name}": checkpoint.fingerprint(path) for name, path in inputs.items()})
+    # where each input file lies, relative to the output folder: not compared (a moved folder keeps its runs),
+    # but read by the tables to check that a run's inputs are still the current ones (eval/results.py)
+    key.update({f"{PATHS}{name}": Path(os.path.relpath(path, cfg.run.out_dir)).as_posix()
+                for name, path in inputs.items()})
     return json.loads(json.dumps(key))
+
+
+def fields_except(cfg: Config, section: str, but: tuple[str, ...]) -> tuple[str, ...]:
+    """('diffusion.lr', ...): the result fields of one section but the named ones (for run_key)."""
+    return tuple(f"{section}.{k}" for k in result_fields(getattr(cfg, section)) if k not in but)
 
 
 def differences(old: dict | None, new: dict) -> list[str]:
@@ -61,16 +82,7 @@ def differences(old: dict | None, new: dict) -> list[str]:
         return ["made by an older version of this code (no run key)"]
     added_at_default = {k for k in set(new) - set(old) if as_json(field_default(k)) == new[k]}
     return [f"{k}: {old.get(k, '(none)')} -> {new.get(k, '(none)')}" for k in sorted(set(old) | set(new))
-            if old.get(k) != new.get(k) and k not in added_at_default]
-
-
-def is_finished(folder: Path, key: dict, since: float = 0.0) -> bool:
-    """Whether folder holds a run finished with `key`, its metrics.json written at or after `since`."""
-    path = Path(folder) / "metrics.json"
-    try:
-        return path.stat().st_mtime >= since and not differences(read_json(path).get("run_key"), key)
-    except (FileNotFoundError, UserError):  # not there yet, or being replaced
-        return False
+            if old.get(k) != new.get(k) and k not in added_at_default and not k.startswith(PATHS)]
 
 
 def require_finished(folder: Path, artifact: str, command: str) -> Path:
@@ -86,11 +98,9 @@ class RunFolder:
         self.result: dict | None = None
         self.main = distributed.is_main()   # under torchrun, rank 0 alone locks and writes
 
-    # ------------------------------------------------------------------------------ lock
-
     def __enter__(self) -> "RunFolder":
         if self.main:
-            self._lock()
+            self.lock = FolderLock(self.folder, self.name).__enter__()
             if self.force:
                 for f in self.folder.iterdir():
                     if f.is_file() and f.name != LOCK:
@@ -100,41 +110,7 @@ class RunFolder:
 
     def __exit__(self, *exc) -> None:
         if self.main:
-            lock = self.folder / LOCK
-            if self._owner(lock).get("pid") == os.getpid():
-                lock.unlink(missing_ok=True)
-
-    @staticmethod
-    def _owner(lock: Path) -> dict:
-        try:
-            return json.loads(lock.read_text())
-        except (FileNotFoundError, json.JSONDecodeError):
-            return {}
-
-    def _lock(self) -> None:
-        """Create folder/.lock holding this process's id; a lock whose process is gone is taken over."""
-        self.folder.mkdir(parents=True, exist_ok=True)
-        lock = self.folder / LOCK
-        for _ in range(3):
-            try:
-                fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                owner = self._owner(lock)
-                here = owner.get("host") == socket.gethostname()
-                dead = here and not pid_alive(owner["pid"])
-                debris = not owner and time.time() - lock.stat().st_mtime > STALE_EMPTY_LOCK_SECONDS
-                if dead or debris:
-                    print(f"{self.name}: taking over {lock}, left by a process that no longer runs")
-                    lock.unlink(missing_ok=True)
-                    continue
-                raise RunInUse(f"{self.folder} is being written by process {owner.get('pid', '?')} on "
-                               f"{owner.get('host', '?')} ({owner.get('command', '')}); wait for it to finish or "
-                               f"stop it (if that process is gone, delete {lock})") from None
-            with os.fdopen(fd, "w") as f:
-                json.dump({"pid": os.getpid(), "host": socket.gethostname(), "started": time.time(),
-                           "command": " ".join(sys.argv)}, f)
-            return
-        raise RunInUse(f"could not take {lock}: other processes keep creating it")
+            self.lock.__exit__(*exc)
 
     # ------------------------------------------------------------------------------ done, resume, save
 
@@ -177,3 +153,13 @@ class RunFolder:
         if self.main:
             write_json(self.folder / "metrics.json", self.result)
         return self.result
+
+
+def run_once(folder: Path, key: dict, force: bool, name: str, work: Callable[[RunFolder], dict]) -> dict:
+    """A stage's whole protocol: lock the folder, return the figures of a run finished before with this key,
+    else work(run) (which may resume from run.resume and save with run.save_checkpoint) and finish with its
+    metrics."""
+    with RunFolder(folder, key, force, name) as run:
+        if run.finished():
+            return run.result
+        return run.finish(work(run))
