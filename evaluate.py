@@ -122,6 +122,10 @@ def run_fid(args, overrides) -> dict:
     if cfg.data.dataset != dataset:
         raise ConfigError(f"--ref names {dataset} but preset {cfg.run.preset} uses {cfg.data.dataset}; "
                           f"use --preset {preset_for(dataset)}")
+    unknown = [c for c in classes or () if c not in class_names(cfg.data)]
+    if unknown or classes == ():   # checked before any images or evaluator are read
+        raise ConfigError(f"--ref {args.ref!r}: unknown or no classes {unknown}; {dataset} has "
+                          f"{', '.join(class_names(cfg.data))}")
     images = read_images(args.images)
     if images.shape[1:3] != (cfg.data.resolution,) * 2:
         raise ConfigError(f"images are {images.shape[1]}x{images.shape[2]} but the reference is at "
@@ -176,7 +180,9 @@ def run_sample(args, overrides) -> dict:
     from minidiff.train_customize import load_customized
     from minidiff.train_diffusion import load_diffusion
 
-    stored = checkpoint.load(args.custom or args.ckpt)
+    stored = checkpoint.load(args.custom, kind="customized") if args.custom else checkpoint.load(args.ckpt)
+    if "config" not in stored:
+        raise DataError(f"{args.custom or args.ckpt} holds no config: it was not written by train.py")
     cfg = settings(Config.from_dict(stored["config"]))
     device = setup(cfg)
     if args.custom:
@@ -254,11 +260,17 @@ def run_drift(args, overrides) -> dict:
     under the class split and base its checkpoint fixes."""
     from core import checkpoint
     from minidiff.measure_drift import drift_floor, drift_stage
+    from minidiff.train_customize import customized_base
 
     cfg = make_config(args.preset, overrides, models_for("drift"))
+    payloads = {path: checkpoint.load(path, kind="customized") for path in args.custom}
+    for path, payload in payloads.items():   # every checkpoint and its base checked before any work
+        if "config" not in payload:
+            raise DataError(f"{path} holds no config: it was not written by train.py customize")
+        customized_base(path, payload)
     results = {}
-    for path in args.custom:
-        custom = Config.from_dict(checkpoint.load(path, kind="customized")["config"])
+    for path, payload in payloads.items():
+        custom = Config.from_dict(payload["config"])
         floor_cfg = cfg.updated("customize", seed=custom.customize.seed).updated("diffusion", seed=custom.diffusion.seed)
         drift_floor(floor_cfg)
         results[path] = drift_stage(floor_cfg, args.force, path)

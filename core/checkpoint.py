@@ -39,7 +39,18 @@ def save(path: str | os.PathLike, payload: dict) -> None:
     if bad:
         raise Diverged(f"{path} not written: {bad} holds NaN or inf (training diverged); the previous "
                        f"checkpoint is kept")
-    atomic_write(path, lambda f: torch.save(payload, f))
+    try:
+        atomic_write(path, lambda f: torch.save(payload, f))
+    except (RuntimeError, OSError) as err:  # a full disk: torch.save's RuntimeError, or the OS's own error
+        raise OSError(f"could not write {path}: {_first_line(err)}; the previous checkpoint is kept") from None
+
+
+def _first_line(err: BaseException, with_type: bool = False) -> str:
+    """An exception's message cut to one line (its first sentence where that line runs on), for `error: ...`."""
+    text = next((line.strip() for line in str(err).splitlines() if line.strip()), "")
+    if len(text) > 120 and ". " in text:
+        text = text[:text.index(". ") + 1]
+    return f"{type(err).__name__}: {text}" if with_type and text else text or type(err).__name__
 
 
 def load(path: str | os.PathLike, kind: str | None = None) -> dict:
@@ -50,8 +61,11 @@ def load(path: str | os.PathLike, kind: str | None = None) -> dict:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
-        raise DataError(f"{path} is not a readable checkpoint ({type(err).__name__}: {err}); "
+        raise DataError(f"{path} is not a readable checkpoint ({_first_line(err, with_type=True)}); "
                         f"delete it and rerun the command that wrote it") from None
+    if not isinstance(payload, dict):
+        raise DataError(f"{path} holds a {type(payload).__name__}, not a checkpoint of this project; "
+                        f"delete it and rerun the command that wrote it")
     if kind is not None and payload.get("kind") != kind:
         raise CheckpointMismatch(f"{path} holds a {payload.get('kind')!r} checkpoint, expected {kind!r}")
     return payload

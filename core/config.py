@@ -123,10 +123,14 @@ class DiffusionConfig:
 class CustomizeConfig:
     method: str = param("full", choices=("full", "full+prior", "lora", "custom", "ti"))
     seed: int = param(0, low=0)                         # repeat: customization draws, drift noise banks (--seeds)
-    reg: str = param("none", choices=("none", "functional", "l2"))  # extra term against forgetting
+    reg: str = param("none", choices=("none", "functional", "replay", "distill", "l2"))  # against forgetting
+    anchor_source: str = param("named", choices=("named", "random"))  # anchor conditionings: the anchor prompts,
+                                                        # or random subject embeddings near the anchored classes'
+    anchor_pairing: str = param("own", choices=("own", "cross"))  # an anchor prompt with its own images, or any
+    random_width: float = param(1.0, above=0)           # random subjects: sd of the fitted Gaussian, times this
     k_images: int = param(5, low=1)                     # images of the new concept (the held-out class)
     images: str = param("", result=False)               # or a folder of 3-20 images of your own concept
-    placeholder: str = param("<new0>", choices=PLACEHOLDERS)
+    placeholder: str = param("<new0>", choices=PLACEHOLDERS[:-1])   # the last one is random anchors' subject
     prompt: str = param("a photo of a {}")              # {} is the placeholder
     steps: int = param(-1, low=-1)                      # -1: the method's default (core.presets)
     lr: float = param(-1.0, low=-1)                     # -1: the method's default; 0 is the no-change control
@@ -144,14 +148,17 @@ class CustomizeConfig:
     images_per_anchor: int = param(4, low=1)            # base-model samples of each anchor prompt
     empty_anchor_images: int = param(32, low=1)         # base-model samples of the empty prompt
     lambda_l2: float = param(1.0, low=0)                # weight-space baseline: lambda sum ||W - W_0||^2
+    lambda_replay: float = param(1.0, low=0)            # replay: prior preservation over the anchors
+    lambda_distill: float = param(1e4, low=0)           # classifier-score distillation (errors are ~1e-2)
     fidelity_samples: int = param(64, low=1)
 
 
 @dataclass
 class ClassifierConfig:
-    n_timesteps: int = param(40, low=1)                 # the full even grid of timesteps
+    n_timesteps: int = param(40, low=1)                 # the even grid of timesteps every class is scored on
+    adaptive: bool = param(False)                       # fewer passes (Li et al. Sec. 3.2); no error tables
     stages: tuple[int, ...] = param((5, 20), low=1)     # adaptive: timesteps scored in each stage
-    keep: tuple[int, ...] = param((2, 1), low=1)        # classes kept after each stage
+    keep: tuple[int, ...] = param((2, 1), low=1)        # adaptive: classes kept after each stage
     loss: str = param("l2", choices=("l2", "l1"))
     n_images: int = param(180, low=1)                   # real test images of the base classes (balanced)
     batch_size: int = param(32, low=1, result=False)   # images per batch (batching never changes a result)

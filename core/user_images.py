@@ -5,12 +5,14 @@ LANCZOS filter). Image modes are handled explicitly:
   RGB, CMYK, YCbCr, 8-bit palette           converted to RGB
   grayscale (L, 1), 16-bit grayscale (I;16)  replicated to three channels (16-bit scaled to 8 bits)
   transparency (RGBA, LA, palette + alpha)   composited onto a white background
-Anything else, a file Pillow cannot read, or a file that is not .png/.jpg/.jpeg, stops with a DataError
-naming the file. Hidden files (.DS_Store, ...) are skipped.
+Anything else, a file Pillow cannot read, an image over Pillow's limit of about 89 million pixels (a
+decompression bomb), or a file that is not .png/.jpg/.jpeg, stops with a DataError naming the file.
+Hidden files (.DS_Store, ...) are skipped.
 """
 from __future__ import annotations
 
 import hashlib
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -83,11 +85,13 @@ def load_image_folder(folder: str | Path, resolution: int) -> torch.Tensor:
     images = []
     for f in image_files(folder):
         try:
-            with Image.open(f) as image:
-                image.load()
-                images.append(centre_square(to_rgb(image, f), resolution))
-        except Image.DecompressionBombError as err:
-            raise DataError(f"{f} is too large to open safely ({err})") from None
+            with warnings.catch_warnings():   # over Pillow's pixel limit: an error, not a warning and a huge decode
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                with Image.open(f) as image:
+                    image.load()
+                    images.append(centre_square(to_rgb(image, f), resolution))
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+            raise DataError(f"{f} is too large to open safely ({err}); save a smaller copy of it") from None
         except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
             raise DataError(f"{f} is not a readable image ({type(err).__name__}: {err})") from None
     return torch.from_numpy(np.stack(images))

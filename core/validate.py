@@ -50,12 +50,15 @@ def validate(cfg: Config, models: tuple[str, ...] = MODELS) -> Config:
     for section in dataclasses.fields(cfg):
         for f in dataclasses.fields(section.default_factory):
             _check_field(f"{section.name}.{f.name}", getattr(getattr(cfg, section.name), f.name), f.metadata)
+    for key, path in (("run.out_dir", cfg.run.out_dir), ("customize.images", cfg.customize.images)):
+        _check_utf8(key, path)
     if not re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", cfg.run.device):
         raise ConfigError(f"run.device={cfg.run.device!r}; valid: auto, cpu, cuda, cuda:N, mps")
     _check_classes(cfg.data)
     for model in models:
         CHECKS[model](cfg)
-    _check_classifier(cfg.classifier, len(DATASETS[cfg.data.dataset]) - 1)
+    if cfg.classifier.adaptive:
+        _check_classifier(cfg.classifier, len(DATASETS[cfg.data.dataset]) - 1)
     cc = cfg.customize
     if cc.steps == 0:
         raise ConfigError("customize.steps=0 trains nothing; give steps >= 1 (or -1 for the method's default); "
@@ -69,6 +72,21 @@ def validate(cfg: Config, models: tuple[str, ...] = MODELS) -> Config:
         raise ConfigError(f"diffusion.sample_steps={cfg.diffusion.sample_steps} exceeds diffusion.timesteps="
                           f"{cfg.diffusion.timesteps}")
     return cfg
+
+
+def _check_utf8(key: str, path) -> None:
+    """A folder name the results can record: UTF-8 text (a command line's undecodable bytes arrive as lone
+    surrogates, which no JSON file, log or report can hold)."""
+    if not isinstance(path, str):
+        return
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        try:
+            raw = path.encode("utf-8", "surrogateescape")   # the bytes as given
+        except UnicodeEncodeError:
+            raw = path.encode("utf-8", "backslashreplace")
+        raise ConfigError(f"{key} must be UTF-8 text, got {raw!r}; rename the folder") from None
 
 
 def _check_prompts(cfg: Config) -> None:

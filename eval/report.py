@@ -17,8 +17,8 @@ from pathlib import Path
 from core.files import atomic_write, read_json
 from eval.results import left_out_line, results_json
 from eval.stats import variance_components
-from eval.svg import bar_chart
-from eval.tables import (PAPER1_APPEARANCE, PAPER1_SEMANTIC, PAPER2, SCALES, header, html_table, markdown_table,
+from eval.svg import bar_chart, curve_chart
+from eval.tables import (PAPER1_APPEARANCE, PAPER1_MECHANISM, PAPER1_SEMANTIC, PAPER2, SCALES, header, html_table, markdown_table,
                          rows, table_sentence, unpack, verdict_sentences)
 from eval.verdicts import verdict_markdown
 
@@ -28,6 +28,9 @@ th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}.note{color:
 figure{display:inline-block;margin:0.5em 1em 0.5em 0;vertical-align:top}figcaption{font-size:12px;color:#444}
 img{image-rendering:pixelated}.verdict{font-weight:bold}"""
 
+PAPER1_TABLES = (("Semantic drift", PAPER1_SEMANTIC),
+                 ("Why held-out prompts lose: each prompt's denoising-error change (anchored wording)", PAPER1_MECHANISM),
+                 ("Appearance drift, held-out classes", PAPER1_APPEARANCE))
 METHOD_ORDER, REG_ORDER = ("full", "full+prior", "lora", "custom", "ti"), ("none", "functional", "l2")
 GROUPS = (("anchored", "anchored_flip"), ("held-out classes", "heldout_flip"), ("held-out wording", "template_flip"))
 DRIFT_NOTE = (
@@ -103,6 +106,32 @@ def drift_chart(values: dict) -> str:
                      errors=errors, floor=floor, floor_label="floor: base vs base")
 
 
+def fidelity_curves(values: dict, metric: str, title: str) -> str:
+    """Per customization method, each regularizer's points (concept fidelity, accuracy change), one per
+    weight, joined in order of fidelity: regularizers compared at the fidelity they reach."""
+    charts = []
+    for method in sorted({c.split(" / ")[0] for c in values if " / " in c}):
+        series: dict[str, list[tuple]] = {}
+        for c in values:
+            if not c.startswith(f"{method} / "):
+                continue
+            reg = c.split(" / ", 1)[1]
+            family, _, weight = reg.partition("-w")
+            fx, sx = mean_and_spread(values[c].get("fidelity", {}))
+            fy, sy = mean_and_spread(values[c].get(metric, {}))
+            if fx is not None and fy is not None:
+                series.setdefault(family, []).append((100 * fx, 100 * fy, 100 * sx, 100 * sy,
+                                                      f"weight {weight}" if weight else "default weight"))
+        if len(series) < 2:
+            continue
+        floor, _ = mean_and_spread(values.get("floor", {}).get(metric, {}))
+        none, _ = mean_and_spread(values.get(f"{method} / none", {}).get("fidelity", {}))
+        charts.append(curve_chart(series, f"{method}: {title}", "concept recognised (%)", "accuracy change (pts)",
+                                  hline=None if floor is None else (100 * floor, "floor: base vs base"),
+                                  vline=None if none is None else (100 * none, "fidelity without a regularizer")))
+    return "\n".join(charts)
+
+
 def paper1_section(run: Path, data: dict) -> str:
     values = data["paper1"]["values"]
     parts = ["<h2>1. Open-world forgetting in diffusion customization</h2>"]
@@ -114,14 +143,20 @@ def paper1_section(run: Path, data: dict) -> str:
         return "\n".join(parts + ["<p>No drift results yet: run <code>python train.py</code>.</p>"])
     unpacked = unpack(values)
     rules = [r for r in data["verdicts"] if r["paper"] == 1]
-    for title, columns in (("Semantic drift", PAPER1_SEMANTIC), ("Appearance drift, held-out classes",
-                                                                   PAPER1_APPEARANCE)):
+    for title, columns in PAPER1_TABLES:
         parts += [f"<h3>{esc(title)}</h3>", html_table(header(columns, "method / regularizer"),
                                                          rows(unpacked, columns, condition_order))]
     parts.append(f'<p class="note">{esc(verdict_sentences(rules))} '
                  f'{esc(table_sentence(unpacked, "cdi_median", "held-out pairwise CDI", 1, 1, True))}</p>')
     parts.append(f'<p class="note">{esc(DRIFT_NOTE)}</p>')
     parts.append(drift_chart(unpacked))
+    curves = fidelity_curves(unpacked, "heldout_change", "held-out classes") + \
+        fidelity_curves(unpacked, "anchored_change", "anchored classes")
+    if curves:
+        parts += ["<h3>Fidelity against drift</h3><p class='note'>Each point a regularizer at one weight (mean over "
+                  "base models and seeds, whiskers: spread); the dashed line is the floor, the dotted one the "
+                  "fidelity without a regularizer. A regularizer protects what it does not name if its curve "
+                  "reaches the floor at that fidelity.</p>", curves]
     parts.append("<h3>Before / after (same prompt, same seed; base model b0, seed 0)</h3><p class='note'>Each row "
                  "is one base class under the anchored wording: on the left of the white gap the base model, on the "
                  "right the customized model, from the same initial noise.</p>")
@@ -171,9 +206,7 @@ def markdown_tables(run: Path) -> str:
         return f"no finished drift or GAN transfer runs in {run}" + (
             f"\n{left_out_line(data['left_out'])}" if data["left_out"] else "")
     text = f"## Verdicts ({data['world']})\n\n{verdict_markdown(data['verdicts'], SCALES)}\n"
-    for paper, tables in (("paper1", (("Semantic drift", PAPER1_SEMANTIC),
-                                      ("Appearance drift, held-out classes", PAPER1_APPEARANCE))),
-                          ("paper2", (("GAN transfer", PAPER2),))):
+    for paper, tables in (("paper1", PAPER1_TABLES), ("paper2", (("GAN transfer", PAPER2),))):
         values = unpack(data[paper]["values"])
         for title, columns in tables if values else ():
             body = rows(values, columns, condition_order if paper == "paper1" else None)

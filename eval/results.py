@@ -97,8 +97,18 @@ def drift_metrics(r: dict, floor: bool = False) -> dict:
            "cdi_median": held["cdi_median"], "set_cdi": held["set_cdi"], "set_delta_e": held["set_delta_e"],
            "reassigned": held.get("reassigned"), "cdi_share_reassigned": held.get("cdi_share_reassigned"),
            "attribute_compliance": attrs.get("all"), "fd_per_class": held["mean_fd_per_class"]}
+    margin, prompt = r.get("margin_floor" if floor else "margin"), r.get("prompt_error_floor" if floor else
+                                                                        "prompt_error")
+    if margin:
+        out.update(heldout_margin=margin["heldout_classes"]["mean"], anchored_margin=margin["anchored"]["mean"])
+    if prompt:
+        words = prompt["anchored_wording"]
+        out.update(shared_shift=words["shared"], anchored_specific=words["anchored_specific"],
+                   heldout_specific=words["heldout_specific"])
+    leakage = r.get("leakage") or {}
+    out["leakage"] = leakage.get("before" if floor else "after")
     if not floor:
-        out.update(fidelity=r["fidelity"]["recognised"],
+        out.update(fidelity=r["fidelity"]["recognised"], fidelity_g1=r["fidelity"].get("recognised_guidance_1"),
                    fidelity_classifier=r["fidelity"]["diffusion_classifier_concept_accuracy"])
     return out
 
@@ -110,7 +120,7 @@ def paper1_values(run: Path) -> tuple[dict, list, dict]:
 
     def condition(r):
         own = f" ({r['concept_class']})" if r["concept_class"].startswith("folder ") else ""
-        return f"{r['method']} / {r['reg']}{own}"
+        return f"{r['method']} / {r.get('regularizer', r['reg'])}{own}"
     values = {}
     for name, rs in split_by_settings(runs, condition).items():
         values[name] = collect(rs, drift_metrics)

@@ -85,3 +85,54 @@ def bar_chart(categories: list[str], series: dict[str, list[float]], title: str,
         out.append(f'<text x="{lx + 14}" y="{height - 5}">{html.escape(name)}</text>')
     out.append("</svg>")
     return "\n".join(out)
+
+
+def curve_chart(series: dict[str, list[tuple]], title: str, x_label: str, y_label: str, width: int = 720,
+                height: int = 360, hline: tuple[float, str] | None = None, vline: tuple[float, str] | None = None) -> str:
+    """One line of points per series, each point (x, y, x_spread, y_spread, label) with whiskers on both axes,
+    joined in order of x; hline / vline: a dashed reference line (value, name), e.g. the floor, or the fidelity
+    that an unregularized run reaches."""
+    points = [p for ps in series.values() for p in ps if p[0] is not None and p[1] is not None]
+    xs = [p[0] + s * (p[2] or 0) for p in points for s in (-1, 1)] + ([vline[0]] if vline else [])
+    ys = [p[1] + s * (p[3] or 0) for p in points for s in (-1, 1)] + ([hline[0]] if hline else [])
+    xt, yt = nice_ticks(min(xs, default=0.0), max(xs, default=1.0)), nice_ticks(min(ys, default=0.0),
+                                                                               max(ys, default=1.0))
+    left, right, top, bottom = 56, 150, 28, 48
+    pw, ph = width - left - right, height - top - bottom
+    X = lambda v: left + pw * (v - xt[0]) / (xt[-1] - xt[0])  # noqa: E731
+    Y = lambda v: top + ph * (yt[-1] - v) / (yt[-1] - yt[0])  # noqa: E731
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+           f'viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="11">',
+           f'<text x="{left + pw / 2}" y="16" text-anchor="middle" font-size="13">{html.escape(title)}</text>']
+    for t in xt:
+        out.append(f'<line x1="{X(t):.1f}" x2="{X(t):.1f}" y1="{top}" y2="{top + ph}" stroke="#eee"/>'
+                   f'<text x="{X(t):.1f}" y="{top + ph + 14}" text-anchor="middle">{t:g}</text>')
+    for t in yt:
+        out.append(f'<line x1="{left}" x2="{left + pw}" y1="{Y(t):.1f}" y2="{Y(t):.1f}" stroke="#eee"/>'
+                   f'<text x="{left - 4}" y="{Y(t) + 4:.1f}" text-anchor="end">{t:g}</text>')
+    out.append(f'<text x="{left + pw / 2}" y="{height - 8}" text-anchor="middle">{html.escape(x_label)}</text>'
+               f'<text x="12" y="{top + ph / 2}" text-anchor="middle" transform="rotate(-90 12 {top + ph / 2})">'
+               f'{html.escape(y_label)}</text>')
+    if hline:
+        out.append(f'<line x1="{left}" x2="{left + pw}" y1="{Y(hline[0]):.1f}" y2="{Y(hline[0]):.1f}" stroke="#000" '
+                   f'stroke-dasharray="4 3"><title>{html.escape(hline[1])}</title></line>')
+    if vline:
+        out.append(f'<line x1="{X(vline[0]):.1f}" x2="{X(vline[0]):.1f}" y1="{top}" y2="{top + ph}" stroke="#888" '
+                   f'stroke-dasharray="2 3"><title>{html.escape(vline[1])}</title></line>')
+    for s, (name, ps) in enumerate(series.items()):
+        colour = PALETTE[s % len(PALETTE)]
+        ps = sorted((p for p in ps if p[0] is not None and p[1] is not None), key=lambda p: p[0])
+        if len(ps) > 1:
+            out.append(f'<polyline fill="none" stroke="{colour}" points="'
+                       + " ".join(f"{X(p[0]):.1f},{Y(p[1]):.1f}" for p in ps) + '"/>')
+        for x, y, dx, dy, label in ps:
+            if dx:
+                out.append(f'<path d="M{X(x - dx):.1f},{Y(y):.1f}H{X(x + dx):.1f}" stroke="{colour}"/>')
+            if dy:
+                out.append(f'<path d="M{X(x):.1f},{Y(y - dy):.1f}V{Y(y + dy):.1f}" stroke="{colour}"/>')
+            out.append(f'<circle cx="{X(x):.1f}" cy="{Y(y):.1f}" r="3.5" fill="{colour}"><title>'
+                       f'{html.escape(f"{name} {label}: ({x:.1f}, {y:.1f})")}</title></circle>')
+        out.append(f'<rect x="{width - right + 10}" y="{top + 16 * s}" width="10" height="10" fill="{colour}"/>'
+                   f'<text x="{width - right + 24}" y="{top + 16 * s + 9}">{html.escape(name)}</text>')
+    out.append("</svg>")
+    return "\n".join(out)

@@ -16,13 +16,21 @@ from eval.verdicts import describe
 
 # (metric, header, scale, digits) of each table's columns
 PAPER1_SEMANTIC = [
-    ("fidelity", "concept recognised (%)", 100, 0), ("fidelity_classifier", "concept, diff. classifier (%)", 100, 0),
+    ("fidelity", "concept recognised (%)", 100, 0), ("fidelity_g1", "concept recognised, guidance 1 (%)", 100, 0),
+    ("fidelity_classifier", "concept, diff. classifier (%)", 100, 0),
     ("anchored_change", "anchored: accuracy change (pts)", 100, 1), ("anchored_flip", "anchored: flip rate (%)", 100, 1),
     ("heldout_change", "held-out classes: accuracy change (pts)", 100, 1),
     ("heldout_flip", "held-out classes: flip rate (%)", 100, 1),
     ("template_change", "held-out wording: accuracy change (pts)", 100, 1),
     ("template_flip", "held-out wording: flip rate (%)", 100, 1),
-    ("heldout_called_anchored", "held-out classes called anchored (%)", 100, 0)]
+    ("heldout_called_anchored", "held-out classes called anchored (%)", 100, 0),
+    ("heldout_margin", "held-out classes: margin change (x1000)", 1000, 2),
+    ("anchored_margin", "anchored: margin change (x1000)", 1000, 2),
+    ("leakage", "held-out samples called the concept (%)", 100, 1)]
+PAPER1_MECHANISM = [
+    ("shared_shift", "every prompt's error change: shared shift (x1000)", 1000, 2),
+    ("anchored_specific", "anchored prompts: own part (x1000)", 1000, 2),
+    ("heldout_specific", "held-out prompts: own part (x1000)", 1000, 2)]
 PAPER1_APPEARANCE = [
     ("cdi_median", "pairwise CDI, median", 1, 1), ("set_cdi", "set CDI", 1, 2),
     ("set_delta_e", "set mean-colour delta-E", 1, 2), ("reassigned", "reassigned pairs (%)", 100, 0),
@@ -35,7 +43,7 @@ PAPER2 = [
     ("acc_targets", "acc. among targets (%)", 100, 1), ("real_acc_targets", "real images among targets (%)", 100, 1),
     ("nn_ratio", "NN ratio", 1, 2), ("separation", "class separation", 1, 2), ("within", "within-class spread", 1, 0),
     ("start_ratio", "start FD ratio", 1, 2)]
-SCALES = {m: scale for m, _, scale, _ in PAPER1_SEMANTIC + PAPER1_APPEARANCE + PAPER2}
+SCALES = {m: scale for m, _, scale, _ in PAPER1_SEMANTIC + PAPER1_MECHANISM + PAPER1_APPEARANCE + PAPER2}
 
 
 def unpack(values: dict) -> dict:

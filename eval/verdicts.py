@@ -43,7 +43,9 @@ def paper1_claims(methods) -> list[Claim]:
                 Claim(1, f"{m}: functional regularization lowers the held-out flip rate",
                       "heldout_flip", f"{m} / functional", f"{m} / none", -1),
                 Claim(1, f"{m}: with functional regularization the held-out flip rate is at the floor",
-                      "heldout_flip", f"{m} / functional", "floor", 0)]
+                      "heldout_flip", f"{m} / functional", "floor", 0),
+                Claim(1, f"{m}: functional regularization lowers the held-out margin change",
+                      "heldout_margin", f"{m} / functional", f"{m} / none", -1)]
     return out
 
 
@@ -98,7 +100,7 @@ def describe(row: dict, scale: float) -> str:
     if s is None:
         return "-"
     se = "-" if s["se"] is None else f"{scale * s['se']:.2f}"
-    return f"{scale * s['mean']:+.2f} +- {se} ({s['se_over']})"
+    return f"{round(scale * s['mean'], 2) + 0.0:+.2f} +- {se} ({s['se_over']})"
 
 
 def verdict_markdown(rows: list[dict], scales: dict | None = None) -> str:

@@ -10,12 +10,18 @@ and the prediction is argmin_c score(x, c): the prompt under which the model den
 eps_i across classes is what makes the comparison work: ||eps_i||^2 is much larger than the differences
 between classes, and it cancels only when every class sees the same eps_i.
 
-Adaptive evaluation (Sec. 3.2, as the authors' eval_prob_adaptive.py): the full grid holds the midpoints
-of n even bins of [0, T); stage s scores the classes still in the running on n_s timesteps evenly spaced
-and centred in that grid (skipping any scored before), averages each class's errors over every timestep
-scored so far, and keeps the best keep_s classes. Each image gets its own noise bank, a pure function of
-(seed, image index), so the base and a customized model classify an image with the same noise, and a
-batch split never changes a prediction. Every result reports the UNet passes per image.
+The full grid holds the midpoints of n even bins of [0, T). Scoring every class at every timestep of it
+gives an error table (B images, K classes, n timesteps), from which everything else follows without another
+UNet pass: the prediction at a smaller budget (a centred sub-grid), the margin of each image
+
+    margin(x) = score(x, true class) - min_{c != true} score(x, c)     (< 0: right, and by how much)
+
+and each prompt's mean error. The drift measurement uses such tables. Adaptive evaluation (Sec. 3.2, as the
+authors' eval_prob_adaptive.py) spends fewer passes: stage s scores the classes still in the running on n_s
+timesteps evenly spaced and centred in the grid (skipping any scored before), averages each class's errors
+over every timestep scored so far, and keeps the best keep_s classes. Each image gets its own noise bank, a
+pure function of (seed, image index), so the base and a customized model classify an image with the same
+noise, and a batch split never changes a prediction. Every result reports the UNet passes per image.
 """
 from __future__ import annotations
 
@@ -70,13 +76,15 @@ class DiffusionClassifier:
 
     def classify(self, x0: torch.Tensor, image_ids, adaptive: bool = True) -> dict:
         """Predicted class index per image (B,), the final scores (B, K) (inf for classes dropped early) and the
-        UNet passes per image; image_ids (B,) pick each image's noise bank."""
+        UNet passes per image; without `adaptive`, also the error table (B, K, n). image_ids (B,) pick each
+        image's noise bank."""
         n_classes, b, n = len(self.cond[0]), len(x0), self.cfg.n_timesteps
         noise = self.noise_bank(image_ids)
         candidates = torch.arange(n_classes).expand(b, n_classes)
         if not adaptive:
-            scores = self.errors(x0, noise, candidates, torch.arange(n)).mean(dim=2).cpu()
-            return {"pred": scores.argmin(dim=1), "scores": scores, "unet_passes": n_classes * n}
+            table = self.errors(x0, noise, candidates, torch.arange(n)).cpu()     # (B, K, n)
+            scores = table.mean(dim=2)
+            return {"pred": scores.argmin(dim=1), "scores": scores, "unet_passes": n_classes * n, "errors": table}
         done = torch.zeros(b, n_classes, 0)           # errors of the candidates on the timesteps scored so far
         scored = torch.zeros(0, dtype=torch.long)
         passes = 0
@@ -97,13 +105,36 @@ class DiffusionClassifier:
 def classify_images(classifier: DiffusionClassifier, images: torch.Tensor, batch_size: int,
                     adaptive: bool = True, progress=None) -> dict:
     """Classify (N, 3, H, W) images in batches (image i always with noise bank i) -> {'pred' (N,),
-    'unet_passes' per image}."""
-    preds, passes = [], 0
+    'unet_passes' per image, and without `adaptive` 'errors' (N, K, n)}."""
+    preds, tables, passes = [], [], 0
     for s in range(0, len(images), batch_size):
         batch = images[s:s + batch_size].to(classifier.model.device)
         result = classifier.classify(batch, range(s, s + len(batch)), adaptive)
         preds.append(result["pred"])
+        tables.append(result.get("errors"))
         passes = result["unet_passes"]
         if progress is not None:
             progress.update(len(result["pred"]))
-    return {"pred": torch.cat(preds), "unet_passes": passes}
+    out = {"pred": torch.cat(preds), "unet_passes": passes}
+    if not adaptive:
+        out["errors"] = torch.cat(tables)
+    return out
+
+
+# ------------------------------------------------------------------------------------------ error tables
+
+def predict(errors: torch.Tensor, budget: int | None = None) -> torch.Tensor:
+    """Predictions (N,) from an error table (N, K, n) using only `budget` timesteps of its grid (a centred
+    sub-grid, stage_grid; budget must divide n; None: all of them)."""
+    grid = stage_grid(errors.shape[2], budget) if budget else torch.arange(errors.shape[2])
+    return errors[:, :, grid].mean(dim=2).argmin(dim=1)
+
+
+def margins(errors: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """score(true class) - best score of another class, per image (N,): negative when the image is classified
+    right, by how much; a paired change of it is a continuous measure of drift that counts every image, not
+    only those that cross a decision boundary."""
+    scores = errors.double().mean(dim=2)                                # (N, K)
+    true = scores.gather(1, labels[:, None]).squeeze(1)
+    others = scores.scatter(1, labels[:, None], float("inf")).min(dim=1).values
+    return true - others

@@ -10,11 +10,15 @@ import torch
 import torch.nn as nn
 from tqdm import tqdm
 
+from core.config import PLACEHOLDERS
 from core.data import to_uint8
 from minidiff.clip import TextEncoder
 from minidiff.diffusion import Diffusion, EpsFn, classifier_free_guidance
 from minidiff.tokenizer import Tokenizer
 from minidiff.unet import UNet
+
+
+SUBJECT = PLACEHOLDERS[-1]   # the reserved token whose embedding encode(subjects=...) sets per prompt
 
 
 class TextToImage(nn.Module):
@@ -39,10 +43,13 @@ class TextToImage(nn.Module):
         self.placeholders[token] = nn.Parameter(init.clone().to(self.device))
         return self.placeholders[token]
 
-    def encode(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        """B prompts -> token states (B, L, width), pooled embedding (B, embed_dim)."""
+    def encode(self, prompts: list[str], subjects: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """B prompts -> token states (B, L, width), pooled embedding (B, embed_dim). subjects (B, width): an
+        embedding per prompt for the token SUBJECT in it (a conditioning no word spells: random anchors)."""
         tokens = self.tokenizer(prompts).to(self.device)
         override = {self.tokenizer.stoi[k]: v for k, v in self.placeholders.items()}
+        if subjects is not None:
+            override[self.tokenizer.stoi[SUBJECT]] = subjects[:, None, :].to(self.device)   # (B, 1, width)
         return self.text(tokens, override)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, cond: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:

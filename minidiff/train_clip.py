@@ -13,6 +13,7 @@ from tqdm import tqdm
 from core import captions, checkpoint
 from core.cache import cache_root
 from core.config import Config
+from core.errors import Diverged
 from core.data import base_classes, class_names, load_split, to_float
 from core.training import FUSED, check_finite, flip_and_shift, random_batches, setup, warmup_cosine, weight_decay_groups
 from minidiff.clip import TinyClip, class_embeddings, zero_shot_predict
@@ -88,8 +89,12 @@ def _train(cfg: Config, device) -> tuple[TinyClip, Tokenizer, dict]:
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        if step % 20 == 0:
-            bar.set_postfix(loss=f"{loss.item():.3f}", T=f"{1 / model.logit_scale.exp().item():.3f}")
+        scale = model.logit_scale.detach()
+        if not torch.isfinite(scale):
+            raise Diverged(f"clip: the logit scale is {scale.item()} after step {step}: training diverged. Lower "
+                           f"the learning rate and start over with --force")
+        if step % 20 == 0:   # the temperature 1/exp(scale), without a division: inf or 0, never an error
+            bar.set_postfix(loss=f"{loss.item():.3f}", T=f"{(-scale).exp().item():.3f}")
     train_seconds = time.time() - start
     model.eval()
     test_labels = torch.tensor([classes.index(names[int(y)]) for y in test.y])

@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from core import checkpoint
 from core.cache import cache_root, cached
-from core.config import Config
+from core.config import Config, field_default
 from core.data import base_classes, class_names, load_split, to_float
 from core.images import save_grid
 from core.presets import customize_schedule
@@ -30,25 +30,56 @@ from eval.evalnet import evaluator_path, load_evaluator
 from minidiff.customize import prepare, trainable_state
 from minidiff.lora import merge_lora
 from minidiff.quality import concept_fidelity
-from minidiff.regularizers import (anchor_prompts, functional_regularization, noise_prediction_loss, prior_prompt,
-                                   sample_anchors, weight_change)
-from minidiff.text2img import TextToImage, generate, seed_range
+from minidiff.regularizers import (anchor_distances, anchor_prompts, anchored_templates, distillation,
+                                   functional_regularization, heldout_split, noise_prediction_loss, prior_prompt,
+                                   random_subjects, replay_loss, sample_anchors, subject_distribution, weight_change)
+from minidiff.text2img import SUBJECT, TextToImage, generate, seed_range
 from minidiff.train_diffusion import base_model_path, base_name, load_diffusion
 from pipeline.runs import RunFolder, run_key, run_once, stage_dir
+
+
+ANCHORED_REGS = ("functional", "replay", "distill")      # the regularizers that use anchor prompts and images
+WEIGHTS = {"functional": "lambda_fr", "replay": "lambda_replay", "distill": "lambda_distill", "l2": "lambda_l2"}
 
 
 @dataclass
 class Regularizer:
     """What the extra loss term needs, made before training (None where the method or regularizer has none)."""
     prior: tuple[str, torch.Tensor] | None = None          # prior preservation: prompt, base-model images
-    frozen: TextToImage | None = None                      # functional: the base model, frozen
+    frozen: TextToImage | None = None                      # anchored regularizers: the base model, frozen
     anchor_images: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None  # images, first, count per anchor
+    subjects: tuple[torch.Tensor, torch.Tensor] | None = None   # random subjects: (mu, sigma) per dimension
+    class_conds: list | None = None                        # distillation: the anchored classes' conditioning,
+                                                           # one (states, pooled) per anchored template
     initial: dict[str, torch.Tensor] | None = None         # weight-space L2: the trainable tensors at step 0
 
 
+def anchor_batch(cfg: Config, anchors: list[str], reg: Regularizer, x: torch.Tensor):
+    """n anchor images and their conditioning: named anchor prompts (the empty one with probability
+    empty_anchor_prob) with their own images or any anchor's (anchor_pairing), or random subjects in an
+    anchored template with any anchor's image (anchor_source="random"); the concept images where
+    anchor_images="concept"."""
+    cc, n = cfg.customize, len(x)
+    if cc.anchor_source == "random":
+        templates = anchored_templates(cfg)
+        empty = (torch.rand(n) < cc.empty_anchor_prob).tolist()
+        prompts = ["" if e else templates[i].format(SUBJECT) for e, i in zip(empty, torch.randint(len(templates), (n,)))]
+        cond = reg.frozen.encode(prompts, random_subjects(*reg.subjects, n, cc.random_width))
+        chosen = None
+    else:
+        chosen = sample_anchors(anchors, n, cc.empty_anchor_prob)
+        cond = reg.frozen.encode([anchors[i] for i in chosen])
+    if reg.anchor_images is None:
+        return x, cond
+    images, first, count = reg.anchor_images
+    if chosen is None or cc.anchor_pairing == "cross":
+        return images[torch.randint(len(images), (n,))], cond
+    return images[first[chosen] + (torch.rand(n) * count[chosen]).long()], cond   # one of its own, at random
+
+
 def customization_loss(cfg: Config, model, diffusion, x0, prompt, anchors, reg: Regularizer):
-    """L_concept (+ lambda_pp L_prior) (+ lambda_fr L_functional or lambda_l2 L_weights) on one batch, and the
-    regularizer's value (None without one); see minidiff/regularizers.py."""
+    """L_concept (+ lambda_pp L_prior) (+ the regularizer's weighted term) on one batch, and the regularizer's
+    value (None without one); see minidiff/regularizers.py."""
     cc = cfg.customize
     x = random_flip(x0)
     loss = noise_prediction_loss(model, diffusion, x, [prompt] * len(x))
@@ -57,20 +88,20 @@ def customization_loss(cfg: Config, model, diffusion, x0, prompt, anchors, reg: 
         prior, images = reg.prior
         pick = torch.randint(len(images), (len(x0),))
         loss = loss + cc.lambda_pp * noise_prediction_loss(model, diffusion, images[pick], [prior] * len(pick))
-    if reg.frozen is not None:
-        chosen = sample_anchors(anchors, len(x0), cc.empty_anchor_prob)
-        if reg.anchor_images is not None:  # one of the base model's images of each chosen anchor, at random
-            images, first, count = reg.anchor_images
-            images = images[first[chosen] + (torch.rand(len(chosen)) * count[chosen]).long()]
+    if cc.reg in ANCHORED_REGS:
+        images, cond = anchor_batch(cfg, anchors, reg, x)
+        if cc.reg == "functional":
+            guidance = cfg.diffusion.guidance if cc.functional_target == "guided" else None
+            value = functional_regularization(model, reg.frozen, diffusion, images, cond, guidance)
+        elif cc.reg == "replay":
+            value = replay_loss(model, diffusion, images, cond)
         else:
-            images = x
-        guidance = cfg.diffusion.guidance if cc.functional_target == "guided" else None
-        value = functional_regularization(model, reg.frozen, diffusion, images, [anchors[i] for i in chosen],
-                                          guidance)
-        loss = loss + cc.lambda_fr * value
-    if reg.initial is not None:
+            value = distillation(model, reg.frozen, diffusion, images,
+                                 reg.class_conds[int(torch.randint(len(reg.class_conds), ()))])
+    if cc.reg == "l2":
         value = weight_change(model, reg.initial)
-        loss = loss + cc.lambda_l2 * value
+    if value is not None:
+        loss = loss + getattr(cc, WEIGHTS[cc.reg]) * value
     return loss, None if value is None else value.item()
 
 
@@ -106,13 +137,15 @@ def _customize(cfg: Config, run: RunFolder, base_path, steps: int, lr: float) ->
     seconds = time.time() - start
 
     metrics = {"stage": "customize", "name": customization_name(cfg), "base": base_name(cfg), "method": cc.method,
-               "reg": cc.reg, "seed": cc.seed, "steps": steps, "lr": lr, "concept": concept_name(cfg),
+               "reg": cc.reg, "regularizer": regularizer_name(cfg), "seed": cc.seed, "steps": steps, "lr": lr, "concept": concept_name(cfg),
                "k_images": len(x0), "prompt": prompt, "train_seconds": seconds,
                "trainable_parameters": count_parameters(params),
                "unet_parameters": count_parameters(p for n, p in model.unet.named_parameters() if ".base." not in n),
                "first_loss": history["loss"][0], "final_loss": history["loss"][-1],
                "regularizer_first": history["regularizer"][0], "regularizer_final": history["regularizer"][-1],
                "base_fingerprint": checkpoint.fingerprint(base_path)}
+    if reg.subjects is not None and cc.anchor_source == "random":
+        metrics["anchor_distances"] = anchor_distances(reg.frozen, cfg)   # each class under the random subjects
     label = None if cc.images else class_names(cfg.data).index(cfg.data.concept_class)
     fidelity, samples = concept_fidelity(cfg, model, diffusion, prompt, load_evaluator(cfg, device),
                                          concept_images(cfg, "test"), label)
@@ -139,8 +172,12 @@ def regularizer_inputs(cfg: Config, model, diffusion, anchors, base_fingerprint,
         images = base_generations(cfg, model, diffusion, [prior] * cc.n_prior_images,
                                   seed_range("prior", cc.n_prior_images), base_fingerprint)
         reg.prior = (prior, to_float(images).to(device))
-    if cc.reg == "functional":
+    if cc.reg in ANCHORED_REGS:
         reg.frozen = copy.deepcopy(model).requires_grad_(False).eval()
+        reg.subjects = subject_distribution(reg.frozen, cfg)
+        with torch.no_grad():
+            reg.class_conds = [reg.frozen.encode([t.format(c) for c in heldout_split(cfg)[0]])
+                               for t in anchored_templates(cfg)]
         if cc.anchor_images == "generated":  # images_per_anchor samples of every anchor, more of the empty one
             repeats = [cc.images_per_anchor] * (len(anchors) - 1) + [cc.empty_anchor_images]
             prompts = [a for a, r in zip(anchors, repeats) for _ in range(r)]
@@ -154,12 +191,29 @@ def regularizer_inputs(cfg: Config, model, diffusion, anchors, base_fingerprint,
 
 # ------------------------------------------------------------------------------------------ data and names
 
+def regularizer_name(cfg: Config) -> str:
+    """'functional', 'functional+random', 'replay+cross-w0.3', ...: the regularizer, its anchor options where
+    they differ from the defaults, and its weight where that does (every such run is a condition of its own)."""
+    cc = cfg.customize
+    name = cc.reg
+    if cc.reg in ANCHORED_REGS:
+        options = {"anchor_source": "random", "anchor_pairing": "cross", "functional_target": "guided"}
+        name += "".join(f"+{value}" for field, value in options.items() if getattr(cc, field) == value)
+        for field, tag in (("empty_anchor_prob", "empty"), ("random_width", "width"), ("anchor_images", "")):
+            if getattr(cc, field) != field_default(f"customize.{field}"):
+                name += f"+{tag}{getattr(cc, field):g}" if tag else f"+{getattr(cc, field)}"
+    weight = WEIGHTS.get(cc.reg)
+    if weight and getattr(cc, weight) != field_default(f"customize.{weight}"):
+        name += f"-w{getattr(cc, weight):g}"
+    return name
+
+
 def customization_name(cfg: Config) -> str:
-    """'b0-lora-functional-s0': base model, method, regularizer, repeat seed (and '-<folder>' for a user's
-    concept)."""
+    """'b0-lora-functional-s0': base model, method, regularizer (regularizer_name), repeat seed (and
+    '-<folder>' for a user's concept)."""
     cc = cfg.customize
     own = f"-{Path(cc.images).name}" if cc.images else ""
-    return f"{base_name(cfg)}-{cc.method}-{cc.reg}-s{cc.seed}{own}"
+    return f"{base_name(cfg)}-{cc.method}-{regularizer_name(cfg)}-s{cc.seed}{own}"
 
 
 def customization_dir(cfg: Config) -> Path:
@@ -206,13 +260,17 @@ def save_customized(path, model: TextToImage, cfg: Config, base_path, metrics: d
 def customized_base(path, payload: dict) -> Path:
     """The base checkpoint a customized one was made from: the stored path, or, where the output folder has
     moved, the same file found relative to the customized checkpoint."""
-    stored, relative = Path(payload.get("base_path", "")), payload.get("base_relative_path", "")
-    if payload.get("base_path") and stored.exists():
-        return stored
-    if relative and (Path(path).parent / relative).exists():
+    stored, relative = payload.get("base_path"), payload.get("base_relative_path")
+    if not isinstance(stored, str) or not stored:
+        raise checkpoint.CheckpointMismatch(f"{path} does not record its base model (no base_path): it was not "
+                                            f"written by `train.py customize`; customize again to remake it")
+    if Path(stored).exists():
+        return Path(stored)
+    if isinstance(relative, str) and relative and (Path(path).parent / relative).exists():
         return Path(path).parent / relative
     raise checkpoint.CheckpointMismatch(f"{path}: its base model {stored} does not exist (nor relative to it); "
-                                        f"pass it with --base PATH")
+                                        f"put it back there, or sample with `evaluate.py sample --ckpt BASE "
+                                        f"--custom {path}`")
 
 
 def load_customized(path, base_path=None, device="cpu", merge: bool = True) -> tuple[TextToImage, object, Config]:
@@ -222,6 +280,10 @@ def load_customized(path, base_path=None, device="cpu", merge: bool = True) -> t
     LoRA adapters are merged into the weights for inference unless merge=False.
     """
     payload = checkpoint.load(path, kind="customized")
+    missing = [k for k in ("config", "delta", "base_fingerprint") if k not in payload]
+    if missing or not isinstance(payload["delta"], dict):
+        raise checkpoint.CheckpointMismatch(f"{path} is not a complete customized checkpoint (it lacks "
+                                            f"{', '.join(missing) or 'a delta dict'}); customize again to remake it")
     base_path = Path(base_path) if base_path else customized_base(path, payload)
     found = checkpoint.fingerprint(base_path)
     if found != payload.get("base_fingerprint"):

@@ -79,12 +79,14 @@ def transfer_name(cfg: Config) -> str:
 
 
 def variant_name(cfg: Config) -> str:
-    """'hypermod+selfinit+ssl-lowrank', 'finetune', ... (ssl is the Barlow Twins loss; others say their name)."""
+    """'hypermod+selfinit+ssl-lowrank', 'finetune', 'finetune-lr0.002' (ssl is the Barlow Twins loss; others say
+    their name; a learning rate set with transfer.lr is in the name)."""
     t = cfg.transfer
     name = t.generator + "+selfinit" * t.selfinit
     if t.ssl != "none":
         name += "+" + ("ssl" if t.ssl == "barlow" else t.ssl)
-    return f"{name}-{t.head}" if t.generator == "hypermod" else name
+    name = f"{name}-{t.head}" if t.generator == "hypermod" else name
+    return name + (f"-lr{t.lr:g}" if t.lr >= 0 else "")   # a rate other than the preset's: a variant of its own
 
 
 def few_shot_targets(cfg: Config):

@@ -36,7 +36,7 @@ from core import checkpoint, distributed
 from core.cache import cache_root
 from core.config import Config, field_default, result_fields
 from core.data import data_digest
-from core.errors import CheckpointMismatch, UserError
+from core.errors import CheckpointMismatch, DataError, UserError
 from core.files import as_json, read_json, write_json
 from pipeline.lock import LOCK, FolderLock
 
@@ -126,6 +126,9 @@ class RunFolder:
         if not path.exists():
             return False
         stored = read_json(path)
+        if not isinstance(stored, dict):
+            raise DataError(f"{path} is not a run's results (it holds {json.dumps(stored)[:40]}, not an object "
+                            f"with a run key); delete it, or rerun with --force")
         if differences(stored.get("run_key"), self.key):
             self._refuse(str(path), stored.get("run_key"))
         self.result = stored

@@ -108,4 +108,4 @@ def test_noise_banks_are_per_image_and_batching_does_not_change_predictions(setu
     (["--classifier.keep=10,1"], "never exceed the 9 classes")])
 def test_bad_schedules_are_refused(args, message):
     with pytest.raises(ConfigError, match=message):
-        make_config("quick", ["--classifier.n_timesteps=40", *args])
+        make_config("quick", ["--classifier.n_timesteps=40", "--classifier.adaptive=true", *args])

@@ -93,14 +93,14 @@ def test_functional_regularization_is_zero_at_step_zero_then_positive(base, targ
     model, diffusion, _, _ = load_diffusion(stage_dir(cfg, "diffusion", "b0") / "last.pt")
     frozen = load_diffusion(stage_dir(cfg, "diffusion", "b0") / "last.pt")[0].requires_grad_(False)
     prepare(model, cfg, base_classes(cfg.data))
-    x0, prompts = torch.randn(3, 3, 16, 16), ["a photo of a star", "", "a drawing of a ring"]
+    x0, cond = torch.randn(3, 3, 16, 16), frozen.encode(["a photo of a star", "", "a drawing of a ring"])
     guidance = 5.0 if target == "guided" else None
-    assert functional_regularization(model, frozen, diffusion, x0, prompts, guidance).item() == 0.0
+    assert functional_regularization(model, frozen, diffusion, x0, cond, guidance).item() == 0.0
     with torch.no_grad():
         for n, p in model.named_parameters():
             if n.endswith(".B"):
                 p.normal_(0, 0.1)
-    assert functional_regularization(model, frozen, diffusion, x0, prompts, guidance).item() > 0
+    assert functional_regularization(model, frozen, diffusion, x0, cond, guidance).item() > 0
 
 
 @pytest.mark.parametrize("method", ["full", "lora", "custom"])
@@ -113,7 +113,7 @@ def test_the_regularizer_gradient_reaches_only_what_the_method_trains(base, meth
         for p in trainable:
             p.add_(0.05 * torch.randn_like(p))
     functional_regularization(model, frozen, diffusion, torch.randn(3, 3, 16, 16),
-                              ["a photo of a star", "", "a drawing of a ring"]).backward()
+                              frozen.encode(["a photo of a star", "", "a drawing of a ring"])).backward()
     ids = {id(p) for p in trainable}
     assert all(p.grad is None for p in model.parameters() if id(p) not in ids)
     assert all(p.grad is None for p in frozen.parameters())
