@@ -31,7 +31,8 @@ ROOT = Path(__file__).resolve().parents[1]
 VARIANTS = {"finetune": ("finetune", False, "none", "lowrank"),
             "hypermod-lowrank": ("hypermod", True, "barlow", "lowrank"),
             "hypermod-dense": ("hypermod", True, "barlow", "dense")}
-GRIDS = {"finetune": (2e-3, 5e-3, 1e-2), "hypermod-lowrank": (3e-3, 1e-2, 3e-2), "hypermod-dense": (3e-3, 1e-2, 3e-2)}
+GRIDS = {"finetune": (2e-3, 5e-3, 1e-2, 2e-2), "hypermod-lowrank": (3e-3, 1e-2, 3e-2),
+         "hypermod-dense": (3e-3, 1e-2, 3e-2, 1e-1)}   # a grid is widened where its best rate was at an end
 CRITERION = "fd_eval_validation"
 
 

@@ -97,7 +97,7 @@ def customize_schedule(cfg: "Config") -> tuple[int, float]:
 # the rate with the lowest FD-eval against held-out train images of the target classes, among a sweep that
 # includes the pretraining rate (bench/gan_lr_sweep.py; docs/results.md, "Fair baselines")
 TRANSFER_LR = {
-    "quick": {"scratch": 1e-2, "finetune": 1e-2, "hypermod-lowrank": 1e-2, "hypermod-dense": 1e-2},
+    "quick": {"scratch": 1e-2, "finetune": 1e-2, "hypermod-lowrank": 1e-2, "hypermod-dense": 3e-2},
     "cifar10": {"scratch": 2e-3, "finetune": 2e-3, "hypermod-lowrank": 2e-3, "hypermod-dense": 2e-3},
     "cifar10-cpu": {"scratch": 1e-2, "finetune": 1e-2, "hypermod-lowrank": 1e-2, "hypermod-dense": 1e-2},
 }
