@@ -313,12 +313,11 @@ def run_table(args, overrides) -> dict:
 
 def run_verdicts(args, overrides) -> dict:
     from eval.results import results_json
-    from eval.tables import SCALES
-    from eval.verdicts import verdict_markdown
+    from eval.tables import verdict_markdown
 
     run = stage_dir(make_config(args.preset, overrides, models=()))
     data = results_json(run)
-    print(verdict_markdown(data["verdicts"], SCALES))
+    print(verdict_markdown(data["verdicts"]))
     if args.json:
         write_json(args.json, data)
         print(f"per-run values and verdicts -> {args.json}")

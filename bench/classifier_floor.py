@@ -18,11 +18,14 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import json
 import time
+from pathlib import Path
 
 import torch
 
 from bench.common import hardware, save
+from eval.svg import bar_chart
 from core.cli import make_config
 from core.data import base_classes, to_float
 from core.training import mix_seed, setup
@@ -54,13 +57,37 @@ def margin_floor(tables, labels) -> dict:
     return {"mean_change": changes.mean().item(), "sd_change": changes.std().item()}
 
 
+def chart(paths: list[str], out: str) -> None:
+    """The floor curves of several bench outputs as one SVG (bars: floor per budget and base model,
+    whiskers: sd over bank pairs), for the docs."""
+    bases = {}
+    for path in paths:
+        data = json.loads(Path(path).read_text())
+        bases.update({f"{data['preset']} {b}": r for b, r in data["bases"].items()})
+    budgets = sorted({int(k) for r in bases.values() for k in r["budgets"]})
+    series = {b: [100 * r["budgets"].get(str(k), {}).get("flip_rate", float("nan")) for k in budgets]
+              for b, r in bases.items()}
+    errors = {b: [100 * r["budgets"].get(str(k), {}).get("flip_rate_sd", float("nan")) for k in budgets]
+              for b, r in bases.items()}
+    svg = bar_chart([f"{k} timesteps" for k in budgets], series,
+                    "Classifier floor: flips between two noise banks of one base model (whisker: sd over pairs)",
+                    "% of test images", errors=errors)
+    Path(out).write_text(svg)
+    print(f"wrote {out}")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0], allow_abbrev=False)
+    parser.add_argument("--chart", default=None, help="instead: draw the floor curves of these JSON files "
+                                                      "(comma-separated) as an SVG at --out")
+    parser.add_argument("--out", default="docs/classifier_floor.svg")
     parser.add_argument("--preset", default="quick")
     parser.add_argument("--bases", default="0", help="diffusion.seed of each base model, comma-separated")
     parser.add_argument("--banks", type=int, default=4)
     parser.add_argument("--max-timesteps", type=int, default=80)
     args, overrides = parser.parse_known_args()
+    if args.chart:
+        return chart(args.chart.split(","), args.out)
     n = args.max_timesteps
     cfg = make_config(args.preset, overrides, ("clip", "evalnet", "unet"))
     cfg = cfg.updated("classifier", n_timesteps=n, stages=(n,), keep=(1,))

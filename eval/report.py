@@ -18,9 +18,9 @@ from core.files import atomic_write, read_json
 from eval.results import left_out_line, results_json
 from eval.stats import variance_components
 from eval.svg import bar_chart, curve_chart
-from eval.tables import (PAPER1_APPEARANCE, PAPER1_MECHANISM, PAPER1_SEMANTIC, PAPER2, SCALES, header, html_table, markdown_table,
-                         rows, table_sentence, unpack, verdict_sentences)
-from eval.verdicts import verdict_markdown
+from eval.tables import (PAPER1_APPEARANCE, PAPER1_MECHANISM, PAPER1_SEMANTIC, PAPER2, header, html_table, markdown_table,
+                         VERDICT_HEADER, rows, table_sentence, unpack, verdict_body, verdict_markdown,
+                         verdict_sentences)
 
 STYLE = """body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222;line-height:1.4}
 table{border-collapse:collapse;font-size:13px;margin:1em 0}th,td{border:1px solid #ccc;padding:3px 7px;text-align:right}
@@ -71,6 +71,11 @@ def image(path: Path, caption: str = "", width: int | None = None) -> str:
     size = f' width="{width}"' if width else ""
     return (f'<figure><img src="data:image/png;base64,{data}" alt="{esc(caption)}"{size}>'
             f"<figcaption>{esc(caption)}</figcaption></figure>")
+
+
+def sentences(lines: list[str]) -> str:
+    """What a table shows, one generated sentence a bullet."""
+    return "<ul class='note'>" + "".join(f"<li>{esc(line)}</li>" for line in lines if line) + "</ul>"
 
 
 def read_metrics(folder: Path) -> dict:
@@ -146,8 +151,8 @@ def paper1_section(run: Path, data: dict) -> str:
     for title, columns in PAPER1_TABLES:
         parts += [f"<h3>{esc(title)}</h3>", html_table(header(columns, "method / regularizer"),
                                                          rows(unpacked, columns, condition_order))]
-    parts.append(f'<p class="note">{esc(verdict_sentences(rules))} '
-                 f'{esc(table_sentence(unpacked, "cdi_median", "held-out pairwise CDI", 1, 1, True))}</p>')
+    parts.append(sentences(verdict_sentences(rules) +
+                           [table_sentence(unpacked, "cdi_median", "held-out pairwise CDI", 1, 1, True)]))
     parts.append(f'<p class="note">{esc(DRIFT_NOTE)}</p>')
     parts.append(drift_chart(unpacked))
     curves = fidelity_curves(unpacked, "heldout_change", "held-out classes") + \
@@ -184,8 +189,8 @@ def paper2_section(run: Path, data: dict) -> str:
         at_k = {c.split(" k=")[0]: v for c, v in unpacked.items() if c.endswith(f"k={k}")}
         parts += [f"<h3>k = {k} real images per target class</h3>", html_table(header(PAPER2, "variant"),
                                                                               rows(at_k, PAPER2))]
-        parts.append(f'<p class="note">{esc(verdict_sentences([r for r in rules if f"k={k}," in r["claim"]]))} '
-                     f'{esc(table_sentence(at_k, "kid", "per-class KID (x1000)", 1000, 2, True))}</p>')
+        parts.append(sentences(verdict_sentences([r for r in rules if f"k={k}," in r["claim"]]) +
+                               [table_sentence(at_k, "kid", "per-class KID (x1000)", 1000, 2, True)]))
         kid = {c: mean_and_spread(v.get("kid", {})) for c, v in at_k.items()}
         parts.append(bar_chart(["per-class KID"], {c: [None if m is None else 1000 * m] for c, (m, _) in kid.items()},
                                f"Per-class KID x1000 at k = {k} (lower is better; whisker: spread)",
@@ -205,7 +210,7 @@ def markdown_tables(run: Path) -> str:
     if not data["paper1"]["values"] and not data["paper2"]["values"]:
         return f"no finished drift or GAN transfer runs in {run}" + (
             f"\n{left_out_line(data['left_out'])}" if data["left_out"] else "")
-    text = f"## Verdicts ({data['world']})\n\n{verdict_markdown(data['verdicts'], SCALES)}\n"
+    text = f"## Verdicts ({data['world']})\n\n{verdict_markdown(data['verdicts'])}\n"
     for paper, tables in (("paper1", PAPER1_TABLES), ("paper2", (("GAN transfer", PAPER2),))):
         values = unpack(data[paper]["values"])
         for title, columns in tables if values else ():
@@ -220,14 +225,14 @@ def headline(run: Path) -> str:
     """The verdict table, for the end of the pipeline."""
     data = results_json(run)
     note = left_out_line(data["left_out"])
-    return verdict_markdown(data["verdicts"], SCALES) + (f"\n{note}" if note else "")
+    return verdict_markdown(data["verdicts"]) + (f"\n{note}" if note else "")
 
 
 def write_report(run: Path, out: Path) -> Path:
     """runs/<preset>/ -> one HTML file, written atomically to `out` (the only file written)."""
     data = results_json(run)
     stamp = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
-    verdict_rows = [[r["claim"], r["world"], r["verdict"]] for r in data["verdicts"]]
+
     page = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>Report: {esc(run.name)}</title>"
             f"<style>{STYLE}</style></head><body><h1>Report: preset {esc(run.name)}</h1>"
             f"<p class='note'>{stamp}, {esc(platform.node())}, {esc(platform.processor() or platform.machine())}. "
@@ -235,7 +240,7 @@ def write_report(run: Path, out: Path) -> Path:
             f"</p><h2>Verdicts</h2><p class='note'>Each claim is decided by a rule fixed before the runs "
             f"(eval/verdicts.py): supported if the paired difference is beyond 2 standard errors over base models in "
             f"the claimed direction and holds on every base model; refuted if the same holds the other way; "
-            f"otherwise unresolved.</p>" + html_table(["claim", "world", "verdict"], verdict_rows)
+            f"otherwise unresolved.</p>" + html_table(VERDICT_HEADER, verdict_body(data["verdicts"]))
             + paper1_section(run, data) + paper2_section(run, data) + "</body></html>")
     atomic_write(out, lambda f: f.write(page.encode("utf-8", "replace")))
     return out

@@ -19,6 +19,26 @@ def nice_ticks(low: float, high: float, count: int = 5) -> list[float]:
     return [round(start + i * step, 12) for i in range(int(math.ceil((high - start) / step)) + 1)]
 
 
+def header(width: int, height: int, title_x: float, title: str) -> list[str]:
+    """The opening <svg> tag and the title."""
+    return [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+            f'viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="11">',
+            f'<text x="{title_x}" y="16" text-anchor="middle" font-size="13">{html.escape(title)}</text>']
+
+
+def y_grid(ticks, y, x_from: float, x_to: float) -> list[str]:
+    """A light horizontal line and a label at each tick of the y axis (y: value -> pixel)."""
+    return [f'<line x1="{x_from}" x2="{x_to}" y1="{y(t):.1f}" y2="{y(t):.1f}" stroke="#ddd"/>'
+            f'<text x="{x_from - 4}" y="{y(t) + 4:.1f}" text-anchor="end">{t:g}</text>' for t in ticks]
+
+
+def whisker(value: float, offset: float) -> float:
+    """One end of a whisker: value + offset, stopped at 0 for a bar that is not negative (a spread drawn
+    below 0 would show a rate or a count going negative)."""
+    end = value + offset
+    return max(end, 0.0) if value >= 0 else end
+
+
 def bar_chart(categories: list[str], series: dict[str, list[float]], title: str, y_label: str = "",
               width: int = 720, height: int = 300, value_format: str = "{:.2f}", errors: dict | None = None,
               floor: list[float] | None = None, floor_label: str = "floor") -> str:
@@ -29,22 +49,19 @@ def bar_chart(categories: list[str], series: dict[str, list[float]], title: str,
     not as a missing bar."""
     errors = errors or {}
     values = [v for vs in series.values() for v in vs if v is not None and math.isfinite(v)]
-    values += [v + sign * (e or 0) for name, es in errors.items() for v, e in zip(series[name], es)
-               if v is not None and e is not None and math.isfinite(v) for sign in (-1, 1)]
-    values += [f for f in floor or [] if f is not None]
+    values += [whisker(v, sign * e) for name, es in errors.items() for v, e in zip(series[name], es)
+               if v is not None and e is not None and math.isfinite(v) and math.isfinite(e) for sign in (-1, 1)]
+    values += [f for f in floor or [] if f is not None and math.isfinite(f)]
     ticks = nice_ticks(min(0.0, *values) if values else 0.0, max(0.0, *values) if values else 1.0)
     lo, hi = ticks[0], ticks[-1]
-    left, right, top, bottom = 56, 12, 28, 64
+    group_w = (width - 68) / max(1, len(categories))
+    rotate = max((len(c) for c in categories), default=0) * 6.5 > group_w   # labels that do not fit: slanted
+    left, right, top = 56, 12, 44
+    bottom = 20 + (int(6.5 * max((len(c) for c in categories), default=0) * 0.55) if rotate else 0) + 14
     plot_w, plot_h = width - left - right, height - top - bottom
     y = lambda v: top + plot_h * (hi - v) / (hi - lo)
-    group_w = plot_w / max(1, len(categories))
     bar_w = 0.8 * group_w / max(1, len(series))
-    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-           f'viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="11">',
-           f'<text x="{width / 2}" y="16" text-anchor="middle" font-size="13">{html.escape(title)}</text>']
-    for t in ticks:
-        out.append(f'<line x1="{left}" x2="{width - right}" y1="{y(t):.1f}" y2="{y(t):.1f}" stroke="#ddd"/>'
-                   f'<text x="{left - 4}" y="{y(t) + 4:.1f}" text-anchor="end">{t:g}</text>')
+    out = header(width, height, width / 2, title) + y_grid(ticks, y, left, width - right)
     out.append(f'<line x1="{left}" x2="{width - right}" y1="{y(0):.1f}" y2="{y(0):.1f}" stroke="#333"/>')
     for g, category in enumerate(categories):
         x0 = left + g * group_w + 0.1 * group_w
@@ -63,26 +80,27 @@ def bar_chart(categories: list[str], series: dict[str, list[float]], title: str,
                        f'</rect>')
             if e is not None and math.isfinite(e) and e > 0:
                 cx = x + w / 2
-                out.append(f'<path d="M{cx:.1f},{y(v - e):.1f}V{y(v + e):.1f}M{cx - 3:.1f},{y(v - e):.1f}h6'
-                           f'M{cx - 3:.1f},{y(v + e):.1f}h6" stroke="#222" fill="none"/>')
+                low, high = whisker(v, -e), whisker(v, e)
+                out.append(f'<path d="M{cx:.1f},{y(low):.1f}V{y(high):.1f}M{cx - 3:.1f},{y(low):.1f}h6'
+                           f'M{cx - 3:.1f},{y(high):.1f}h6" stroke="#222" fill="none"/>')
         if floor and floor[g] is not None:
             fy = y(floor[g])
             out.append(f'<line x1="{x0 - 0.05 * group_w:.1f}" x2="{x0 + 0.85 * group_w:.1f}" y1="{fy:.1f}" '
                        f'y2="{fy:.1f}" stroke="#000" stroke-dasharray="4 3" stroke-width="1.5">'
                        f'<title>{html.escape(f"{floor_label} / {category}: {value_format.format(floor[g])}")}'
                        f'</title></line>')
-        out.append(f'<text x="{left + (g + 0.5) * group_w:.1f}" y="{height - bottom + 14}" text-anchor="end" '
-                   f'transform="rotate(-30 {left + (g + 0.5) * group_w:.1f} {height - bottom + 14})">'
-                   f'{html.escape(category)}</text>')
+        cx, ly = left + (g + 0.5) * group_w, height - bottom + 14
+        slant = f' text-anchor="end" transform="rotate(-30 {cx:.1f} {ly})"' if rotate else ' text-anchor="middle"'
+        out.append(f'<text x="{cx:.1f}" y="{ly}"{slant}>{html.escape(category)}</text>')
     if y_label:
         out.append(f'<text x="12" y="{top + plot_h / 2}" text-anchor="middle" '
                    f'transform="rotate(-90 12 {top + plot_h / 2})">{html.escape(y_label)}</text>')
-    legend = list(series) + ([f"- - {floor_label}"] if floor else [])
-    for s, name in enumerate(legend):  # along the bottom right
-        lx = width - right - 150 * (len(legend) - s)
+    legend, lx = list(series) + ([f"- - {floor_label}"] if floor else []), left
+    for s, name in enumerate(legend):  # one row under the title
         if s < len(series):
-            out.append(f'<rect x="{lx}" y="{height - 14}" width="10" height="10" fill="{PALETTE[s % len(PALETTE)]}"/>')
-        out.append(f'<text x="{lx + 14}" y="{height - 5}">{html.escape(name)}</text>')
+            out.append(f'<rect x="{lx}" y="24" width="10" height="10" fill="{PALETTE[s % len(PALETTE)]}"/>')
+        out.append(f'<text x="{lx + 14}" y="33">{html.escape(name)}</text>')
+        lx += 24 + 6.2 * len(name)
     out.append("</svg>")
     return "\n".join(out)
 
@@ -101,15 +119,10 @@ def curve_chart(series: dict[str, list[tuple]], title: str, x_label: str, y_labe
     pw, ph = width - left - right, height - top - bottom
     X = lambda v: left + pw * (v - xt[0]) / (xt[-1] - xt[0])  # noqa: E731
     Y = lambda v: top + ph * (yt[-1] - v) / (yt[-1] - yt[0])  # noqa: E731
-    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-           f'viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="11">',
-           f'<text x="{left + pw / 2}" y="16" text-anchor="middle" font-size="13">{html.escape(title)}</text>']
+    out = header(width, height, left + pw / 2, title) + y_grid(yt, Y, left, left + pw)
     for t in xt:
         out.append(f'<line x1="{X(t):.1f}" x2="{X(t):.1f}" y1="{top}" y2="{top + ph}" stroke="#eee"/>'
                    f'<text x="{X(t):.1f}" y="{top + ph + 14}" text-anchor="middle">{t:g}</text>')
-    for t in yt:
-        out.append(f'<line x1="{left}" x2="{left + pw}" y1="{Y(t):.1f}" y2="{Y(t):.1f}" stroke="#eee"/>'
-                   f'<text x="{left - 4}" y="{Y(t) + 4:.1f}" text-anchor="end">{t:g}</text>')
     out.append(f'<text x="{left + pw / 2}" y="{height - 8}" text-anchor="middle">{html.escape(x_label)}</text>'
                f'<text x="12" y="{top + ph / 2}" text-anchor="middle" transform="rotate(-90 12 {top + ph / 2})">'
                f'{html.escape(y_label)}</text>')

@@ -102,9 +102,30 @@ def html_table(head: list[str], body: list[list]) -> str:
     return f"<table><tr>{top}</tr>{rest}</table>"
 
 
-def verdict_sentences(rows_: list[dict]) -> str:
+VERDICT_HEADER = ["claim", "world", "N (bases x seeds)", "paired difference +- SE", "bases won", "verdict"]
+
+
+def verdict_body(rows_: list[dict]) -> list[list[str]]:
+    """The verdict table's rows: claim, world, N, paired difference +- SE (in the metric's display unit),
+    bases in the claimed direction, verdict."""
+    body = []
+    for r in rows_:
+        s = r["stat"]
+        n = "-" if s is None else f"{s['n_bases']} x {s['n_pairs'] / max(1, s['n_bases']):g}"
+        won = "-" if s is None or not r["direction"] else \
+            f"{s['positive'] if r['direction'] > 0 else s['negative']} of {s['n_bases']}"
+        body.append([r["claim"], r["world"], n, describe(r, SCALES.get(r["metric"], 1.0)), won, r["verdict"]])
+    return body
+
+
+def verdict_markdown(rows_: list[dict]) -> str:
+    body = verdict_body(rows_)
+    return markdown_table(VERDICT_HEADER, body) if body else "no claim has both of its conditions run yet"
+
+
+def verdict_sentences(rows_: list[dict]) -> list[str]:
     """One sentence per claim, from its numbers: 'full / none minus floor, held-out flip rate: +14.20 +- 2.10
-    (bases), 3 of 3 bases: supported.'"""
+    (bases), 3 of 3 bases in the claimed direction: supported.'"""
     parts = []
     for r in rows_:
         s = r["stat"]
@@ -114,8 +135,8 @@ def verdict_sentences(rows_: list[dict]) -> str:
         won = "" if not sign else f", {s['positive'] if sign > 0 else s['negative']} of {s['n_bases']} bases in the " \
                                   f"claimed direction"
         parts.append(f"{r['method']} minus {r['baseline']}, {r['metric']}: {describe(r, SCALES.get(r['metric'], 1))}"
-                     f"{won}; {r['claim']}: {r['verdict']}.")
-    return " ".join(parts)
+                     f"{won}: {r['verdict']} ({r['claim']}).")
+    return parts
 
 
 def table_sentence(values: dict, metric: str, label: str, scale: float, digits: int, low_is_good: bool) -> str:

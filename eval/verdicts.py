@@ -101,16 +101,3 @@ def describe(row: dict, scale: float) -> str:
         return "-"
     se = "-" if s["se"] is None else f"{scale * s['se']:.2f}"
     return f"{round(scale * s['mean'], 2) + 0.0:+.2f} +- {se} ({s['se_over']})"
-
-
-def verdict_markdown(rows: list[dict], scales: dict | None = None) -> str:
-    """The verdict table: claim, world, N, paired difference +- SE, bases in the claimed direction, verdict."""
-    from eval.tables import markdown_table
-    header = ["claim", "world", "N (bases x seeds)", "paired difference +- SE", "bases won", "verdict"]
-    body = []
-    for r in rows:
-        s, scale = r["stat"], (scales or {}).get(r["metric"], 1.0)
-        n = "-" if s is None else f"{s['n_bases']} x {s['n_pairs'] / max(1, s['n_bases']):g}"
-        won = "-" if s is None else f"{s['positive'] if r['direction'] >= 0 else s['negative']} of {s['n_bases']}"
-        body.append([r["claim"], r["world"], n, describe(r, scale), won if r["direction"] else "-", r["verdict"]])
-    return markdown_table(header, body) if body else "no claim has both of its conditions run yet"

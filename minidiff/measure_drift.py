@@ -93,9 +93,11 @@ def drift_stage(cfg: Config, force: bool = False, custom_path=None) -> dict:
         base = checkpoint.load(side, kind="drift-side")
         result, before, after = measure_drift(cfg, model, diffusion, custom_cfg, custom["metrics"], base, device)
         n, shown = cfg.drift.pairs, min(cfg.drift.pairs, 6)
-        rows = [torch.cat([before[i * n:i * n + shown], after[i * n:i * n + shown]])
+        gap = torch.full((1, *before.shape[1:]), 255, dtype=torch.uint8)     # a white tile between the halves
+        rows = [torch.cat([before[i * n:i * n + shown], gap, after[i * n:i * n + shown]])
                 for i in range(len(base_classes(cfg.data)))]
-        save_grid(torch.cat(rows), run.folder / "pairs.png", nrow=2 * shown, scale=max(1, 64 // cfg.data.resolution))
+        save_grid(torch.cat(rows), run.folder / "pairs.png", nrow=2 * shown + 1,
+                  scale=max(1, 64 // cfg.data.resolution))
         held, floor = result["semantic"]["heldout_classes"], result["semantic_floor"]["heldout_classes"]
         result["summary"] = (f"held-out classes: accuracy {held['accuracy_before']:.1%} -> "
                              f"{held['accuracy_after']:.1%}, flip rate {held['flip_rate']:.1%} "

@@ -121,7 +121,7 @@ def generations(cfg: Config, model, diffusion, prompts, kind: str, bank: int, n_
     dc = cfg.diffusion
     seeds = seed_range(kind, n_per_prompt, bank) * (len(prompts) // n_per_prompt)
     return generate(model, diffusion, prompts, seeds, cfg.data.resolution, dc.sample_steps, dc.guidance, 0.0,
-                    cfg.run.unet_batch)
+                    cfg.run.unet_batch, phase=f"{kind} side: {len(prompts)} paired generations")
 
 
 def model_side(cfg: Config, model, diffusion, images, kind: str, bank: int) -> dict:

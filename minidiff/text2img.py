@@ -96,14 +96,14 @@ def initial_noise(seeds, resolution: int) -> torch.Tensor:
 @torch.no_grad()
 def generate(model: TextToImage, diffusion: Diffusion, prompts: list[str], seeds, resolution: int,
              steps: int = 25, guidance: float = 3.0, eta: float = 0.0, unet_batch: int = 512,
-             progress: bool = True) -> torch.Tensor:
+             progress: bool = True, phase: str = "sampling") -> torch.Tensor:
     """DDIM samples for (prompt, seed) pairs -> (N, H, W, 3) uint8; deterministic for eta = 0. unet_batch
     bounds the UNet's batch (guidance runs two passes per image, so half as many images per call)."""
     assert len(prompts) == len(seeds), "one seed per prompt"
     batch_size = max(1, unet_batch // (1 if guidance == 1.0 else 2))
     model.eval()
     out = []
-    bar = tqdm(total=steps * -(-len(prompts) // batch_size), desc="sampling", disable=not progress, leave=False)
+    bar = tqdm(total=steps * -(-len(prompts) // batch_size), desc=phase, disable=not progress, leave=False)
     for i in range(0, len(prompts), batch_size):
         x_T = initial_noise(seeds[i:i + batch_size], resolution).to(model.device)
         eps = model.eps_fn(list(prompts[i:i + batch_size]), guidance)

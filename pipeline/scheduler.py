@@ -36,6 +36,7 @@ from tqdm import tqdm
 
 from core.config import Config, as_override
 from core.errors import UserError
+from core.files import write_json
 
 
 @dataclass(eq=False)
@@ -280,6 +281,7 @@ class Scheduler:
                  "unit_seconds": busy, "cpu_seconds": cpu, "busy_share": busy / (wall * n) if wall else 0.0,
                  "cpu_share": cpu / (wall * n) if wall else 0.0,
                  "per_unit": [{"label": label(u, self.base), **self.done[id(u)]} for u in self.units]}
+        write_json(self.log_dir / "pipeline.json", stats)     # bench/pipeline_cores.py reads it
         tqdm.write(f"pipeline: {len(self.units)} units in {wall:.0f}s on {n} worker(s); {cpu:.0f} core-seconds of "
                    f"work (CPU time) = {100 * stats['cpu_share']:.0f}% of {n} x {wall:.0f}s (units running "
                    f"{100 * stats['busy_share']:.0f}% of the time)")
