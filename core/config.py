@@ -9,8 +9,7 @@ its default, so `validate(cfg)` can refuse a bad value before any work starts. T
                  run may be resumed or skipped with another value (core.runs).
 
 The presets are in core/presets.py, the checks in core/validate.py, command-line overrides
-(`--diffusion.lr=1e-3`) in core/cli.py; why the tuned values were chosen is in the README ("How the presets
-were tuned").
+(`--diffusion.lr=1e-3`) in core/cli.py; why the tuned values were chosen is in docs/tuning.md.
 """
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """The presets: `quick` (shapes at 16x16, every stage on a 2-core CPU in minutes) and `cifar10` (32x32 on
 one GPU), and the per-preset customization schedules. Every value is a field of core/config.py, where its
-range and meaning are declared; the README ("How the presets were tuned") says why these values.
+range and meaning are declared; docs/tuning.md says why these values.
 """
 from __future__ import annotations
 
@@ -48,8 +48,7 @@ def cifar10() -> Config:
 
 def cifar10_cpu() -> Config:
     """Both papers on real CIFAR-10 photos, downsampled to 16x16, on a 2-core CPU: the cifar10 preset's data,
-    splits and protocol with narrower models and fewer steps. Its default pipeline (2 seeds, DEFAULT_SEEDS) took
-    82 minutes on the build machine's 2 cores (README, "CIFAR-10 on a GPU")."""
+    splits and protocol with narrower models and fewer steps (its wall clock: docs/speed.md)."""
     cfg = cifar10()
     cfg.run.preset = "cifar10-cpu"
     cfg.run.unet_batch = 256         # a CPU slows past the batch whose activations leave its cache (bench/unet_batch.py)

@@ -124,7 +124,7 @@ def _pretrain(cfg: Config, run: RunFolder, device) -> dict:
         return {}
     save_grid(sample_images(trainer.ema.model, 64, seed=gan_seed(cfg)), run.folder / "grid.png", nrow=8, scale=4)
     summary = f"{trainer.step} steps in {trainer.seconds:.0f}s, final losses " + ", ".join(
-        f"{k} {v:.3f}" for k, v in trainer.log[-1].items() if k.startswith("loss"))
+        f"{k} {v:.3f}" for k, v in trainer.log[-1].items() if k in ("d", "g", "r1"))
     print(f"{KIND} {gan_name(cfg)}: {summary}")
     return {"stage": KIND, "base": gan_name(cfg), "summary": summary, "steps": trainer.step,
             "train_seconds": trainer.seconds, "device": str(device), "world_size": distributed.world_size(),
