@@ -205,11 +205,12 @@ def train_diffusion(cfg: Config, force: bool = False) -> dict:
 def judge_diffusion(cfg: Config, force: bool = False) -> dict:
     """How often the evaluator recognises the base model's guided samples, and their FD-eval."""
     def work(run):
+        start = time.time()
         model, diffusion, _, _ = load_diffusion(path, setup(cfg))
         quality = sample_quality(cfg, model, diffusion, base_classes(cfg.data), model.device)
         print(f"diffusion-judge {base_name(cfg)}: {quality['summary']}")
         return {"stage": "diffusion-judge", "base": base_name(cfg), "summary": quality["summary"],
-                "samples": quality}
+                "samples": quality, "seconds": time.time() - start}
     path = base_model_path(cfg)
     key = run_key(cfg, ("data.concept_class", "diffusion"), base=path, evaluator=evaluator_path(cfg))
     return run_once(stage_dir(cfg, "diffusion-judge", base_name(cfg)), key, force,

@@ -12,6 +12,8 @@ wait for the evaluator, and a retrained evaluator re-judges without retraining.
 """
 from __future__ import annotations
 
+import time
+
 import torch
 
 from core import checkpoint, distributed
@@ -92,13 +94,13 @@ def judge_pretrained(cfg: Config, force: bool = False) -> dict:
     """FD-eval / KID of the pretrained generator against the source classes' test images, and how many of
     its samples the evaluator assigns to a source class."""
     def work(run):
-        device = setup(cfg)
+        start, device = time.time(), setup(cfg)
         G, _ = load_pretrained(cfg, device)
         quality = pretrain_quality(cfg, load_evaluator(cfg, device), G)
         quality["summary"] = (f"FD-eval vs source test images {quality['fd_eval_vs_source']:.2f}, "
                               f"{quality['recognised_as_a_source_class']:.1%} recognised as a source class")
         print(f"{KIND}-judge {gan_name(cfg)}: {quality['summary']}")
-        return {"stage": f"{KIND}-judge", "base": gan_name(cfg), **quality}
+        return {"stage": f"{KIND}-judge", "base": gan_name(cfg), **quality, "seconds": time.time() - start}
     key = run_key(cfg, ("data.source_classes", "gan"), pretrained=pretrained_path(cfg), evaluator=evaluator_path(cfg))
     return run_once(stage_dir(cfg, f"{KIND}-judge", gan_name(cfg)), key, force, f"{KIND}-judge {gan_name(cfg)}",
                     work)

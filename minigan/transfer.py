@@ -28,6 +28,8 @@ ablation rows and CURVE the variants of the data-efficiency curve.
 """
 from __future__ import annotations
 
+import time
+
 import torch
 
 from core import checkpoint, distributed
@@ -162,6 +164,7 @@ def _transfer(cfg: Config, run: RunFolder, device) -> dict:
     # every draw below comes from `seed`: the self-init check samples from seed + 1..3, the quality samples
     # from seed + 10, the class separation from seed + 20 (during training) and seed + 30 (at the end)
     t, targets, out, seed = cfg.transfer, cfg.data.target_classes, run.folder, transfer_seed(cfg)
+    begin = time.time()
     data, images, local = few_shot_targets(cfg)
     torch.manual_seed(seed)                              # new heads (G and D); then the training draws
     G, D, g_groups, base = build_models(cfg, device)
@@ -208,7 +211,8 @@ def _transfer(cfg: Config, run: RunFolder, device) -> dict:
             "variant": variant_name(cfg), "seed": t.seed, "generator": t.generator,
             "selfinit": t.selfinit, "ssl": t.ssl, "head": t.head,
             "target_classes": list(targets), "k_per_target": cfg.data.k_per_target,
-            "steps": trainer.step, "train_seconds": trainer.seconds, "device": str(device),
+            "steps": trainer.step, "train_seconds": trainer.seconds, "seconds": time.time() - begin,
+            "device": str(device),
             "world_size": distributed.world_size(), "torch_threads": torch.get_num_threads(),
             "trainable_parameters": count_parameters(g_params),
             "base_g_parameters": count_parameters(base.parameters()),

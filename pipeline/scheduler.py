@@ -37,6 +37,7 @@ from tqdm import tqdm
 from core.config import Config, as_override
 from core.errors import UserError
 from core.files import write_json
+from core.validate import validate
 
 
 @dataclass(eq=False)
@@ -70,7 +71,10 @@ def label(unit: Unit, base: Config) -> str:
 
 def unique(units: list[Unit]) -> list[Unit]:
     """The units once each (two units of one stage with one config are one piece of work), every unit after
-    the units it waits for; a dependency missing from the list, or a cycle, is a bug."""
+    the units it waits for, every config checked (core.validate: a bad one stops here, before any work); a
+    dependency missing from the list, or a cycle, is a bug."""
+    for u in units:
+        validate(u.config)
     given = {u.key() for u in units}
     out: dict[str, Unit] = {}               # key -> the unit, in an order that respects `after`
 

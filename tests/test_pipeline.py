@@ -84,7 +84,7 @@ def test_bases_seeds_and_k_multiply_the_units():
     (["--k", "-2"], "--k '-2': expected positive whole numbers"),
     (["--seeds", "0"], "--seeds '0'"),
     (["--seed", "3"], "unknown option --seed (did you mean --seeds?)"),
-    (["--regs", "functionl"], "valid names are none, functional, l2"),
+    (["--regs", "functionl"], "valid names are none, functional, replay, distill, l2"),
     (["custmize"], "unknown stage 'custmize' (did you mean 'customize'?)"),
 ])
 def test_bad_options_stop_before_any_work_in_one_line(tmp_path, argv, message):
