@@ -137,6 +137,23 @@ def fidelity_curves(values: dict, metric: str, title: str) -> str:
     return "\n".join(charts)
 
 
+def budget_caption(data: dict) -> str:
+    """'Diffusion classifier: 40 timesteps x 9 prompts = 360 UNet passes an image, 180 test images, both
+    wordings; its floor (the base model against itself, another noise bank): 2.1% of the held-out classes'
+    images flip, 1.9% of the anchored ones'.'"""
+    c, floor = data["paper1"].get("classifier") or {}, data["paper1"]["summary"].get("floor", {})
+    if not c:
+        return ""
+    flips = {g: (floor.get(m) or {}).get("mean") for g, m in (("held-out", "heldout_flip"), ("anchored",
+                                                                                             "anchored_flip"))}
+    text = (f"Diffusion classifier: {c['schedule']['n_timesteps']} timesteps, {c['unet_passes_per_image']} UNet "
+            f"passes an image, {c['n_images']} test images under both wordings")
+    if all(v is not None for v in flips.values()):
+        text += (f"; its floor (the base model against itself, another noise bank): {100 * flips['held-out']:.1f}% "
+                 f"of the held-out classes' images flip, {100 * flips['anchored']:.1f}% of the anchored ones'")
+    return text + "."
+
+
 def paper1_section(run: Path, data: dict) -> str:
     values = data["paper1"]["values"]
     parts = ["<h2>1. Open-world forgetting in diffusion customization</h2>"]
@@ -148,6 +165,7 @@ def paper1_section(run: Path, data: dict) -> str:
         return "\n".join(parts + ["<p>No drift results yet: run <code>python train.py</code>.</p>"])
     unpacked = unpack(values)
     rules = [r for r in data["verdicts"] if r["paper"] == 1]
+    parts.append(f"<p class='note'>{esc(budget_caption(data))}</p>")
     for title, columns in PAPER1_TABLES:
         parts += [f"<h3>{esc(title)}</h3>", html_table(header(columns, "method / regularizer"),
                                                          rows(unpacked, columns, condition_order))]
@@ -216,6 +234,8 @@ def markdown_tables(run: Path) -> str:
         for title, columns in tables if values else ():
             body = rows(values, columns, condition_order if paper == "paper1" else None)
             text += f"\n## {title}\n\n{markdown_table(header(columns, 'condition'), body)}\n"
+            if title == "Semantic drift":
+                text += f"\n{budget_caption(data)}\n"
     if data["left_out"]:
         text += f"\n{left_out_line(data['left_out'])}\n"
     return text

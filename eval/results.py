@@ -114,8 +114,8 @@ def drift_metrics(r: dict, floor: bool = False) -> dict:
 
 
 def paper1_values(run: Path) -> tuple[dict, list, dict]:
-    """({condition: {metric: {(base, seed): value}}} with the floor as condition 'floor', left-out runs,
-    {condition: settings of its runs})."""
+    """({condition: {metric: {(base, seed): value}}} with the floor as condition 'floor', left-out runs, the
+    diffusion classifier's schedule as the drift runs record it)."""
     runs, left_out = current_runs(run / "drift", run.parent)
 
     def condition(r):
@@ -127,7 +127,7 @@ def paper1_values(run: Path) -> tuple[dict, list, dict]:
     floors = {(r["base"], r["seed"]): r for r in runs}.values()   # one per base and bank: every method has it
     if floors:
         values["floor"] = collect(list(floors), lambda r: drift_metrics(r, floor=True))
-    return values, left_out
+    return values, left_out, runs[0].get("classifier", {}) if runs else {}
 
 
 def collect(runs: list[dict], metrics) -> dict:
@@ -174,7 +174,7 @@ def world(run: Path) -> str:
 
 def results_json(run: Path) -> dict:
     """Every per-run value, each condition's variance components, the verdicts and the runs left out."""
-    p1, left1 = paper1_values(run)
+    p1, left1, classifier = paper1_values(run)
     p2, left2 = paper2_values(run)
     methods = sorted({c.split(" / ")[0] for c in p1 if " / " in c})
     ks = sorted({int(c.split("k=")[1]) for c in p2 if "k=" in c})
@@ -188,7 +188,8 @@ def results_json(run: Path) -> dict:
     def per_run(values):
         return {c: {m: {f"{b}/s{s}": x for (b, s), x in v.items()} for m, v in ms.items()}
                 for c, ms in values.items()}
-    return {"world": world(run), "paper1": {"values": per_run(p1), "summary": summarize(p1)},
+    return {"world": world(run), "paper1": {"values": per_run(p1), "summary": summarize(p1),
+                                            "classifier": classifier},
             "paper2": {"values": per_run(p2), "summary": summarize(p2)}, "verdicts": rows,
             "left_out": [{"run": n, "stale": why} for n, why in left1 + left2]}
 
