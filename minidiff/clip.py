@@ -1,4 +1,5 @@
-"""Tiny CLIP (Radford et al. 2021, "Learning Transferable Visual Models From Natural Language Supervision").
+"""Tiny CLIP (Radford et al. 2021, "Learning Transferable Visual Models From Natural Language
+Supervision").
 
 A text transformer and a small CNN image encoder map captions and images into one embedding space,
 trained with the symmetric InfoNCE loss (Sec. 2.3, Fig. 3) and a learned temperature. Zero-shot
@@ -28,7 +29,8 @@ class TextBlock(nn.Module):
         super().__init__()
         self.ln1, self.ln2 = nn.LayerNorm(width), nn.LayerNorm(width)
         self.attn = Attention(width, heads=heads)
-        self.mlp = nn.Sequential(nn.Linear(width, 4 * width), nn.GELU(), nn.Linear(4 * width, width))
+        self.mlp = nn.Sequential(nn.Linear(width, 4 * width), nn.GELU(),
+                                 nn.Linear(4 * width, width))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x + self.attn(self.ln1(x), causal=True)
@@ -36,7 +38,8 @@ class TextBlock(nn.Module):
 
 
 class TextEncoder(nn.Module):
-    """Causal transformer over token ids; pooled output is the state at the <eos> token (as in CLIP)."""
+    """Causal transformer over token ids; pooled output is the state at the <eos> token
+    (as in CLIP)."""
 
     def __init__(self, vocab_size: int, cfg: ClipConfig):
         super().__init__()
@@ -47,8 +50,10 @@ class TextEncoder(nn.Module):
         self.projection = nn.Linear(cfg.width, cfg.embed_dim, bias=False)
         nn.init.normal_(self.token_embedding.weight, std=0.02)
 
-    def embed_tokens(self, tokens: torch.Tensor, override: dict[int, torch.Tensor] | None = None) -> torch.Tensor:
-        """(B, L) ids -> (B, L, width); `override` replaces the embedding of given ids (textual inversion)."""
+    def embed_tokens(self, tokens: torch.Tensor,
+                     override: dict[int, torch.Tensor] | None = None) -> torch.Tensor:
+        """(B, L) ids -> (B, L, width); `override` replaces the embedding of given ids (textual
+        inversion)."""
         x = self.token_embedding(tokens)
         for token_id, vector in (override or {}).items():
             x = torch.where((tokens == token_id)[..., None], vector.to(x.dtype), x)
@@ -66,7 +71,8 @@ class TextEncoder(nn.Module):
 
 
 class ImageEncoder(nn.Module):
-    """Small CNN: per stage two 3x3 conv-BN-ReLU layers, 2x average pooling between stages, global pool."""
+    """Small CNN: per stage two 3x3 conv-BN-ReLU layers, 2x average pooling between stages, global
+    pool."""
 
     def __init__(self, channels: tuple[int, ...], embed_dim: int):
         super().__init__()
@@ -75,7 +81,8 @@ class ImageEncoder(nn.Module):
             if i > 0:
                 layers.append(nn.AvgPool2d(2))
             for _ in range(2):
-                layers += [nn.Conv2d(c_in, c, 3, padding=1, bias=False), nn.BatchNorm2d(c), nn.ReLU(inplace=True)]
+                layers += [nn.Conv2d(c_in, c, 3, padding=1, bias=False), nn.BatchNorm2d(c),
+                           nn.ReLU(inplace=True)]
                 c_in = c
         self.features = nn.Sequential(*layers)
         self.projection = nn.Linear(c_in, embed_dim)
@@ -90,7 +97,8 @@ class TinyClip(nn.Module):
         super().__init__()
         self.text = TextEncoder(vocab_size, cfg)
         self.image = ImageEncoder(cfg.image_channels, cfg.embed_dim)
-        self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))  # CLIP's initial temperature
+        # CLIP's initial temperature
+        self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
 
     def encode_text(self, tokens: torch.Tensor, override: dict[int, torch.Tensor] | None = None):
         """(B, L) ids -> (token states (B, L, width), pooled embedding (B, embed_dim))."""
@@ -99,7 +107,8 @@ class TinyClip(nn.Module):
     def encode_image(self, images: torch.Tensor) -> torch.Tensor:
         return self.image(images)
 
-    def forward(self, images: torch.Tensor, tokens: torch.Tensor, caption_ids: torch.Tensor | None = None):
+    def forward(self, images: torch.Tensor, tokens: torch.Tensor,
+                caption_ids: torch.Tensor | None = None):
         _, text_emb = self.encode_text(tokens)
         return clip_loss(self.encode_image(images), text_emb, self.logit_scale, caption_ids)
 
@@ -107,10 +116,11 @@ class TinyClip(nn.Module):
 def clip_loss(image_emb: torch.Tensor, text_emb: torch.Tensor, logit_scale: torch.Tensor,
               caption_ids: torch.Tensor | None = None) -> torch.Tensor:
     """Symmetric InfoNCE (CLIP, Fig. 3): mean of image->text and text->image cross-entropy over
-    logits_ij = exp(s) cos(image_i, text_j), s the learned log inverse temperature (clamped at log 100).
+    logits_ij = exp(s) cos(image_i, text_j), s the learned log inverse temperature (clamped at log
+    100).
 
-    caption_ids (B,): pairs with identical captions are all positives (a uniform target over them) rather
-    than false negatives; with all-distinct captions this is exactly CLIP's loss.
+    caption_ids (B,): pairs with identical captions are all positives (a uniform target over them)
+    rather than false negatives; with all-distinct captions this is exactly CLIP's loss.
     """
     image_emb, text_emb = F.normalize(image_emb, dim=-1), F.normalize(text_emb, dim=-1)
     logits = logit_scale.clamp(max=math.log(100)).exp() * image_emb @ text_emb.t()
@@ -124,7 +134,8 @@ def clip_loss(image_emb: torch.Tensor, text_emb: torch.Tensor, logit_scale: torc
 
 @torch.no_grad()
 def class_embeddings(clip: TinyClip, tokenizer, class_names, templates) -> torch.Tensor:
-    """(C, embed_dim) unit vectors: each class's prompt embeddings averaged over templates (CLIP Sec. 3.1.4)."""
+    """(C, embed_dim) unit vectors: each class's prompt embeddings averaged over templates (CLIP
+    Sec. 3.1.4)."""
     device = clip.logit_scale.device
     out = []
     for name in class_names:
@@ -135,7 +146,8 @@ def class_embeddings(clip: TinyClip, tokenizer, class_names, templates) -> torch
 
 
 @torch.no_grad()
-def zero_shot_predict(clip: TinyClip, images: torch.Tensor, class_emb: torch.Tensor, batch_size: int = 512):
+def zero_shot_predict(clip: TinyClip, images: torch.Tensor, class_emb: torch.Tensor,
+                      batch_size: int = 512):
     """images (N, 3, H, W) -> index of the most similar class embedding, (N,)."""
     preds = []
     for i in range(0, len(images), batch_size):

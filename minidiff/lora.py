@@ -3,9 +3,9 @@ Language Models", Sec. 4.1).
 
     h = W0 x + (alpha / r) B A x,    A: (r, in) random,  B: (out, r) zero-initialised
 
-so at initialisation the adapted model is exactly the base model. `merge` folds the update into W0 for
-inference at no extra cost; `unmerge` takes it out again. For a 3x3 convolution, A is an r-channel 3x3
-convolution and B a 1x1 convolution (the same low-rank idea on the flattened kernel).
+so at initialisation the adapted model is exactly the base model. `merge` folds the update into W0
+for inference at no extra cost; `unmerge` takes it out again. For a 3x3 convolution, A is an
+r-channel 3x3 convolution and B a 1x1 convolution (the same low-rank idea on the flattened kernel).
 """
 from __future__ import annotations
 
@@ -64,7 +64,8 @@ class LoRA(nn.Module):
 
 def attention_projection(name: str, module: nn.Module) -> bool:
     """The attention projections of the UNet's transformer blocks (self- and cross-attention)."""
-    return isinstance(module, nn.Linear) and name.split(".")[-1] in ("to_q", "to_k", "to_v", "to_out")
+    return (isinstance(module, nn.Linear)
+            and name.split(".")[-1] in ("to_q", "to_k", "to_v", "to_out"))
 
 
 def resblock_conv(name: str, module: nn.Module) -> bool:

@@ -1,8 +1,10 @@
-"""Differentiable augmentation (Zhao et al. 2020, "Differentiable Augmentation for Data-Efficient GAN
-Training", Sec. 3). The same random transformations family is applied to real and fake images before
-D, in both the D and the G step; every op is differentiable, so G's gradient passes through it.
+"""Differentiable augmentation (Zhao et al. 2020, "Differentiable Augmentation for Data-Efficient
+GAN Training", Sec. 3). The same random transformations family is applied to real and fake images
+before D, in both the D and the G step; every op is differentiable, so G's gradient passes through
+it.
 
-Policy: a sequence of op names from ("color", "translation", "cutout"), applied in order (() = none).
+Policy: a sequence of op names from ("color", "translation", "cutout"), applied in order
+(() = none).
   color:       brightness x + U(-0.5, 0.5); saturation (x - mean_c) * U(0, 2) + mean_c;
                contrast (x - mean_chw) * U(0.5, 1.5) + mean_chw (one draw per sample each)
   translation: shift by integers in [-R/8, R/8] per sample and axis, padding with zeros
@@ -34,7 +36,8 @@ def translation(x, ratio=0.125, generator=None):
     rows = torch.arange(H, device=x.device).view(1, H, 1) + s - shift[0]  # (B, H, 1) source rows
     cols = torch.arange(W, device=x.device).view(1, 1, W) + s - shift[1]  # (B, 1, W) source cols
     batch = torch.arange(B, device=x.device).view(B, 1, 1)
-    return x_pad.permute(0, 2, 3, 1)[batch, rows, cols].permute(0, 3, 1, 2)  # (B, H, W, C) -> (B, C, H, W)
+    # (B, H, W, C) -> (B, C, H, W)
+    return x_pad.permute(0, 2, 3, 1)[batch, rows, cols].permute(0, 3, 1, 2)
 
 
 def cutout(x, ratio=0.5, generator=None):
@@ -53,7 +56,8 @@ OPS = {"color": color, "translation": translation, "cutout": cutout}
 
 
 def diff_augment(x, policy=("color", "translation", "cutout"), generator=None):
-    """Apply the policy's ops in order to a batch (B, C, H, W); generator makes the draws reproducible."""
+    """Apply the policy's ops in order to a batch (B, C, H, W); generator makes the draws
+    reproducible."""
     for name in policy:
         if name not in OPS:
             raise ValueError(f"unknown augmentation {name!r}; choose from {', '.join(OPS)}")

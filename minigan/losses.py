@@ -12,7 +12,8 @@ import torch.nn.functional as F
 
 
 def d_logistic_loss(real_logits, fake_logits):
-    """E[softplus(-D(x))] + E[softplus(D(G(z)))]: -log sigmoid on reals, -log(1 - sigmoid) on fakes."""
+    """E[softplus(-D(x))] + E[softplus(D(G(z)))]: -log sigmoid on reals, -log(1 - sigmoid) on
+    fakes."""
     return F.softplus(-real_logits).mean() + F.softplus(fake_logits).mean()
 
 

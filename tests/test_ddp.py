@@ -1,5 +1,5 @@
-"""torchrun with 2 CPU processes (gloo): distributed training writes the same checkpoint format as one process,
-and (checked inside the GAN loop) leaves the ranks with bitwise identical weights."""
+"""torchrun with 2 CPU processes (gloo): distributed training writes the same checkpoint format as
+one process, and (checked inside the GAN loop) leaves the ranks with bitwise identical weights."""
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +14,8 @@ from tests.conftest import save_untrained_clip, save_untrained_evaluator, tiny_d
 from tests.test_minigan_training import TINY as TINY_GAN
 
 ROOT = Path(__file__).resolve().parents[1]
-GAN_KEYS = {"kind", "config", "step", "seconds", "log", "G", "D", "opt_g", "opt_d", "ema", "rng", "run_key"}
+GAN_KEYS = {"kind", "config", "step", "seconds", "log", "G", "D", "opt_g", "opt_d", "ema", "rng",
+            "run_key"}
 
 
 def torchrun(*args):
@@ -33,24 +34,29 @@ def test_two_process_ddp_run_writes_a_normal_checkpoint(tmp_path):
     torchrun("diffusion", *overrides)
     path = tmp_path / "quick" / "diffusion" / "b0" / "last.pt"
     payload = checkpoint.load(path, kind="diffusion")
-    assert payload["step"] == 3 and set(payload) == {"kind", "config", "step", "train_seconds", "loss", "model", "ema",
-                                                     "optimizer", "text", "vocab", "run_key"}
-    assert not any(k.startswith("module.") for k in payload["model"])  # the DDP wrapper is not in the names
+    assert payload["step"] == 3 and set(payload) == {"kind", "config", "step", "train_seconds",
+                                                     "loss", "model", "ema", "optimizer", "text",
+                                                     "vocab", "run_key"}
+    # the DDP wrapper is not in the names
+    assert not any(k.startswith("module.") for k in payload["model"])
     model, _, _, _ = load_diffusion(path)
     assert all(torch.isfinite(p).all() for p in model.unet.parameters())
     assert (tmp_path / "quick" / "diffusion" / "b0" / "metrics.json").exists()
 
 
 def test_two_process_gan_pretrain_and_transfer(tmp_path):
-    """R1, the SSL loss and a frozen base G all under 2 ranks; GanTrainer.train stops if the ranks' G or D
-    differ at the end, so a zero exit status means the gradient averaging kept them identical."""
+    """R1, the SSL loss and a frozen base G all under 2 ranks; GanTrainer.train stops if the ranks'
+    G or D differ at the end, so a zero exit status means the gradient averaging kept them
+    identical."""
     overrides = [f"--run.out_dir={tmp_path}", *TINY_GAN, "--gan.r1_every=1"]
     train_evaluator(make_config("quick", overrides))   # the evaluator does not train under torchrun
     torchrun("gan-pretrain", *overrides)
-    pretrain = checkpoint.load(tmp_path / "quick" / "gan-pretrain" / "b0" / "checkpoint.pt", kind="gan-pretrain")
+    pretrain = checkpoint.load(tmp_path / "quick" / "gan-pretrain" / "b0" / "checkpoint.pt",
+                               kind="gan-pretrain")
     check_gan_payload(pretrain, GAN_KEYS, steps=4)
     torchrun("gan-transfer", *overrides)
-    transfer = checkpoint.load(tmp_path / "quick" / "gan-transfer" / "b0-hypermod+selfinit+ssl-lowrank-k4-s0" / "checkpoint.pt",
+    transfer = checkpoint.load(tmp_path / "quick" / "gan-transfer"
+                               / "b0-hypermod+selfinit+ssl-lowrank-k4-s0" / "checkpoint.pt",
                                kind="gan-transfer")
     check_gan_payload(transfer, GAN_KEYS | {"run", "start_check"}, steps=3)
 

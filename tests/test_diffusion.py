@@ -50,8 +50,8 @@ def test_ddim_with_eta_zero_is_deterministic():
 
 
 def test_ddim_full_steps_eta_one_is_ddpm():
-    """Song et al.: with every timestep and eta = 1, sigma_t^2 is the DDPM posterior variance, and the
-    DDIM update is ancestral sampling (Ho et al. Algorithm 2)."""
+    """Song et al.: with every timestep and eta = 1, sigma_t^2 is the DDPM posterior variance, and
+    the DDIM update is ancestral sampling (Ho et al. Algorithm 2)."""
     d = Diffusion(50, "linear")
     for t in range(1, 50):
         abar_t, abar_prev = d.alphas_cumprod[t], d.alphas_cumprod[t - 1]
@@ -65,7 +65,8 @@ def test_ddim_full_steps_eta_one_is_ddpm():
 
 
 def test_ddim_recovers_x0_with_an_oracle_eps():
-    """If eps_theta returns the true noise of x_T = q_sample(x0, T-1, eps), one DDIM step gives x0."""
+    """If eps_theta returns the true noise of x_T = q_sample(x0, T-1, eps), one DDIM step gives
+    x0."""
     d = Diffusion(100, "linear")
     x0 = torch.rand(2, 3, 8, 8) * 1.8 - 0.9
     noise = torch.randn_like(x0)

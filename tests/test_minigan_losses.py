@@ -3,13 +3,15 @@ import math
 
 import torch
 
-from minigan.losses import barlow_twins_loss, d_logistic_loss, g_nonsaturating_loss, nt_xent_loss, r1_penalty
+from minigan.losses import (barlow_twins_loss, d_logistic_loss, g_nonsaturating_loss, nt_xent_loss,
+                            r1_penalty)
 
 
 def test_logistic_losses_closed_form():
     real, fake = torch.tensor([0.0, 2.0]), torch.tensor([0.0, -1.0])
     sp = lambda t: math.log1p(math.exp(t))
-    assert math.isclose(d_logistic_loss(real, fake).item(), (sp(0) + sp(-2)) / 2 + (sp(0) + sp(-1)) / 2, rel_tol=1e-6)
+    assert math.isclose(d_logistic_loss(real, fake).item(),
+                        (sp(0) + sp(-2)) / 2 + (sp(0) + sp(-1)) / 2, rel_tol=1e-6)
     assert math.isclose(g_nonsaturating_loss(fake).item(), (sp(0) + sp(1)) / 2, rel_tol=1e-6)
 
 
@@ -52,7 +54,8 @@ def test_barlow_twins_hand_computed():
 
 
 def test_barlow_twins_zero_for_whitened_identical_views():
-    z = torch.tensor([[1.0, 1.0], [1.0, -1.0], [-1.0, 1.0], [-1.0, -1.0]])  # mean 0, var 1, orthogonal
+    # mean 0, var 1, orthogonal
+    z = torch.tensor([[1.0, 1.0], [1.0, -1.0], [-1.0, 1.0], [-1.0, -1.0]])
     assert barlow_twins_loss(z, z, eps=0.0).item() < 1e-10
     assert barlow_twins_loss(z, z).item() < 1e-4
     assert barlow_twins_loss(z, z[[1, 0, 3, 2]]).item() > 0.5  # wrong pairing is penalized
