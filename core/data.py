@@ -55,6 +55,7 @@ class ImageSet:
 
     def per_class(self, k: int) -> "ImageSet":
         """The first k images of each class present (deterministic few-shot subsets)."""
+        # nonzero: (n_c, 1) indices of class c, flattened to (n_c,), the first k kept
         index = torch.cat([torch.nonzero(self.y == c).flatten()[:k] for c in self.y.unique()])
         return self.take(index)
 

@@ -62,7 +62,7 @@ def average_gradients(params) -> None:
     grads = [p.grad for p in params if p.grad is not None]
     if not grads:
         return
-    flat = torch.cat([g.flatten() for g in grads])
+    flat = torch.cat([g.flatten() for g in grads])     # (total numel,): one all-reduce for all
     dist.all_reduce(flat)
     flat /= world_size()
     for g, mean in zip(grads, flat.split([g.numel() for g in grads])):

@@ -99,6 +99,7 @@ def set_colour_distance(images_a, images_b, quantiles: int = 256):
       delta_e   CIE76 delta-E between the sets' mean Lab colours.
     A model that keeps its colour distribution scores at the sampling floor of two sets of its own
     images, however it assigns colours to seeds."""
+    # every pixel of a set pooled: (N, H*W, 3) -> (N*H*W, 3)
     a, b = (_lab_pixels(_check_images(x)).reshape(-1, 3) for x in (images_a, images_b))
     levels = (np.arange(quantiles) + 0.5) / quantiles
     qa, qb = np.quantile(a, levels, axis=0), np.quantile(b, levels, axis=0)  # (quantiles, 3)
@@ -139,8 +140,8 @@ def gram_matrices(features):
     if f.ndim != 4:
         raise ValueError(f"expected feature maps of shape (B, C, H, W), got {f.shape}")
     bsz, c, h, w = f.shape
-    f = f.reshape(bsz, c, h * w)
-    return f @ f.transpose(0, 2, 1) / (h * w)
+    f = f.reshape(bsz, c, h * w)                    # (B, C, H*W)
+    return f @ f.transpose(0, 2, 1) / (h * w)       # (B, C, H*W) @ (B, H*W, C) -> (B, C, C)
 
 
 def gram_distance(feat_a, feat_b):

@@ -34,8 +34,8 @@ class Attention(nn.Module):
         context = x if context is None else context
         q, k, v = self.to_q(x), self.to_k(context), self.to_v(context)
         b, n, dim = q.shape
-        # (B, N, dim) -> (B, heads, N, dim/heads)
+        # (B, L, dim) -> (B, heads, L, dim/heads), L = N for q, M for k and v
         q, k, v = (t.reshape(b, t.shape[1], self.heads, dim // self.heads).transpose(1, 2)
                    for t in (q, k, v))
-        out = F.scaled_dot_product_attention(q, k, v, is_causal=causal)
-        return self.to_out(out.transpose(1, 2).reshape(b, n, dim))
+        out = F.scaled_dot_product_attention(q, k, v, is_causal=causal)  # (B, heads, N, dim/heads)
+        return self.to_out(out.transpose(1, 2).reshape(b, n, dim))       # heads joined: (B, N, dim)

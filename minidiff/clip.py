@@ -54,20 +54,23 @@ class TextEncoder(nn.Module):
                      override: dict[int, torch.Tensor] | None = None) -> torch.Tensor:
         """(B, L) ids -> (B, L, width); `override` replaces the embedding of given ids (textual
         inversion)."""
-        x = self.token_embedding(tokens)
+        x = self.token_embedding(tokens)                                # (B, L, width)
         for token_id, vector in (override or {}).items():
+            # mask (B, L, 1) picks the vector (width,) or (B, 1, width) where the id occurs
             x = torch.where((tokens == token_id)[..., None], vector.to(x.dtype), x)
         return x
 
     def forward(self, tokens: torch.Tensor, override: dict[int, torch.Tensor] | None = None):
         """(B, L) ids -> token states (B, L, width), pooled embedding (B, embed_dim)."""
-        x = self.embed_tokens(tokens, override) + self.position_embedding
+        x = self.embed_tokens(tokens, override) + self.position_embedding  # + (L, width)
         for block in self.blocks:
             x = block(x)
-        states = self.ln_final(x)
-        eos_position = (tokens == EOS).int().argmax(dim=1)
-        pooled = states[torch.arange(len(tokens), device=tokens.device), eos_position]
-        return states, self.projection(pooled)
+        states = self.ln_final(x)                                       # (B, L, width)
+        eos_position = (tokens == EOS).int().argmax(dim=1)              # (B,): the first <eos>
+        # one state per caption, the one at its <eos>: under causal attention, the first position
+        # that has read the whole caption
+        pooled = states[torch.arange(len(tokens), device=tokens.device), eos_position]  # (B, width)
+        return states, self.projection(pooled)                          # and (B, embed_dim)
 
 
 class ImageEncoder(nn.Module):
@@ -89,6 +92,7 @@ class ImageEncoder(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) in [-1, 1] -> (B, embed_dim)."""
+        # global average pool (B, C, h, w) -> (B, C), then -> (B, embed_dim)
         return self.projection(self.features(x).mean(dim=(2, 3)))
 
 
@@ -122,13 +126,16 @@ def clip_loss(image_emb: torch.Tensor, text_emb: torch.Tensor, logit_scale: torc
     caption_ids (B,): pairs with identical captions are all positives (a uniform target over them)
     rather than false negatives; with all-distinct captions this is exactly CLIP's loss.
     """
-    image_emb, text_emb = F.normalize(image_emb, dim=-1), F.normalize(text_emb, dim=-1)
+    image_emb, text_emb = F.normalize(image_emb, dim=-1), F.normalize(text_emb, dim=-1)  # (B, E)
+    # (B, E) @ (E, B) -> (B, B): row i is image i against every caption, column j caption j
+    # against every image; the matching pairs sit on the diagonal
     logits = logit_scale.clamp(max=math.log(100)).exp() * image_emb @ text_emb.t()
     if caption_ids is None:
-        targets = torch.eye(len(logits), device=logits.device)
+        targets = torch.eye(len(logits), device=logits.device)                # (B, B)
     else:
-        targets = (caption_ids[:, None] == caption_ids[None, :]).float()
+        targets = (caption_ids[:, None] == caption_ids[None, :]).float()      # (B, B)
     targets = targets / targets.sum(dim=1, keepdim=True)  # symmetric, so rows == columns
+    # rows: image -> caption; logits.t() rows: caption -> image
     return 0.5 * (F.cross_entropy(logits, targets) + F.cross_entropy(logits.t(), targets))
 
 
@@ -140,7 +147,7 @@ def class_embeddings(clip: TinyClip, tokenizer, class_names, templates) -> torch
     out = []
     for name in class_names:
         tokens = tokenizer([t.format(name) for t in templates]).to(device)
-        emb = F.normalize(clip.encode_text(tokens)[1], dim=-1).mean(dim=0)
+        emb = F.normalize(clip.encode_text(tokens)[1], dim=-1).mean(dim=0)  # (T, E) -> (E,)
         out.append(F.normalize(emb, dim=0))
     return torch.stack(out)
 
@@ -152,5 +159,5 @@ def zero_shot_predict(clip: TinyClip, images: torch.Tensor, class_emb: torch.Ten
     preds = []
     for i in range(0, len(images), batch_size):
         emb = F.normalize(clip.encode_image(images[i:i + batch_size].to(class_emb.device)), dim=-1)
-        preds.append((emb @ class_emb.t()).argmax(dim=1).cpu())
+        preds.append((emb @ class_emb.t()).argmax(dim=1).cpu())  # (b, E) @ (E, C) -> (b, C)
     return torch.cat(preds)

@@ -87,6 +87,7 @@ def _train(cfg: Config, device) -> tuple[TinyClip, Tokenizer, dict]:
                total=cfg.clip.steps, desc="clip")
     model.train()
     for step, idx in bar:
+        # a fresh caption and flip/shift per image each step, so no image is tied to one caption
         for group in opt.param_groups:
             group["lr"] = cfg.clip.lr * warmup_cosine(step, cfg.clip.steps, cfg.clip.warmup)
         x = flip_and_shift(images[idx], max_shift=2 if cfg.data.dataset == "cifar10" else 1,

@@ -84,7 +84,7 @@ class SpatialTransformer(nn.Module):
         tokens = tokens + self.attn1(self.ln1(tokens))
         tokens = tokens + self.attn2(self.ln2(tokens), context)
         tokens = tokens + self.ff(self.ln3(tokens))
-        return x + self.proj_out(tokens.transpose(1, 2).reshape(b, c, h, w))
+        return x + self.proj_out(tokens.transpose(1, 2).reshape(b, c, h, w))  # back to (B, C, H, W)
 
 
 class NoAttention(nn.Module):

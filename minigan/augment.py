@@ -35,8 +35,8 @@ def translation(x, ratio=0.125, generator=None):
     x_pad = F.pad(x, [s, s, s, s])
     rows = torch.arange(H, device=x.device).view(1, H, 1) + s - shift[0]  # (B, H, 1) source rows
     cols = torch.arange(W, device=x.device).view(1, 1, W) + s - shift[1]  # (B, 1, W) source cols
-    batch = torch.arange(B, device=x.device).view(B, 1, 1)
-    # (B, H, W, C) -> (B, C, H, W)
+    batch = torch.arange(B, device=x.device).view(B, 1, 1)                  # (B, 1, 1)
+    # (B, H+2s, W+2s, C) indexed by (B, H, W) index grids -> (B, H, W, C) -> (B, C, H, W)
     return x_pad.permute(0, 2, 3, 1)[batch, rows, cols].permute(0, 3, 1, 2)
 
 
@@ -46,10 +46,10 @@ def cutout(x, ratio=0.5, generator=None):
     size = int(H * ratio + 0.5)
     top = torch.randint(0, H, (B, 1, 1), generator=generator, device=x.device) - size // 2
     left = torch.randint(0, W, (B, 1, 1), generator=generator, device=x.device) - size // 2
-    ys = torch.arange(H, device=x.device).view(1, H, 1)
+    ys = torch.arange(H, device=x.device).view(1, H, 1)     # broadcast against top (B, 1, 1)
     xs = torch.arange(W, device=x.device).view(1, 1, W)
     inside = (ys >= top) & (ys < top + size) & (xs >= left) & (xs < left + size)  # (B, H, W)
-    return x * (~inside).unsqueeze(1).to(x.dtype)
+    return x * (~inside).unsqueeze(1).to(x.dtype)                          # (B, 1, H, W) mask
 
 
 OPS = {"color": color, "translation": translation, "cutout": cutout}

@@ -74,7 +74,7 @@ class ResNetTrunk(nn.Module):
         for block in self.blocks:
             x = block(x)
         x = minibatch_stddev(x, self.mbstd_group)
-        return F.leaky_relu(self.conv(x), 0.2).flatten(1)
+        return F.leaky_relu(self.conv(x), 0.2).flatten(1)  # (B, F, 4, 4) -> (B, F * 4 * 4)
 
 
 class PlainTrunk(nn.Module):
@@ -94,7 +94,7 @@ class PlainTrunk(nn.Module):
     def forward(self, x):
         for conv in self.convs:
             x = F.leaky_relu(conv(x), 0.2)
-        return minibatch_stddev(x, self.mbstd_group).flatten(1)
+        return minibatch_stddev(x, self.mbstd_group).flatten(1)  # (B, (F + 1) * 4 * 4)
 
 
 TRUNKS = {"plain": PlainTrunk, "resnet": ResNetTrunk}

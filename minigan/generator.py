@@ -37,7 +37,9 @@ def conv3x3(x, weight):
     B, I, H, W = x.shape
     O, k = weight.shape[1], weight.shape[-1]
     x = x.reshape(1, B * I, H, W)                   # the batch becomes B groups of I channels
-    weight = weight.reshape(B * O, I, k, k)  # group b convolves sample b with its own kernels
+    weight = weight.reshape(B * O, I, k, k)         # group b convolves sample b with its own
+                                                    # kernels
+    # (1, B*O, H, W): sample b's O output channels side by side -> (B, O, H, W)
     return F.conv2d(x, weight, padding=k // 2, groups=B).reshape(B, O, H, W)
 
 
@@ -82,6 +84,7 @@ class StyledConv(nn.Module):
             x = F.interpolate(x, scale_factor=2, mode="nearest")
         x = conv3x3(x, self.conv_weight() if weight is None else weight)
         bias = self.bias if bias is None else bias                      # (O,) or (B, O)
+        # strength (1, O, 1, 1) per channel, noise (B, 1, r, r) per pixel, bias (1 or B, O, 1, 1)
         x = x + self.noise_strength.view(1, -1, 1, 1) * noise + bias.view(-1, x.shape[1], 1, 1)
         x = F.leaky_relu(x, 0.2)
         y_s, y_b = self.affine(w).view(-1, 2, x.shape[1], 1, 1).unbind(1)  # (B, O, 1, 1) each

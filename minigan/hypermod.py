@@ -111,8 +111,8 @@ class DenseModulation(KernelModulation):
 
     def modulation(self, h):
         O, I = self.out_channels, self.in_channels
-        d_g, d_b, delta_b = self.fc(h).split([O * I, O * I, O], dim=1)
-        return d_g.view(-1, O, I), d_b.view(-1, O, I), delta_b
+        d_g, d_b, delta_b = self.fc(h).split([O * I, O * I, O], dim=1)  # (N, 2OI + O) split
+        return d_g.view(-1, O, I), d_b.view(-1, O, I), delta_b          # (N, O, I) x 2, (N, O)
 
 
 class LowRankModulation(KernelModulation):

@@ -105,6 +105,7 @@ class GanTrainer:
         return z, labels
 
     def d_step(self):
+        # one DiffAugment for reals and fakes: more varied data for D, and no real/fake cue in it
         s = self.spec
         idx = torch.randint(len(self.real), (self.rank_batch,), device=self.device)
         real_raw, real_labels = self.real[idx], None if self.labels is None else self.labels[idx]
@@ -114,6 +115,8 @@ class GanTrainer:
         real, fake = diff_augment(real_raw, s.augment), diff_augment(fake_raw, s.augment)
         do_r1 = s.r1_gamma > 0 and self.step % s.r1_every == 0
         real.requires_grad_(do_r1)
+        # logits (B,) and D's penultimate features (B, F) (F = D's width at 4x4), the features
+        # that the SSL loss compares; B = the batch on this rank
         if do_r1:                                       # the R1 pass stays in float32
             real_logits, real_f = self.D(real, real_labels, return_features=True)
         else:
@@ -141,10 +144,11 @@ class GanTrainer:
     def ssl_loss(self, images, features1):
         """SSL between features1 (D's features of one augmentation of images) and a second one."""
         with autocast(self.device):
-            features2 = self.D.features(diff_augment(images, self.spec.augment))
+            features2 = self.D.features(diff_augment(images, self.spec.augment))  # (B, F)
         return SSL_LOSSES[self.spec.ssl](features1.float(), features2.float())
 
     def g_step(self):
+        # D frozen: the gradient flows through D to G without filling D's grads; A is differentiable
         s = self.spec
         z, labels = self.sample_inputs(self.rank_batch)
         self.D.requires_grad_(False)

@@ -79,7 +79,7 @@ def embedding_sensitivity(hyper_gen, n: int = 64, rel_step: float = 0.1, seed: i
     emb[0] += rel_step * saved.norm() * direction / direction.norm()
     x1 = hyper_gen(z, labels, noise=noise)
     emb[0] = saved
-    change = (x1 - x0).pow(2).flatten(1).sum(1).mean().sqrt()
+    change = (x1 - x0).pow(2).flatten(1).sum(1).mean().sqrt()  # (n, 3, H, W) -> (n,) -> RMS
     # pairs (i, i - 1): other z
     spread = (x0 - x0.roll(1, dims=0)).pow(2).flatten(1).sum(1).mean().sqrt()
     return (change / spread).item()

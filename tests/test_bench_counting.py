@@ -22,6 +22,7 @@ def test_a_grouped_convolution_costs_what_its_groups_do_separately():
     x = torch.randn(1, B * I, r, r, requires_grad=True)
     w = torch.randn(B * O, I, 3, 3, requires_grad=True)
     grouped = count(lambda: F.conv2d(x, w, padding=1, groups=B).sum().backward(), [])["flops"]
+    # group i is sample i: its I input channels (I, r, r) and its O kernels (O, I, 3, 3)
     xs, ws = x.detach().view(B, I, r, r), w.detach().view(B, O, I, 3, 3)
     separate = sum(count(lambda i=i: F.conv2d(xs[i:i + 1].requires_grad_(),
                                               ws[i].requires_grad_(), padding=1)

@@ -85,7 +85,8 @@ def test_cdi_is_symmetric_sum_of_channels_and_ignores_layout():
     ab, ba = colour_drift_index(img, other), colour_drift_index(other, img)
     assert ab["cdi"] == pytest.approx(ba["cdi"], rel=1e-12)
     assert ab["cdi"] == pytest.approx(sum(ab["per_channel"].values()), rel=1e-12)
-    # shuffling pixels within each image keeps its colour distribution, so CDI stays 0
+    # shuffling pixels within each image keeps its colour distribution, so CDI stays 0:
+    # (4, 16, 16, 3) -> (4, 256, 3), the 256 pixels reordered, -> (4, 16, 16, 3)
     shuffled = (img.reshape(4, -1, 3)[:, np.random.default_rng(2).permutation(256)]
                 .reshape(img.shape))
     assert colour_drift_index(img, shuffled)["cdi"] == pytest.approx(0.0, abs=1e-12)
@@ -137,12 +138,12 @@ def test_psnr_identical_pairs():
 # Gram matrices
 
 def test_gram_matrices_known_value():
-    feats = np.arange(2 * 3 * 2 * 2, dtype=np.float64).reshape(2, 3, 2, 2)
+    feats = np.arange(2 * 3 * 2 * 2, dtype=np.float64).reshape(2, 3, 2, 2)  # (B, C, H, W)
     g = gram_matrices(torch.from_numpy(feats))
     assert g.shape == (2, 3, 3)
-    f1 = feats[1].reshape(3, 4)
+    f1 = feats[1].reshape(3, 4)                                 # F of image 1: (C, H*W)
     np.testing.assert_allclose(g[1], f1 @ f1.T / 4)
-    np.testing.assert_allclose(g, g.transpose(0, 2, 1))
+    np.testing.assert_allclose(g, g.transpose(0, 2, 1))         # each (C, C) is symmetric
 
 
 def test_gram_distance_zero_and_positive():

@@ -40,7 +40,7 @@ def test_predict_x0_inverts_q_sample():
 
 def test_ddim_with_eta_zero_is_deterministic():
     d = Diffusion(100)
-    eps_fn = lambda x, t: 0.5 * x + 0.01 * t.float().view(-1, 1, 1, 1)
+    eps_fn = lambda x, t: 0.5 * x + 0.01 * t.float().view(-1, 1, 1, 1)  # t (B,) -> (B, 1, 1, 1)
     x_T = torch.randn(2, 3, 8, 8)
     a = d.ddim_sample(eps_fn, x_T, steps=10, eta=0.0, generator=torch.Generator().manual_seed(1))
     b = d.ddim_sample(eps_fn, x_T, steps=10, eta=0.0, generator=torch.Generator().manual_seed(2))
@@ -57,7 +57,7 @@ def test_ddim_full_steps_eta_one_is_ddpm():
         abar_t, abar_prev = d.alphas_cumprod[t], d.alphas_cumprod[t - 1]
         beta_tilde = (1 - abar_prev) / (1 - abar_t) * d.betas[t]
         assert abs(d.ddim_sigma(t, t - 1, 1.0) ** 2 - beta_tilde.item()) < 1e-10
-    eps_fn = lambda x, t: torch.tanh(x) * (1 + t.float().view(-1, 1, 1, 1) / 50)
+    eps_fn = lambda x, t: torch.tanh(x) * (1 + t.float().view(-1, 1, 1, 1) / 50)  # t: (B, 1, 1, 1)
     x_T = torch.randn(3, 3, 4, 4)
     ddim = d.ddim_sample(eps_fn, x_T, steps=50, eta=1.0, generator=torch.Generator().manual_seed(0))
     ddpm = d.ddpm_sample(eps_fn, x_T, generator=torch.Generator().manual_seed(0))

@@ -73,7 +73,7 @@ def test_per_sample_weights_are_per_sample():
     g = randomized_generator()
     z, noise = torch.randn(3, 16), g.make_noise(3)
     scales = torch.tensor([0.5, 1.0, 2.0]).view(3, 1, 1, 1, 1)
-    # sample i: its own kernels
+    # sample i: its own kernels, (3, 1, 1, 1, 1) * (O, I, 3, 3) -> (3, O, I, 3, 3)
     weights = [scales * layer.conv_weight() for layer in g.conv_layers()]
     out = g(z, noise=noise, weights=weights)
     for i in range(3):
@@ -221,7 +221,7 @@ def test_separation_ratio_known_answers():
     assert separation_ratio(same) == pytest.approx(0, abs=1e-12)
     unrelated = torch.randn(4, 4000, 8)                         # a class change is a new z
     assert separation_ratio(unrelated) == pytest.approx(1, abs=0.05)
-    # class decides, z hardly
+    # class decides, z hardly: class offsets (4, 1, 1) + small noise (C, n, D) = (4, 50, 8)
     apart = 10 * torch.arange(4.0).view(4, 1, 1) + 0.1 * torch.randn(4, 50, 8)
     assert separation_ratio(apart) > 1000
 
@@ -311,7 +311,7 @@ def test_official_init_gives_every_class_its_own_logit(cond):
 
 
 def test_minibatch_stddev_groups():
-    x = torch.arange(16.0).view(4, 1, 2, 2) ** 2
+    x = torch.arange(16.0).view(4, 1, 2, 2) ** 2   # (B, C, H, W): 4 samples, 1 channel, 2x2
     y = minibatch_stddev(x, group_size=2)          # groups {0, 2} and {1, 3}
     assert y.shape == (4, 2, 2, 2) and torch.equal(y[:, :1], x)
     for b in range(4):
@@ -344,4 +344,5 @@ def test_translation_and_cutout_geometry():
     assert (zeros > 0).all() and (zeros <= 64).all()              # at most an 8x8 square
     moved = diff_augment(x, policy=("translation",), generator=torch.Generator().manual_seed(0))
     assert ((moved == 0) | (moved == 1)).all()                    # zeros come only from padding
+    # zeroed pixels per sample, (B, H, W) -> (B,): a shift of at most 2 rows and 2 columns
     assert (moved == 0).all(dim=1).flatten(1).sum(1).max() <= 16 * 16 - 14 * 14

@@ -165,7 +165,7 @@ def test_compiled_unet_is_one_graph_and_trains_like_eager(device):
     assert counter.frame_count == 1, (f"the UNet compiled into {counter.frame_count} graphs: "
                                       "a graph break")
     assert relative_error(out, eager_out) < 1e-5
-    flat = lambda tensors: torch.cat([t.flatten() for t in tensors])
+    flat = lambda tensors: torch.cat([t.flatten() for t in tensors])  # all gradients: (numel,)
     assert relative_error(flat(grads), flat(eager_grads)) < 1e-5
 
 
