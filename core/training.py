@@ -14,9 +14,9 @@ from core.config import Config
 from core.errors import ConfigError, Diverged
 
 # Optimizers run as one fused kernel over all parameters (torch's fused=True; the same update to
-# round-off): PyTorch's default on a CPU loops over the tensors one by one, and on the quick UNet's
-# 326 small tensors that loop made AdamW's step 7x slower (25 vs 3.4 ms; python -m bench.overheads,
-# README "Speed").
+# round-off): PyTorch's default on a CPU loops over the tensors one by one, and over the hundreds of
+# small tensors of the quick UNet that loop makes AdamW's step several times slower
+# (`python -m bench.overheads` times both; docs/speed.md, "Per-step overheads").
 FUSED = {"fused": True}
 
 

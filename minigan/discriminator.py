@@ -3,11 +3,12 @@
   * "plain" (DCGAN, Radford et al. 2016): 4x4 convolutions with stride 2 (R -> R/2 ... 8 -> 4)
     straight from the image -> minibatch stddev -> FC -> features f (B, F); PyTorch's default layers
     and init (the logit heads below keep the equalized learning rate in both trunks).
-  * "resnet" (StyleGAN2's D, Karras et al. 2020, Fig. 7c): from-RGB 1x1 -> residual
-    blocks -> minibatch stddev -> 3x3 conv -> FC -> f, with the equalized learning rate.
-  Measured on the quick preset (README, "Paper 2"): at 16x16, with two downsamplings, the plain D
-  trains the generator much further in the same 2000 steps (FD-eval 5.5 against 8.3) and in less
-  time.
+  * "resnet" (StyleGAN2's D, Karras et al. 2020, Fig. 7c): from-RGB 1x1 -> residual blocks ->
+    minibatch stddev -> 3x3 conv -> FC -> f, with the equalized learning rate.
+  On the quick preset (16x16, two downsamplings) the plain D trains the generator further (a lower
+  FD-eval) in the same number of steps, and in less time: `python train.py gan-pretrain` and
+  `gan-pretrain-judge`, with and without `--gan.d_arch=resnet --gan.d_channels=32`, measure both
+  (docs/tuning.md, "GAN pretraining").
 
 Heads:
   * n_classes = 0: one logit, D(x) = psi(f).
@@ -49,7 +50,7 @@ def minibatch_stddev(x, group_size=4, eps=1e-8):
     B, C, H, W = x.shape
     G = math.gcd(B, group_size)
     y = x.reshape(G, B // G, C, H, W)  # sample b is in group b % (B // G)
-    # over the group; y.var(dim=0): ~20x slower on a CPU
+    # over the group; y.var(dim=0) is many times slower on a CPU (`python -m bench.overheads`)
     var = (y - y.mean(dim=0)).square().mean(dim=0)
     y = (var + eps).sqrt().mean(dim=(1, 2, 3))                         # (B // G,)
     y = y.repeat(G).view(B, 1, 1, 1).expand(B, 1, H, W)                  # back to sample order

@@ -23,8 +23,9 @@ layer.
   * dense (the official head's size): (D_g, D_b, delta_b) = Linear(E -> 2*O*I + O)(h).
     (E + 1)(2OI + O) parameters per layer, about 2(E + 1) / 9 times the layer's own O*I*9 weights:
     ~14x for E = 64. The official head outputs gamma and beta themselves (not relative to sigma and
-    mu); from its random init that needed 3x the self-initialization steps here (README, "Departures
-    from the official code").
+    mu); from its random init that needed several times the self-initialization steps here
+    (measured with this file's first version, commit ca784f8, which had that head; no command
+    measures it now).
   * lowrank: class-dependent combinations of r shared rank-1 matrices,
         D_g(c) = U_g diag(s_g(c)) V_g^T,  D_b(c) = U_b diag(s_b(c)) V_b^T,   U: (O, r), V: (I, r)
     with Linear(E -> 2r + O) giving (s_g, s_b, delta_b): 2r(O + I) + (E + 1)(2r + O) parameters per
@@ -33,10 +34,12 @@ As in the official code, the class network and the heads use the equalized learn
 with zero biases and a LeakyReLU after every layer of the class MLP; the gain sqrt(2) after each
 LeakyReLU (StyleGAN2's) keeps the scale of h through the four layers, so h, and the image, depend on
 the embedding as much at the fourth layer as at the first (PyTorch's default Linear init shrinks
-that dependence ~3x per layer and lets the random biases dominate h). The heads start random, i.e.
-the "without self-initialization" ablation; set_identity_modulation() gives the exact identity and
-selfinit.py the paper's learned one. parameter_groups() gives the class network its own
-learning-rate multiplier (the official code: 0.01 in self-initialization, 0.001 in transfer).
+that dependence several-fold per layer and lets the random biases dominate h; the image's
+dependence on the embedding is what minigan/separation.py embedding_sensitivity measures). The
+heads start random, i.e. the "without self-initialization" ablation; set_identity_modulation()
+gives the exact identity and selfinit.py the paper's learned one. parameter_groups() gives the class
+network its own learning-rate multiplier (the official code: 0.01 in self-initialization, 0.001 in
+transfer).
 Sizes with 10 classes, z = w = 64, rank 8 (base G / dense / lowrank trainable parameters):
     16x16, 32 channels, E = 32:  84k / 348k (4.1x) / 17.6k (21%)    (E = 64: 693k / 38k = 45%)
     16x16, 64 channels, E = 64: 244k / 2.70M (11x) / 53.5k (22%)

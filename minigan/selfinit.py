@@ -8,14 +8,14 @@ With one class embedding (label 0 for every sample), the same z and the same noi
 over the class network and heads only, with Adam. As in the official self-alignment, the class
 network learns at class_lr_mul (0.01) times the heads' rate: the heads do the fitting, so the class
 path keeps the sensitivity to the embedding that transfer needs to tell classes apart (at the full
-rate it learns to shut the embedding out: a 10% embedding step then moves the image ~5x less;
-minigan/separation.py embedding_sensitivity). Departures, for a CPU budget: a few hundred steps
-(official 10k) and a cosine decay of the learning rate to 0 (official constant), which lets the last
-steps settle the heads. Embedding 0 is then copied to every class
-(HyperModulatedGenerator.copy_embedding_to_all_classes), so transfer starts from the pretrained
-generator for every class; optionally with a little noise to break the symmetry (official: none).
-Unlike set_identity_modulation(), the result is a hypernetwork whose heads were trained from their
-random init, which is the paper's procedure.
+rate it learns to shut the embedding out: a 10% embedding step then moves the image several times
+less; minigan/separation.py embedding_sensitivity measures it, and the start check below reports
+it before and after). Departures, for a CPU budget: a few hundred steps (official 10k) and a cosine
+decay of the learning rate to 0 (official constant), which lets the last steps settle the heads.
+Embedding 0 is then copied to every class (HyperModulatedGenerator.copy_embedding_to_all_classes),
+so transfer starts from the pretrained generator for every class; optionally with a little noise to
+break the symmetry (official: none). Unlike set_identity_modulation(), the result is a hypernetwork
+whose heads were trained from their random init, which is the paper's procedure.
 
 The check: how close the modulated generator is to the base one, as FD-eval between their samples
 next to FD-eval between two sample sets of the base generator itself (the floor), and its embedding
