@@ -19,13 +19,13 @@ def write(folder, name, array, mode=None, **save):
 
 def test_mixed_sizes_and_modes_become_rgb_squares(tmp_path):
     rng = np.random.default_rng(0)
-    write(tmp_path, "a.png", rng.integers(0, 256, (30, 20, 3), dtype=np.uint8))  # RGB, tall
-    rgba = np.zeros((64, 64, 4), dtype=np.uint8)  # transparent
+    write(tmp_path, "a.png", rng.integers(0, 256, (30, 20, 3), dtype=np.uint8))    # RGB, tall
+    rgba = np.zeros((64, 64, 4), dtype=np.uint8)                                    # transparent
     write(tmp_path, "b.png", rgba)
-    write(tmp_path, "c.png", rng.integers(0, 256, (10, 10), dtype=np.uint8))  # grayscale
-    write(tmp_path, "d.png", np.full((12, 12), 65535, dtype=np.uint16))  # 16-bit gray
-    # JPEG, wide
-    write(tmp_path, "e.jpg", rng.integers(0, 256, (40, 50, 3), dtype=np.uint8), quality=90)
+    write(tmp_path, "c.png", rng.integers(0, 256, (10, 10), dtype=np.uint8))        # grayscale
+    write(tmp_path, "d.png", np.full((12, 12), 65535, dtype=np.uint16))             # 16-bit gray
+    write(tmp_path, "e.jpg", rng.integers(0, 256, (40, 50, 3), dtype=np.uint8),     # JPEG, wide
+          quality=90)
     images = load_image_folder(tmp_path, 16)
     assert images.shape == (5, 16, 16, 3) and images.dtype.is_floating_point is False
     assert (images[1] == 255).all()       # fully transparent -> composited onto white
