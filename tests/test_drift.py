@@ -72,10 +72,10 @@ def test_svg_chart_and_ticks():
 def test_svg_chart_draws_whiskers_the_floor_and_a_zero_bar():
     svg = bar_chart(["x", "y"], {"s1": [1.0, 0.0]}, "t", errors={"s1": [0.5, None]},
                     floor=[0.2, 0.3])
-    assert svg.count("<path") == 1 and "+- 0.50" in svg  # one whisker: the bar that has a spread
-    assert svg.count("stroke-dasharray") == 2  # the floor across both groups
+    assert svg.count("<path") == 1 and "+- 0.50" in svg     # one whisker: the bar that has a spread
+    assert svg.count("stroke-dasharray") == 2               # the floor across both groups
     zero_bar = [line for line in svg.splitlines() if "s1 / y: 0.00" in line][0]
-    assert 'height="2.0"' in zero_bar  # 0 drawn as a value, not left out
+    assert 'height="2.0"' in zero_bar                       # 0 drawn as a value, not left out
 
 
 def test_share_predicted_as_counts_the_named_columns():

@@ -60,9 +60,9 @@ def preset_unet(device, seed: int = 0) -> tuple[UNet, tuple]:
         if isinstance(module, torch.nn.Conv2d) and not module.weight.any():
             module.reset_parameters()
     r = cfg.data.resolution
-    inputs = (torch.randn(2, 3, r, r), torch.tensor([10, 700]),  # x_t (B, 3, H, W), t (B,)
+    inputs = (torch.randn(2, 3, r, r), torch.tensor([10, 700]),      # x_t (B, 3, H, W), t (B,)
               torch.randn(2, cfg.clip.context_length, cfg.clip.width),  # text states (B, L, width)
-              torch.randn(2, cfg.clip.embed_dim))  # pooled text (B, embed_dim)
+              torch.randn(2, cfg.clip.embed_dim))                      # pooled text (B, embed_dim)
     return unet.to(device), tuple(a.to(device) for a in inputs)
 
 
