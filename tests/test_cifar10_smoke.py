@@ -42,4 +42,7 @@ def test_every_stage_of_the_cifar10_preset_runs_at_full_width(tmp_path, cifar10_
     assert drifts == ["full-functional-s0", "full-none-s0", "lora-functional-s0", "lora-none-s0"]
     functional = json.loads((run / "customize" / "lora-functional-s0" / "metrics.json").read_text())
     assert functional["regularizer_first"] == 0.0          # dropout 0.1 is off while customizing
-    assert len(list((run / "gan-transfer").glob("*/metrics.json"))) >= 6
+    transfers = sorted(p.parent.name for p in (run / "gan-transfer").glob("*/metrics.json"))
+    assert transfers == [f"b0-{variant}-k4-s0" for variant in (   # the 6 ablation rows, one seed
+        "finetune", "hypermod+selfinit+ssl-dense", "hypermod+selfinit+ssl-lowrank",
+        "hypermod+selfinit-lowrank", "hypermod-lowrank", "scratch")]

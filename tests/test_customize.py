@@ -155,9 +155,13 @@ def test_weight_space_baseline_measures_the_merged_change(base):
 
 def test_stage_runs_each_regularizer_and_records_zero_at_start(base):
     for reg in ("functional", "l2"):
-        metrics = customize(with_method(base, "custom", reg))
+        cfg = with_method(base, "custom", reg)
+        metrics = customize(cfg)
         assert metrics["regularizer_first"] == 0.0 and metrics["trainable_parameters"] > 0
-        assert 0.0 <= metrics["fidelity"]["recognised"] <= 1.0
+        # every fidelity sample judged, and `recognised` a share of exactly those: k / n
+        n, recognised = cfg.customize.fidelity_samples, metrics["fidelity"]["recognised"]
+        assert metrics["fidelity"]["n_samples"] == n
+        assert recognised * n == pytest.approx(round(recognised * n), abs=1e-6)
 
 
 def test_prior_images_are_generated_once_and_reused(base, monkeypatch):

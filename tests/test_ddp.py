@@ -1,5 +1,6 @@
 """torchrun with 2 CPU processes (gloo): distributed training writes the same checkpoint format as
 one process, and (checked inside the GAN loop) leaves the ranks with bitwise identical weights."""
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -18,11 +19,36 @@ GAN_KEYS = {"kind", "config", "step", "seconds", "log", "G", "D", "opt_g", "opt_
             "run_key"}
 
 
-def torchrun(*args):
+# Two ranks train a tiny GAN with the gradient all-reduce switched off, so each rank steps on its
+# own batches: GanTrainer.train's closing check must stop the run.
+UNSYNCED = """
+import os
+import torch
+from core import distributed
+from minigan.discriminator import Discriminator
+from minigan.generator import Generator
+from minigan.loop import GanTrainer, LoopSpec
+
+distributed.init(torch.device("cpu"))
+torch.manual_seed(0)
+G, D = Generator(8, z_dim=8, w_dim=8, channels=8, mapping_layers=1), Discriminator(8, 8)
+distributed.average_gradients = lambda params: None
+spec = LoopSpec(steps=2, batch_size=4, lr_g=1e-2, lr_d=1e-2, r1_gamma=0.0, r1_every=1,
+                ema_decay=0.9, augment=())
+real = torch.rand(16, 3, 8, 8) * 2 - 1
+GanTrainer(G, D, G.parameters(), 8, real, None, 0, spec, "unsynced").train(lambda s: None, False)
+os._exit(0)  # no interpreter teardown: gloo's threads can abort it (core.distributed.shutdown)
+"""
+
+
+def torchrun(*args, script=ROOT / "train.py", succeed=True):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           str(ROOT / "train.py"), *args]
-    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
+           str(script), *args]
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    if succeed:
+        assert done.returncode == 0, done.stderr[-3000:]
+    return done
 
 
 def test_two_process_ddp_run_writes_a_normal_checkpoint(tmp_path):
@@ -47,7 +73,12 @@ def test_two_process_ddp_run_writes_a_normal_checkpoint(tmp_path):
 def test_two_process_gan_pretrain_and_transfer(tmp_path):
     """R1, the SSL loss and a frozen base G all under 2 ranks; GanTrainer.train stops if the ranks'
     G or D differ at the end, so a zero exit status means the gradient averaging kept them
-    identical."""
+    identical. That check is shown to be live first: ranks that skip the averaging are stopped."""
+    script = tmp_path / "unsynced.py"
+    script.write_text(UNSYNCED)
+    unsynced = torchrun(script=script, succeed=False)
+    assert unsynced.returncode != 0, "ranks that never averaged their gradients were not stopped"
+    assert "differs from rank 0's; gradients were not synchronised" in unsynced.stderr
     overrides = [f"--run.out_dir={tmp_path}", *TINY_GAN, "--gan.r1_every=1"]
     train_evaluator(make_config("quick", overrides))   # the evaluator does not train under torchrun
     torchrun("gan-pretrain", *overrides)

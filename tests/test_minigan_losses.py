@@ -24,8 +24,11 @@ def test_r1_quadratic_discriminator():
     expected = 10.0 / 2 * grad.pow(2).sum(1).mean()
     penalty = r1_penalty(logits, x, gamma=10.0)
     assert torch.allclose(penalty, expected, rtol=1e-5)
-    penalty.backward()                                          # differentiable (create_graph)
-    assert x.grad is not None
+    # differentiable (create_graph): with M = A^T A, the penalty is 5 mean_i ||M x_i||^2, whose
+    # gradient is (10 / 4) M^2 x_i for each of the 4 samples
+    penalty.backward()
+    M = A.T @ A
+    assert torch.allclose(x.grad.flatten(1), 10.0 / 4 * x.detach().flatten(1) @ M @ M, rtol=1e-4)
 
 
 def test_r1_linear_discriminator():
