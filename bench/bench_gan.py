@@ -1,11 +1,11 @@
 """Benchmark of the GAN side: training and sampling throughput of both presets' models.
 
 For each preset (quick, cifar10) and each generator the stages train (the plain generator of
-pretraining; hyper-modulation with the low-rank and the dense head, as in transfer) it times one full
-training step of minigan/loop.py (D step with R1 + G step + EMA, the preset's augmentation; the SSL
-loss on for the transfer generators) on random "real" images, and EMA sampling without gradients.
-Numbers are images per second (training: the step's batch of real images; the G step's fakes come on
-top). Runs on the CPU, and on CUDA too when present. Run from the repository root:
+pretraining; hyper-modulation with the low-rank and the dense head, as in transfer) it times one
+full training step of minigan/loop.py (D step with R1 + G step + EMA, the preset's augmentation; the
+SSL loss on for the transfer generators) on random "real" images, and EMA sampling without
+gradients. Numbers are images per second (training: the step's batch of real images; the G step's
+fakes come on top). Runs on the CPU, and on CUDA too when present. Run from the repository root:
 
     python -m bench.bench_gan --threads 2 --out runs/bench/gan.json
 """
@@ -57,10 +57,12 @@ def bench(preset, device, batch_size, iters):
         t_train = seconds_per_call(train_step, iters, device)
         n_sample = 4 * batch_size
         labels = None if generator == "plain" else torch.zeros(n_sample, dtype=torch.long)
-        t_sample = seconds_per_call(lambda: sample_images(trainer.ema.model, n_sample, labels), iters, device)
+        t_sample = seconds_per_call(lambda: sample_images(trainer.ema.model, n_sample, labels),
+                                    iters, device)
         out[generator] = {"train_images_per_s": batch_size / t_train, "train_step_s": t_train,
                           "sample_images_per_s": n_sample / t_sample, "batch_size": batch_size,
-                          "trainable_g_parameters": sum(p.numel() for group in trainer.opt_g.param_groups
+                          "trainable_g_parameters": sum(p.numel()
+                                                        for group in trainer.opt_g.param_groups
                                                         for p in group["params"])}
         print(preset, device, generator, json.dumps(out[generator]))
     return out
@@ -69,7 +71,8 @@ def bench(preset, device, batch_size, iters):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", default="runs/bench/gan.json")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--iters", type=int, default=5)
     args = parser.parse_args()
     if args.threads is not None:
@@ -80,7 +83,8 @@ def main():
         if device.type == "cuda":
             setup(make_config("cifar10"))                   # TF32 matmuls as in training
         for preset in ("quick", "cifar10"):
-            batch = make_config(preset).gan.batch_size if device.type == "cuda" or preset == "quick" else 8
+            batch = (make_config(preset).gan.batch_size
+                     if device.type == "cuda" or preset == "quick" else 8)
             result["results"][f"{preset}/{device.type}"] = bench(preset, device, batch, args.iters)
     save(args.out, result)
 

@@ -1,4 +1,5 @@
-"""What every benchmark shares: the hardware's name, a timer that waits for the GPU, and the JSON it writes."""
+"""What every benchmark shares: the hardware's name, a timer that waits for the GPU, and the JSON it
+writes."""
 from __future__ import annotations
 
 import os
@@ -24,15 +25,17 @@ def cpu_model() -> str:
 
 def hardware(device: torch.device) -> dict:
     """The machine a figure was measured on: CPU (and GPU) model, threads, torch version, load."""
-    info = {"cpu": cpu_model(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
-            "device": str(device), "load_average_1min": os.getloadavg()[0]}
+    info = {"cpu": cpu_model(), "torch_threads": torch.get_num_threads(),
+            "torch": torch.__version__, "device": str(device),
+            "load_average_1min": os.getloadavg()[0]}
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
     return info
 
 
 def seconds_per_call(fn, iters: int, device: torch.device, warmup: int = 1) -> float:
-    """Mean wall time of fn() over `iters` calls after `warmup` calls (CUDA work finished before each clock)."""
+    """Mean wall time of fn() over `iters` calls after `warmup` calls (CUDA work finished before
+    each clock)."""
     for _ in range(warmup):
         fn()
     if device.type == "cuda":

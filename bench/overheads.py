@@ -1,15 +1,18 @@
-"""The per-step overheads the speed work removed, each timed against what it replaced on this machine, and how
-much of a diffusion training step goes to operations that carry no counted FLOPs. Writes JSON.
+"""The per-step overheads the speed work removed, each timed against what it replaced on this
+machine, and how much of a diffusion training step goes to operations that carry no counted FLOPs.
+Writes JSON.
 
     python -m bench.overheads [--preset quick] [--threads 1] [--out runs/bench/overheads.json]
 
-  optimizer   AdamW on the quick UNet's parameters: PyTorch's per-tensor loop (its CPU default) vs fused=True
+  optimizer   AdamW on the quick UNet's parameters: PyTorch's per-tensor loop (its CPU default) vs
+              fused=True
   EMA         one lerp_ per tensor vs torch._foreach_lerp_ (core.training.EMA)
   clipping    clip_grad_norm_ per tensor vs foreach
-  variance    the GAN discriminator's minibatch stddev: torch.var(dim=0) vs the mean of squares it now uses
-  profile     torch.profiler over diffusion training steps: the share of CPU time in matmuls, convolutions and
-              attention (the operations bench/roofline.py counts FLOPs for); the rest is normalisation,
-              activations, elementwise work and the optimizer
+  variance    the GAN discriminator's minibatch stddev: torch.var(dim=0) vs the mean of squares it
+              now uses
+  profile     torch.profiler over diffusion training steps: the share of CPU time in matmuls,
+              convolutions and attention (the operations bench/roofline.py counts FLOPs for); the
+              rest is normalisation, activations, elementwise work and the optimizer
 """
 from __future__ import annotations
 
@@ -44,11 +47,14 @@ def overheads(cfg) -> dict:
     def ema_loop():
         for e, p in zip(copies, params):
             e.lerp_(p.detach(), 1e-3)
-    group = torch.randn(4, cfg.gan.batch_size // 4, 64, 4, 4)     # (G, B/G, C, H, W) as minibatch_stddev sees it
+    # (G, B/G, C, H, W) as minibatch_stddev sees it
+    group = torch.randn(4, cfg.gan.batch_size // 4, 64, 4, 4)
     return {
         "parameters": len(params),
-        "optimizer": pair(torch.optim.AdamW(params, foreach=False).step, torch.optim.AdamW(params, fused=True).step),
-        "ema": pair(ema_loop, lambda: torch._foreach_lerp_(copies, [p.detach() for p in params], 1e-3)),
+        "optimizer": pair(torch.optim.AdamW(params, foreach=False).step,
+                          torch.optim.AdamW(params, fused=True).step),
+        "ema": pair(ema_loop,
+                    lambda: torch._foreach_lerp_(copies, [p.detach() for p in params], 1e-3)),
         "clipping": pair(lambda: torch.nn.utils.clip_grad_norm_(params, 1.0, foreach=False),
                          lambda: torch.nn.utils.clip_grad_norm_(params, 1.0, foreach=True)),
         "variance": pair(lambda: group.var(dim=0, unbiased=False),
@@ -82,8 +88,8 @@ def main() -> None:
     for name in ("optimizer", "ema", "clipping", "variance"):
         r = result[name]
         print(f"{name}: {r['before_ms']:.2f} ms -> {r['after_ms']:.2f} ms ({r['speedup']:.1f}x)")
-    print(f"diffusion training step: {result['diffusion_step_flop_op_share']:.0%} of its time in matmuls, "
-          f"convolutions and attention")
+    print(f"diffusion training step: {result['diffusion_step_flop_op_share']:.0%} of its time in "
+          "matmuls, convolutions and attention")
     save(args.out, result)
 
 

@@ -1,6 +1,7 @@
-"""One step of each stage, built with the project's own constructors at a config's widths on random data, for
-counting and timing (bench/gpu_estimate.py, bench/roofline.py). Each *_step(cfg, b) returns (step, params):
-a function running one step at batch b, and the parameters whose storage is not an activation."""
+"""One step of each stage, built with the project's own constructors at a config's widths on random
+data, for counting and timing (bench/gpu_estimate.py, bench/roofline.py). Each *_step(cfg, b)
+returns (step, params): a function running one step at batch b, and the parameters whose storage is
+not an activation."""
 from __future__ import annotations
 
 import copy
@@ -36,7 +37,8 @@ def images(cfg: Config, n: int) -> torch.Tensor:
 
 
 def fake_split(cfg: Config, n: int) -> ImageSet:
-    """n random uint8 images labelled with the base classes (shapes: attributes 0), as a training split."""
+    """n random uint8 images labelled with the base classes (shapes: attributes 0), as a training
+    split."""
     names, base, r = class_names(cfg.data), base_classes(cfg.data), cfg.data.resolution
     y = torch.tensor([names.index(base[i % len(base)]) for i in range(n)])
     attrs = torch.zeros(n, 3, dtype=torch.long) if cfg.data.dataset == "shapes" else None
@@ -48,23 +50,27 @@ def text_to_image(cfg: Config):
     return build_model(cfg, TextEncoder(len(tokenizer), cfg.clip), tokenizer)
 
 
-# ------------------------------------------------------------------------------ one step of each stage
+# --------------------------------------------------------------------------- one step of each stage
 
 def clip_step(cfg: Config, b: int):
     tokenizer = build_tokenizer(cfg)
     model = TinyClip(len(tokenizer), cfg.clip)
-    opt = torch.optim.AdamW(weight_decay_groups(model, cfg.clip.weight_decay), lr=cfg.clip.lr, **FUSED)
+    opt = torch.optim.AdamW(weight_decay_groups(model, cfg.clip.weight_decay), lr=cfg.clip.lr,
+                            **FUSED)
     base, template = base_classes(cfg.data), captions.TEMPLATES[cfg.data.dataset][0]
     tokens = tokenizer([captions.class_caption(template, base[i % len(base)]) for i in range(b)])
     ids, x = torch.unique(tokens, dim=0, return_inverse=True)[1], images(cfg, b)
-    return lambda: (opt.zero_grad(), model(x, tokens, ids).backward(), opt.step()), list(model.parameters())
+    return (lambda: (opt.zero_grad(), model(x, tokens, ids).backward(), opt.step()),
+            list(model.parameters()))
 
 
 def evaluator_step(cfg: Config, b: int):
     model, split = Evaluator(cfg.evalnet, len(class_names(cfg.data))), fake_split(cfg, b)
-    ec = dataclasses.replace(cfg.evalnet, batch_size=b, epochs=1, warmup_epochs=0)  # fit(): exactly one step
-    return lambda: fit(model, split.x, lambda logits, i: F.cross_entropy(logits, split.y[i]), ec, 0, "count"), \
-        list(model.parameters())
+    # fit(): exactly one step
+    ec = dataclasses.replace(cfg.evalnet, batch_size=b, epochs=1, warmup_epochs=0)
+    return (lambda: fit(model, split.x, lambda logits, i: F.cross_entropy(logits, split.y[i]),
+                        ec, 0, "count"),
+            list(model.parameters()))
 
 
 def diffusion_step(cfg: Config, b: int):
@@ -72,14 +78,17 @@ def diffusion_step(cfg: Config, b: int):
     opt = torch.optim.AdamW(model.unet.parameters(), lr=cfg.diffusion.lr, **FUSED)
     ema = EMA(model.unet, cfg.diffusion.ema_decay)
     args = (cfg.updated("diffusion", batch_size=b), model, model.unet,
-            Diffusion(cfg.diffusion.timesteps, cfg.diffusion.schedule), opt, ema, images(cfg, 64), split, 0)
+            Diffusion(cfg.diffusion.timesteps, cfg.diffusion.schedule), opt, ema, images(cfg, 64),
+            split, 0)
     return lambda: training_step(*args), list(model.parameters()) + list(ema.model.parameters())
 
 
 def customize_step(cfg: Config, b: int):
-    """customization_loss + backward + clipped step on b concept images, set up as _customize does."""
+    """customization_loss + backward + clipped step on b concept images, set up as _customize
+    does."""
     cc, classes = cfg.customize, base_classes(cfg.data)
-    model, diffusion = text_to_image(cfg), Diffusion(cfg.diffusion.timesteps, cfg.diffusion.schedule)
+    model, diffusion = (text_to_image(cfg),
+                        Diffusion(cfg.diffusion.timesteps, cfg.diffusion.schedule))
     anchors, reg = anchor_prompts(cfg), Regularizer()
     if cc.method == "full+prior":
         reg.prior = (prior_prompt(cfg), images(cfg, cc.n_prior_images))
@@ -89,7 +98,8 @@ def customize_step(cfg: Config, b: int):
         reg.anchor_images = (images(cfg, len(anchors)), torch.cumsum(one, 0) - one, one)
     params = prepare(model, cfg, classes)
     if cc.reg == "l2":
-        reg.initial = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+        reg.initial = {n: p.detach().clone()
+                       for n, p in model.named_parameters() if p.requires_grad}
     opt, x0 = torch.optim.AdamW(params, **FUSED), images(cfg, b)
     prompt = cc.prompt.format(cc.placeholder)
     model.eval()
@@ -99,12 +109,13 @@ def customize_step(cfg: Config, b: int):
         customization_loss(cfg, model, diffusion, x0, prompt, anchors, reg)[0].backward()
         torch.nn.utils.clip_grad_norm_(params, cfg.diffusion.grad_clip, foreach=True)
         opt.step()
-    return step, list(model.parameters()) + (list(reg.frozen.parameters()) if reg.frozen is not None else [])
+    return (step, list(model.parameters())
+            + (list(reg.frozen.parameters()) if reg.frozen is not None else []))
 
 
 def gan_models(cfg: Config, transfer: bool):
-    """(G, D, G's parameter groups, labels, classes) of pretraining or of a transfer row, fresh weights (as
-    minigan.transfer.build_models; scratch and finetune have the same shapes)."""
+    """(G, D, G's parameter groups, labels, classes) of pretraining or of a transfer row, fresh
+    weights (as minigan.transfer.build_models; scratch and finetune have the same shapes)."""
     G, t, n = build_generator(cfg), cfg.transfer, len(cfg.data.target_classes)
     if not transfer:
         return G, build_discriminator(cfg), [{"params": list(G.parameters())}], None, 0
@@ -128,12 +139,15 @@ def gan_step(cfg: Config, b: int, transfer: bool, r1: bool):
 
 def selfinit_step(cfg: Config, b: int):
     G, t = gan_models(cfg, transfer=True)[0], cfg.transfer
-    return lambda: self_initialize(G, 1, b, t.selfinit_lr, t.selfinit_class_lr_mul, progress=False), \
-        list(G.parameters())
+    return (lambda: self_initialize(G, 1, b, t.selfinit_lr, t.selfinit_class_lr_mul,
+                                    progress=False),
+            list(G.parameters()))
 
 
 @torch.no_grad()
 def unet_flops(cfg: Config, b: int = 2) -> float:
-    """FLOPs per image of one UNet pass: a DDIM step costs 2 of them with guidance, a classifier score 1."""
+    """FLOPs per image of one UNet pass: a DDIM step costs 2 of them with guidance, a classifier
+    score 1."""
     model, x = text_to_image(cfg).eval(), images(cfg, b)
-    return count(lambda: model(x, torch.zeros(b, dtype=torch.long), model.encode([""] * b)), [])["flops"] / b
+    return count(lambda: model(x, torch.zeros(b, dtype=torch.long), model.encode([""] * b)),
+                 [])["flops"] / b

@@ -1,4 +1,5 @@
-"""Shared foundation: datasets and captions, configuration, checkpoints, training utilities, image I/O.
+"""Shared foundation: datasets and captions, configuration, checkpoints, training utilities, image
+I/O.
 
 Imports none of minidiff/, minigan/ or eval/; they all import it.
 """

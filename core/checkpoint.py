@@ -1,8 +1,8 @@
 """Checkpoints: atomic writes, safe loads, config checks and RNG state for exact resume.
 
-A checkpoint is a dict saved with torch.save: {"kind", "config" (Config.to_dict()), "step", then state
-dicts and extras}. Only tensors, numbers, strings, lists, tuples and dicts go in, so it loads with
-torch.load(weights_only=True): no pickled code runs on load.
+A checkpoint is a dict saved with torch.save: {"kind", "config" (Config.to_dict()), "step", then
+state dicts and extras}. Only tensors, numbers, strings, lists, tuples and dicts go in, so it loads
+with torch.load(weights_only=True): no pickled code runs on load.
 """
 from __future__ import annotations
 
@@ -19,7 +19,8 @@ from core.files import atomic_write
 
 
 def non_finite(payload, prefix: str = "") -> str | None:
-    """The name of the first floating-point tensor in a (nested) payload holding NaN or inf, else None."""
+    """The name of the first floating-point tensor in a (nested) payload holding NaN or inf, else
+    None."""
     if isinstance(payload, torch.Tensor):
         finite = not payload.is_floating_point() or bool(torch.isfinite(payload).all())
         return None if finite else prefix or "tensor"
@@ -33,20 +34,24 @@ def non_finite(payload, prefix: str = "") -> str | None:
 
 
 def save(path: str | os.PathLike, payload: dict) -> None:
-    """torch.save, atomically (core.files.atomic_write); a payload holding NaN or inf weights is refused
-    (Diverged) and the file already at `path` is kept, so a checkpoint on disk is never a diverged one."""
+    """torch.save, atomically (core.files.atomic_write); a payload holding NaN or inf weights is
+    refused (Diverged) and the file already at `path` is kept, so a checkpoint on disk is never a
+    diverged one."""
     bad = non_finite(payload)
     if bad:
-        raise Diverged(f"{path} not written: {bad} holds NaN or inf (training diverged); the previous "
-                       f"checkpoint is kept")
+        raise Diverged(f"{path} not written: {bad} holds NaN or inf (training diverged); the "
+                       "previous checkpoint is kept")
     try:
         atomic_write(path, lambda f: torch.save(payload, f))
-    except (RuntimeError, OSError) as err:  # a full disk: torch.save's RuntimeError, or the OS's own error
-        raise OSError(f"could not write {path}: {_first_line(err)}; the previous checkpoint is kept") from None
+    # a full disk: torch.save's RuntimeError, or the OS's own error
+    except (RuntimeError, OSError) as err:
+        raise OSError(f"could not write {path}: {_first_line(err)}; the previous "
+                      "checkpoint is kept") from None
 
 
 def _first_line(err: BaseException, with_type: bool = False) -> str:
-    """An exception's message cut to one line (its first sentence where that line runs on), for `error: ...`."""
+    """An exception's message cut to one line (its first sentence where that line runs on), for
+    `error: ...`."""
     text = next((line.strip() for line in str(err).splitlines() if line.strip()), "")
     if len(text) > 120 and ". " in text:
         text = text[:text.index(". ") + 1]
@@ -61,20 +66,23 @@ def load(path: str | os.PathLike, kind: str | None = None) -> dict:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
-        raise DataError(f"{path} is not a readable checkpoint ({_first_line(err, with_type=True)}); "
-                        f"delete it and rerun the command that wrote it") from None
+        raise DataError(f"{path} is not a readable checkpoint "
+                        f"({_first_line(err, with_type=True)}); delete it and rerun the command "
+                        "that wrote it") from None
     if not isinstance(payload, dict):
-        raise DataError(f"{path} holds a {type(payload).__name__}, not a checkpoint of this project; "
-                        f"delete it and rerun the command that wrote it")
+        raise DataError(f"{path} holds a {type(payload).__name__}, not a checkpoint of this "
+                        "project; delete it and rerun the command that wrote it")
     if kind is not None and payload.get("kind") != kind:
-        raise CheckpointMismatch(f"{path} holds a {payload.get('kind')!r} checkpoint, expected {kind!r}")
+        raise CheckpointMismatch(f"{path} holds a {payload.get('kind')!r} checkpoint, expected "
+                                 f"{kind!r}")
     return payload
 
 
 def check_arch(payload: dict, sections: dict[str, object], path: str = "checkpoint") -> None:
     """Raise CheckpointMismatch naming every architecture field that differs.
 
-    sections: {"diffusion": cfg.diffusion, "clip": cfg.clip, ...}, the config the model is built from.
+    sections: {"diffusion": cfg.diffusion, "clip": cfg.clip, ...}, the config the model is built
+    from.
     """
     stored = payload["config"]
     diffs = []
@@ -90,10 +98,11 @@ def check_arch(payload: dict, sections: dict[str, object], path: str = "checkpoi
 
 
 def fingerprint(path: str | os.PathLike) -> str:
-    """12 hex digits naming what a checkpoint holds: the sha256 of its tensors, integers and strings (the
-    weights, the step, a vocabulary), in key order, leaving out what does not define the model (the config it
-    was saved with, training clocks, metrics and run keys). A retrain that gives the same weights keeps the
-    same fingerprint, so the runs built on the model stay valid; any other file: the hash of its bytes."""
+    """12 hex digits naming what a checkpoint holds: the sha256 of its tensors, integers and strings
+    (the weights, the step, a vocabulary), in key order, leaving out what does not define the model
+    (the config it was saved with, training clocks, metrics and run keys). A retrain that gives the
+    same weights keeps the same fingerprint, so the runs built on the model stay valid; any other
+    file: the hash of its bytes."""
     path = Path(path)
     digest = hashlib.sha256()
     try:
@@ -107,8 +116,9 @@ def fingerprint(path: str | os.PathLike) -> str:
     return digest.hexdigest()[:12]
 
 
-SKIPPED_KEYS = ("config", "metrics", "run_key", "train_seconds", "seconds", "log", "loss", "base_path",
-                "base_relative_path")  # settings, clocks, results and where a file was: not the model
+# settings, clocks, results and where a file was: not the model
+SKIPPED_KEYS = ("config", "metrics", "run_key", "train_seconds", "seconds", "log", "loss",
+                "base_path", "base_relative_path")
 
 
 def _hash_into(digest, value, name: str) -> None:
@@ -122,13 +132,13 @@ def _hash_into(digest, value, name: str) -> None:
     elif isinstance(value, (list, tuple)):
         for i, v in enumerate(value):
             _hash_into(digest, v, f"{name}[{i}]")
-    elif isinstance(value, (int, str)):          # bool is an int; floats (clocks, losses) are left out
+    elif isinstance(value, (int, str)):  # bool is an int; floats (clocks, losses) are left out
         digest.update(f"{name}={value!r}".encode())
 
 
 def key_digest(key) -> str:
-    """16 hex digits naming a cache entry: the sha256 of `key` (anything JSON can write, e.g. a list of the
-    settings and fingerprints the cached thing depends on)."""
+    """16 hex digits naming a cache entry: the sha256 of `key` (anything JSON can write, e.g. a list
+    of the settings and fingerprints the cached thing depends on)."""
     return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 

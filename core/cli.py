@@ -2,9 +2,9 @@
 
     make_config("quick", ["--diffusion.lr=1e-3", "--data.source_classes=circle,square"])
 
-Tuples are written comma-separated. An unknown section or field, a value of the wrong type or out of its
-range, or a field the program sets itself (run.preset, chosen with --preset) stops with a ConfigError that
-names the valid choices, before any work starts.
+Tuples are written comma-separated. An unknown section or field, a value of the wrong type or out of
+its range, or a field the program sets itself (run.preset, chosen with --preset) stops with a
+ConfigError that names the valid choices, before any work starts.
 """
 from __future__ import annotations
 
@@ -20,8 +20,8 @@ from core.errors import ConfigError
 
 def make_config(preset: str = "quick", overrides: typing.Sequence[str] = (),
                 models: tuple[str, ...] = MODELS) -> Config:
-    """The named preset with command-line style overrides applied, validated (the image resolution against
-    `models`: the ones the command will build, every model by default)."""
+    """The named preset with command-line style overrides applied, validated (the image resolution
+    against `models`: the ones the command will build, every model by default)."""
     if preset not in PRESETS:
         raise ConfigError(f"unknown preset {preset!r}; valid presets: {', '.join(PRESETS)}")
     cfg = PRESETS[preset]()
@@ -36,7 +36,8 @@ def parse_overrides(args: typing.Sequence[str]) -> list[tuple[str, str]]:
     while i < len(args):
         arg = args[i]
         if not arg.startswith("--") or "." not in arg.split("=")[0]:
-            raise ConfigError(f"unrecognized argument {arg!r}: config overrides look like --section.field=value")
+            raise ConfigError(f"unrecognized argument {arg!r}: config overrides look like "
+                              "--section.field=value")
         if "=" in arg:
             key, value = arg[2:].split("=", 1)
         elif i + 1 < len(args):
@@ -62,7 +63,8 @@ def set_field(cfg: Config, key: str, value: str) -> Config:
     section_name, _, field_name = key.partition(".")
     sections = {f.name for f in dataclasses.fields(cfg)}
     if section_name not in sections:
-        raise ConfigError(f"unknown config section {section_name!r}{suggest(section_name, sections)}")
+        raise ConfigError("unknown config section "
+                          f"{section_name!r}{suggest(section_name, sections)}")
     section = getattr(cfg, section_name)
     fields = {f.name: f for f in dataclasses.fields(section)}
     if field_name not in fields:
@@ -70,4 +72,5 @@ def set_field(cfg: Config, key: str, value: str) -> Config:
     if fields[field_name].metadata.get("fixed"):
         raise ConfigError(f"{key} cannot be overridden; choose it with --{field_name}")
     typed = coerce(value, typing.get_type_hints(type(section))[field_name], key)
-    return dataclasses.replace(cfg, **{section_name: dataclasses.replace(section, **{field_name: typed})})
+    return dataclasses.replace(
+        cfg, **{section_name: dataclasses.replace(section, **{field_name: typed})})

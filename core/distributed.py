@@ -2,17 +2,18 @@
 
     torchrun --nproc_per_node=N train.py diffusion --preset cifar10
 
-torchrun sets RANK / LOCAL_RANK / WORLD_SIZE; `init()` joins the process group (NCCL on GPUs, gloo on the
-CPU) and picks this rank's device. Every rank draws its own batches (per-rank seeds), gradients are
-averaged across ranks, and only rank 0 logs, samples and writes checkpoints. Without torchrun everything
-here is a no-op, so single-process code paths stay unchanged.
+torchrun sets RANK / LOCAL_RANK / WORLD_SIZE; `init()` joins the process group (NCCL on GPUs, gloo
+on the CPU) and picks this rank's device. Every rank draws its own batches (per-rank seeds),
+gradients are averaged across ranks, and only rank 0 logs, samples and writes checkpoints. Without
+torchrun everything here is a no-op, so single-process code paths stay unchanged.
 
 Two ways to average gradients, the same arithmetic (sum over ranks / world size):
-  wrap(model)                  DDP, for the diffusion UNet: one forward and one backward per step, and the
-                               all-reduce overlaps with the backward pass.
-  average_gradients(params)    an explicit all-reduce after backward(), for the GANs: a GAN step has two
-                               phases (D, then G through a frozen D) and an R1 double backward, which DDP's
-                               reducer does not follow; StyleGAN2-ADA synchronises its gradients the same way.
+  wrap(model)                  DDP, for the diffusion UNet: one forward and one backward per step,
+                               and the all-reduce overlaps with the backward pass.
+  average_gradients(params)    an explicit all-reduce after backward(), for the GANs: a GAN step has
+                               two phases (D, then G through a frozen D) and an R1 double backward,
+                               which DDP's reducer does not follow; StyleGAN2-ADA synchronises its
+                               gradients the same way.
 """
 from __future__ import annotations
 
@@ -35,7 +36,8 @@ def is_main() -> bool:
 
 
 def init(device: torch.device) -> torch.device:
-    """Join the process group when launched by torchrun (WORLD_SIZE > 1); return this rank's device."""
+    """Join the process group when launched by torchrun (WORLD_SIZE > 1); return this rank's
+    device."""
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or dist.is_initialized():
         return device
     if device.type == "cuda":
@@ -60,7 +62,7 @@ def average_gradients(params) -> None:
     grads = [p.grad for p in params if p.grad is not None]
     if not grads:
         return
-    flat = torch.cat([g.flatten() for g in grads])
+    flat = torch.cat([g.flatten() for g in grads])     # (total numel,): one all-reduce for all
     dist.all_reduce(flat)
     flat /= world_size()
     for g, mean in zip(grads, flat.split([g.numel() for g in grads])):
@@ -68,22 +70,25 @@ def average_gradients(params) -> None:
 
 
 def broadcast_module(module: torch.nn.Module) -> None:
-    """Copy rank 0's parameters and buffers to every rank (a common start, as DDP does when it wraps)."""
+    """Copy rank 0's parameters and buffers to every rank (a common start, as DDP does when it
+    wraps)."""
     if dist.is_initialized():
         for tensor in module.state_dict().values():
             dist.broadcast(tensor, src=0)
 
 
 def check_in_sync(module: torch.nn.Module, name: str) -> None:
-    """Stop if this rank's weights differ from rank 0's: ranks that apply the same averaged gradients to the
-    same start must hold bitwise the same model, so any difference is a synchronisation bug."""
+    """Stop if this rank's weights differ from rank 0's: ranks that apply the same averaged
+    gradients to the same start must hold bitwise the same model, so any difference is a
+    synchronisation bug."""
     if not dist.is_initialized():
         return
     for key, tensor in module.state_dict().items():
         reference = tensor.clone()
         dist.broadcast(reference, src=0)
         if not torch.equal(reference, tensor):
-            raise RuntimeError(f"rank {rank()}: {name}.{key} differs from rank 0's; gradients were not synchronised")
+            raise RuntimeError(f"rank {rank()}: {name}.{key} differs from rank 0's; gradients were "
+                               "not synchronised")
 
 
 def barrier() -> None:
@@ -92,8 +97,8 @@ def barrier() -> None:
 
 
 def shutdown() -> None:
-    """Leave the process group before the interpreter exits. A rank that exits with the group still open
-    tears down gloo's worker threads during interpreter shutdown, which can abort the process ('terminate
-    called without an active exception'), so every torchrun entry point ends here."""
+    """Leave the process group before the interpreter exits. A rank that exits with the group still
+    open tears down gloo's worker threads during interpreter shutdown, which can abort the process
+    ('terminate called without an active exception'), so every torchrun entry point ends here."""
     if dist.is_initialized():
         dist.destroy_process_group()

@@ -1,12 +1,14 @@
-"""The errors a person running the code can fix: bad settings, missing or broken files, a run folder in
-use, a diverged run. `train.py` and `evaluate.py` print them as one line, `error: ...`, and exit with
-status 2 (`--debug` shows the traceback); every other exception is a bug and keeps its traceback.
+"""The errors a person running the code can fix: bad settings, missing or broken files, a run folder
+in use, a diverged run. `train.py` and `evaluate.py` print them as one line, `error: ...`, and exit
+with status 2 (`--debug` shows the traceback); every other exception is a bug and keeps its
+traceback.
 """
 from __future__ import annotations
 
 
 class UserError(Exception):
-    """Something the user asked for or gave cannot work; the message says what, where, and what to do."""
+    """Something the user asked for or gave cannot work; the message says what, where, and what to
+    do."""
 
 
 class ConfigError(UserError, ValueError):
@@ -14,11 +16,13 @@ class ConfigError(UserError, ValueError):
 
 
 class DataError(UserError, ValueError):
-    """A data or results file is missing, unreadable or holds something other than what it should."""
+    """A data or results file is missing, unreadable or holds something other than what it
+    should."""
 
 
 class CheckpointMismatch(UserError, ValueError):
-    """A checkpoint was made for another model, another config or other inputs than the ones given."""
+    """A checkpoint was made for another model, another config or other inputs than the ones
+    given."""
 
 
 class RunInUse(UserError):

@@ -1,4 +1,5 @@
-"""Writing files so that a crash never leaves a half-written one, and reading JSON results with clear errors."""
+"""Writing files so that a crash never leaves a half-written one, and reading JSON results with
+clear errors."""
 from __future__ import annotations
 
 import json
@@ -12,7 +13,8 @@ from core.errors import DataError
 
 
 def pid_alive(pid: int) -> bool:
-    """Whether a process with this id exists on this machine (signal 0 checks without sending anything)."""
+    """Whether a process with this id exists on this machine (signal 0 checks without sending
+    anything)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -23,7 +25,8 @@ def pid_alive(pid: int) -> bool:
 
 
 def _remove_orphans(path: Path) -> None:
-    """Delete temp files of `path` left by writers that were killed mid-write (their process is gone)."""
+    """Delete temp files of `path` left by writers that were killed mid-write (their process is
+    gone)."""
     for tmp in path.parent.glob(f"{path.name}.*.tmp"):
         pid = tmp.name[len(path.name) + 1:].split(".")[0]
         if pid.isdigit() and not pid_alive(int(pid)):
@@ -31,11 +34,12 @@ def _remove_orphans(path: Path) -> None:
 
 
 def atomic_write(path: str | os.PathLike, write) -> None:
-    """write(f) fills a temp file `<name>.<pid>.<random>.tmp` in path's folder, which is flushed to disk and
-    renamed over `path`. A crash mid-write leaves the previous file intact and no partial file under `path`
-    (the next write of `path` removes the dead writer's temp file); writers racing for the same path (DDP
-    ranks, the pipeline's two processes sharing a cache) each rename their own complete file, the last one
-    winning. The file gets the usual permissions of a new file under the current umask."""
+    """write(f) fills a temp file `<name>.<pid>.<random>.tmp` in path's folder, which is flushed to
+    disk and renamed over `path`. A crash mid-write leaves the previous file intact and no partial
+    file under `path` (the next write of `path` removes the dead writer's temp file); writers racing
+    for the same path (DDP ranks, the pipeline's two processes sharing a cache) each rename their
+    own complete file, the last one winning. The file gets the usual permissions of a new file under
+    the current umask."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     _remove_orphans(path)
@@ -56,7 +60,8 @@ def atomic_write(path: str | os.PathLike, write) -> None:
 
 def _finite(obj):
     """obj with non-finite floats replaced by None: JSON has no NaN or Infinity."""
-    if isinstance(obj, numbers.Real) and not isinstance(obj, numbers.Integral):  # float, numpy floats
+    # float, numpy floats
+    if isinstance(obj, numbers.Real) and not isinstance(obj, numbers.Integral):
         return float(obj) if math.isfinite(obj) else None
     if isinstance(obj, dict):
         return {k: _finite(v) for k, v in obj.items()}
@@ -66,7 +71,8 @@ def _finite(obj):
 
 
 def as_json(obj):
-    """obj as write_json stores it and read_json gives it back: tuples as lists, NaN and infinities as None."""
+    """obj as write_json stores it and read_json gives it back: tuples as lists, NaN and infinities
+    as None."""
     return json.loads(json.dumps(_finite(obj), default=float, allow_nan=False))
 
 
@@ -84,4 +90,5 @@ def read_json(path: str | os.PathLike):
     except FileNotFoundError:
         raise DataError(f"{path} does not exist") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise DataError(f"{path} is not valid JSON ({err}); delete it and rerun the command that wrote it") from None
+        raise DataError(f"{path} is not valid JSON ({err}); delete it and rerun the command that "
+                        "wrote it") from None

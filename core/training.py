@@ -1,5 +1,5 @@
-"""Small pieces every training loop shares: device, EMA, learning-rate schedule, seeds, batches, NaN guard,
-weight-decay groups and the flip/shift augmentation of real images."""
+"""Small pieces every training loop shares: device, EMA, learning-rate schedule, seeds, batches, NaN
+guard, weight-decay groups and the flip/shift augmentation of real images."""
 from __future__ import annotations
 
 import contextlib
@@ -13,9 +13,10 @@ import torch.nn as nn
 from core.config import Config
 from core.errors import ConfigError, Diverged
 
-# Optimizers run as one fused kernel over all parameters (torch's fused=True; the same update to round-off):
-# PyTorch's default on a CPU loops over the tensors one by one, and on the quick UNet's 326 small tensors that
-# loop made AdamW's step 7x slower (25 vs 3.4 ms; python -m bench.overheads, README "Speed").
+# Optimizers run as one fused kernel over all parameters (torch's fused=True; the same update to
+# round-off): PyTorch's default on a CPU loops over the tensors one by one, and over the hundreds of
+# small tensors of the quick UNet that loop makes AdamW's step several times slower
+# (`python -m bench.overheads` times both; docs/speed.md, "Per-step overheads").
 FUSED = {"fused": True}
 
 
@@ -24,7 +25,8 @@ def pick_device(name: str = "auto") -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"run.device={name!r} but no CUDA device is available; use --run.device=cpu")
+        raise ConfigError(f"run.device={name!r} but no CUDA device is available; use "
+                          "--run.device=cpu")
     if device.type == "mps" and not torch.backends.mps.is_available():
         raise ConfigError(f"run.device={name!r} but MPS is not available; use --run.device=cpu")
     return device
@@ -58,32 +60,35 @@ def warmup_cosine(step: int, total: int, warmup: int, final_fraction: float = 0.
 
 
 def mix_seed(*parts: int) -> int:
-    """A seed that is a pure function of several integers, e.g. (run seed, step, rank): seeding every step
-    with it makes resume exact without storing RNG state and gives every distributed rank its own stream;
-    (run seed, stage, repeat) gives each repeat of a stage its own, unrelated stream."""
+    """A seed that is a pure function of several integers, e.g. (run seed, step, rank): seeding
+    every step with it makes resume exact without storing RNG state and gives every distributed rank
+    its own stream; (run seed, stage, repeat) gives each repeat of a stage its own, unrelated
+    stream."""
     return int(np.random.SeedSequence(list(parts)).generate_state(1, np.uint64)[0] >> 1)
 
 
 def random_batches(n: int, batch_size: int, generator: torch.Generator, steps: int):
-    """Yield `steps` index batches drawn with replacement; resumable through the generator's state."""
+    """Yield `steps` index batches drawn with replacement; resumable through the generator's
+    state."""
     for _ in range(steps):
         yield torch.randint(n, (batch_size,), generator=generator)
 
 
 def check_finite(loss: torch.Tensor, stage: str, step: int) -> None:
-    """Stop on a NaN/inf loss. Checkpoints are only written with finite weights (core.checkpoint.save), so
-    the one on disk is from before this step; the weights may already have been drifting, hence the advice
-    to start over rather than resume."""
+    """Stop on a NaN/inf loss. Checkpoints are only written with finite weights
+    (core.checkpoint.save), so the one on disk is from before this step; the weights may already
+    have been drifting, hence the advice to start over rather than resume."""
     if not torch.isfinite(loss):
-        raise Diverged(f"{stage}: loss is {loss.item()} at step {step}: training diverged. Lower the learning "
-                       f"rate (or check the data) and start over with --force; the last checkpoint on disk has "
-                       f"finite weights but may already be off course")
+        raise Diverged(f"{stage}: loss is {loss.item()} at step {step}: training diverged. Lower "
+                       "the learning rate (or check the data) and start over with --force; the "
+                       "last checkpoint on disk has finite weights but may already be off course")
 
 
 class EMA:
     """Exponential moving average of a model's weights, with the usual warm-up of the decay:
 
-        decay_t = min(decay, (1 + t) / (10 + t)),   theta_ema <- decay_t theta_ema + (1 - decay_t) theta
+        decay_t = min(decay, (1 + t) / (10 + t)),
+        theta_ema <- decay_t theta_ema + (1 - decay_t) theta
 
     so that early averages are not dominated by the random initialisation.
     """
@@ -96,7 +101,8 @@ class EMA:
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
         decay = min(self.decay, (1 + self.step) / (10 + self.step))
-        torch._foreach_lerp_(list(self.model.parameters()), [p.detach() for p in model.parameters()], 1 - decay)
+        torch._foreach_lerp_(list(self.model.parameters()),
+                             [p.detach() for p in model.parameters()], 1 - decay)
         for ema_b, b in zip(self.model.buffers(), model.buffers()):
             ema_b.copy_(b)
         self.step += 1
@@ -114,21 +120,25 @@ def count_parameters(params) -> int:
 
 
 def weight_decay_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """Optimizer groups: decay on matrices and kernels (ndim >= 2), none on biases, norms and scales."""
-    return [{"params": [p for p in model.parameters() if p.ndim >= 2], "weight_decay": weight_decay},
+    """Optimizer groups: decay on matrices and kernels (ndim >= 2), none on biases, norms and
+    scales."""
+    return [{"params": [p for p in model.parameters() if p.ndim >= 2],
+             "weight_decay": weight_decay},
             {"params": [p for p in model.parameters() if p.ndim < 2], "weight_decay": 0.0}]
 
 
 def random_flip(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Flip each image of (N, C, H, W) horizontally with probability 1/2 (draws from `generator`'s device)."""
+    """Flip each image of (N, C, H, W) horizontally with probability 1/2 (draws from `generator`'s
+    device)."""
     device = x.device if generator is None else generator.device
     flip = torch.rand(len(x), generator=generator, device=device).to(x.device) < 0.5
     return torch.where(flip[:, None, None, None], x.flip(3), x)
 
 
-def flip_and_shift(x: torch.Tensor, max_shift: int, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Training augmentation for real images (N, C, H, W): random horizontal flip, then a random translation
-    of up to max_shift pixels with reflection padding."""
+def flip_and_shift(x: torch.Tensor, max_shift: int,
+                   generator: torch.Generator | None = None) -> torch.Tensor:
+    """Training augmentation for real images (N, C, H, W): random horizontal flip, then a random
+    translation of up to max_shift pixels with reflection padding."""
     n, _, h, w = x.shape
     x = random_flip(x, generator)
     if max_shift == 0:

@@ -1,7 +1,7 @@
 """A user's own concept: a folder of 3-20 PNG or JPEG images of any size, made into training images.
 
-Each image is centre-cropped to a square and resized to the preset's resolution (Pillow's antialiased
-LANCZOS filter). Image modes are handled explicitly:
+Each image is centre-cropped to a square and resized to the preset's resolution (Pillow's
+antialiased LANCZOS filter). Image modes are handled explicitly:
   RGB, CMYK, YCbCr, 8-bit palette           converted to RGB
   grayscale (L, 1), 16-bit grayscale (I;16)  replicated to three channels (16-bit scaled to 8 bits)
   transparency (RGBA, LA, palette + alpha)   composited onto a white background
@@ -38,11 +38,13 @@ def to_rgb(image: Image.Image, path: Path) -> Image.Image:
         return Image.alpha_composite(white, image.convert("RGBA")).convert("RGB")
     if image.mode in ("RGB", "L", "1", "CMYK", "YCbCr"):
         return image.convert("RGB")
-    raise DataError(f"{path}: image mode {image.mode!r} is not supported; save it as an 8-bit RGB PNG or JPEG")
+    raise DataError(f"{path}: image mode {image.mode!r} is not supported; save it as an 8-bit RGB "
+                    "PNG or JPEG")
 
 
 def centre_square(image: Image.Image, resolution: int) -> np.ndarray:
-    """Centre-crop to the largest square, then resize to resolution x resolution: (H, W, 3) uint8."""
+    """Centre-crop to the largest square, then resize to resolution x resolution: (H, W, 3)
+    uint8."""
     w, h = image.size
     side = min(w, h)
     left, top = (w - side) // 2, (h - side) // 2
@@ -51,8 +53,9 @@ def centre_square(image: Image.Image, resolution: int) -> np.ndarray:
 
 
 def image_files(folder: str | Path) -> list[Path]:
-    """The image files of a concept folder, in name order (hidden files skipped); anything else in it (a
-    non-image, a folder, a pipe, a name that is not UTF-8) or too few or too many images is a DataError."""
+    """The image files of a concept folder, in name order (hidden files skipped); anything else in
+    it (a non-image, a folder, a pipe, a name that is not UTF-8) or too few or too many images is a
+    DataError."""
     folder = Path(folder)
     if not folder.is_dir():
         raise DataError(f"customize.images={folder}: not a folder")
@@ -61,19 +64,21 @@ def image_files(folder: str | Path) -> list[Path]:
         try:
             f.name.encode("utf-8")
         except UnicodeEncodeError:
-            raise DataError(f"{folder}: a file name is not UTF-8 text ({f.name.encode('utf-8', 'replace')!r}); "
-                            f"rename it") from None
-        if f.suffix.lower() not in SUFFIXES or not f.is_file():  # is_file: no folder, pipe or device
-            raise DataError(f"{folder}: {f.name} is not a .png/.jpg/.jpeg file (the folder must hold only the "
-                            f"concept's images)")
+            raise DataError(f"{folder}: a file name is not UTF-8 text "
+                            f"({f.name.encode('utf-8', 'replace')!r}); rename it") from None
+        # is_file: no folder, pipe or device
+        if f.suffix.lower() not in SUFFIXES or not f.is_file():
+            raise DataError(f"{folder}: {f.name} is not a .png/.jpg/.jpeg file (the folder must "
+                            "hold only the concept's images)")
     if not MIN_IMAGES <= len(files) <= MAX_IMAGES:
-        raise DataError(f"{folder} holds {len(files)} images; a concept needs {MIN_IMAGES} to {MAX_IMAGES}")
+        raise DataError(f"{folder} holds {len(files)} images; a concept needs {MIN_IMAGES} to "
+                        f"{MAX_IMAGES}")
     return files
 
 
 def folder_digest(folder: str | Path) -> str:
-    """16 hex digits naming the images a concept folder holds (names and contents of image_files): what the
-    loader reads and nothing else, so a hidden file that changes changes nothing."""
+    """16 hex digits naming the images a concept folder holds (names and contents of image_files):
+    what the loader reads and nothing else, so a hidden file that changes changes nothing."""
     digest = hashlib.sha256()
     for f in image_files(folder):
         digest.update(f.name.encode() + b"\0" + f.read_bytes())
@@ -85,13 +90,15 @@ def load_image_folder(folder: str | Path, resolution: int) -> torch.Tensor:
     images = []
     for f in image_files(folder):
         try:
-            with warnings.catch_warnings():   # over Pillow's pixel limit: an error, not a warning and a huge decode
+            # over Pillow's pixel limit: an error, not a warning and a huge decode
+            with warnings.catch_warnings():
                 warnings.simplefilter("error", Image.DecompressionBombWarning)
                 with Image.open(f) as image:
                     image.load()
                     images.append(centre_square(to_rgb(image, f), resolution))
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
-            raise DataError(f"{f} is too large to open safely ({err}); save a smaller copy of it") from None
+            raise DataError(f"{f} is too large to open safely ({err}); save a smaller "
+                            "copy of it") from None
         except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
             raise DataError(f"{f} is not a readable image ({type(err).__name__}: {err})") from None
     return torch.from_numpy(np.stack(images))

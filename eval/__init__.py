@@ -1,1 +1,2 @@
-"""Evaluation: model-agnostic feature and image metrics (FD, KID, precision/recall, drift), the evaluator."""
+"""Evaluation: model-agnostic feature and image metrics (FD, KID, precision/recall, drift), the
+evaluator."""

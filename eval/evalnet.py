@@ -1,10 +1,11 @@
-"""The evaluator: a small, fast ResNet classifier trained on real images of every class of the dataset.
+"""The evaluator: a small, fast ResNet classifier trained on real images of every class of the
+dataset.
 
-It is the project's offline stand-in for Inception-v3: its penultimate features (after global average
-pooling) give FD-eval, KID and precision/recall (eval.metrics, eval.reference), its first stage's feature
-maps give Gram-matrix texture distances (eval.colour), and its predictions judge generated images ("does
-an image generated for class c look like a c?"). It is trained only on real training images, never on
-generated ones, so it is an independent judge of the generators.
+It is the project's offline stand-in for Inception-v3: its penultimate features (after global
+average pooling) give FD-eval, KID and precision/recall (eval.metrics, eval.reference), its first
+stage's feature maps give Gram-matrix texture distances (eval.colour), and its predictions judge
+generated images ("does an image generated for class c look like a c?"). It is trained only on real
+training images, never on generated ones, so it is an independent judge of the generators.
 
 Architecture, after ResNet-9 (Page 2018, "How to train your ResNet", the DAWNBench CIFAR-10 entry):
 
@@ -32,13 +33,14 @@ from core.config import Config, EvalNetConfig
 from core.errors import ConfigError
 from core.data import class_names, load_split, to_float
 from core.files import read_json
-from core.training import (FUSED, autocast, check_finite, count_parameters, flip_and_shift, setup, warmup_cosine,
-                           weight_decay_groups)
+from core.training import (FUSED, autocast, check_finite, count_parameters, flip_and_shift, setup,
+                           warmup_cosine, weight_decay_groups)
 from pipeline.runs import require_finished, run_key, run_once, stage_dir
 
 
 def conv_bn(c_in: int, c_out: int, pool: bool = False) -> nn.Sequential:
-    """conv3x3 -> [maxpool 2] -> BatchNorm -> ReLU (pooling before BN: same result, 4x less BN work)."""
+    """conv3x3 -> [maxpool 2] -> BatchNorm -> ReLU (pooling before BN: same result, 4x less BN
+    work)."""
     layers = [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False)]
     if pool:
         layers.append(nn.MaxPool2d(2))
@@ -59,27 +61,30 @@ class Residual(nn.Module):
 class Evaluator(nn.Module):
     """ResNet-9-style classifier of (B, 3, H, W) images in [-1, 1] (core.data.to_float).
 
-    cfg.channels = (c0, c1, ..., cK): a stem of c0 channels at full resolution, then K stages that each
-    halve the resolution. No input normalisation is needed: the stem convolution has no bias and is
-    followed by BatchNorm, so the [-1, 1] scale and any colour offset are absorbed there.
-    `checkpoint_hash` is set when the weights come from a file (load_evaluator); reference statistics are
-    cached under it.
+    cfg.channels = (c0, c1, ..., cK): a stem of c0 channels at full resolution, then K stages that
+    each halve the resolution. No input normalisation is needed: the stem convolution has no bias
+    and is followed by BatchNorm, so the [-1, 1] scale and any colour offset are absorbed there.
+    `checkpoint_hash` is set when the weights come from a file (load_evaluator); reference
+    statistics are cached under it.
     """
 
     def __init__(self, cfg: EvalNetConfig, n_classes: int):
         super().__init__()
         if len(cfg.channels) < 2:
-            raise ValueError(f"evalnet.channels needs a stem and at least one stage, got {cfg.channels}")
+            raise ValueError("evalnet.channels needs a stem and at least one stage, got "
+                             f"{cfg.channels}")
         c = cfg.channels
         self.stem = conv_bn(3, c[0])
         self.stages = nn.ModuleList(
-            nn.Sequential(conv_bn(c_in, c_out, pool=True), *[Residual(c_out) for _ in range(cfg.blocks_per_stage)])
+            nn.Sequential(conv_bn(c_in, c_out, pool=True),
+                          *[Residual(c_out) for _ in range(cfg.blocks_per_stage)])
             for c_in, c_out in zip(c[:-1], c[1:]))
         self.head = nn.Linear(c[-1], n_classes)
         self.checkpoint_hash: str | None = None
 
     def early_features(self, x):
-        """Output of the first stage: (B, 3, H, W) -> (B, c1, H/2, W/2), for Gram-matrix texture distances."""
+        """Output of the first stage: (B, 3, H, W) -> (B, c1, H/2, W/2), for Gram-matrix texture
+        distances."""
         return self.stages[0](self.stem(x))
 
     def features(self, x):
@@ -94,11 +99,11 @@ class Evaluator(nn.Module):
         return self.head(self.features(x))
 
 
-# ------------------------------------------------------------------------------------------ checkpoints
+# -------------------------------------------------------------------------------------- checkpoints
 
 def evaluator_path(cfg: Config) -> Path:
-    """The finished evaluator of cfg's preset, runs/<preset>/eval-net/evaluator.pt, or an error saying how
-    to train it."""
+    """The finished evaluator of cfg's preset, runs/<preset>/eval-net/evaluator.pt, or an error
+    saying how to train it."""
     return require_finished(stage_dir(cfg, "eval-net"), "evaluator.pt",
                             f"python train.py eval-net --preset {cfg.run.preset}")
 
@@ -115,29 +120,32 @@ def load_evaluator(cfg: Config, device="cpu") -> Evaluator:
 
 
 def describe_evaluator(cfg: Config) -> dict:
-    """Which evaluator a number came from: checkpoint path and hash, and (from its metrics.json) the test
-    accuracy, device and training time it had."""
+    """Which evaluator a number came from: checkpoint path and hash, and (from its metrics.json) the
+    test accuracy, device and training time it had."""
     path = evaluator_path(cfg)
     metrics = read_json(path.with_name("metrics.json"))
-    return {"path": str(path), "hash": checkpoint.fingerprint(path), "test_accuracy": metrics.get("test_accuracy"),
-            "n_test": metrics.get("n_test"), "trained_on": metrics.get("device"),
-            "train_seconds": metrics.get("train_seconds")}
+    return {"path": str(path), "hash": checkpoint.fingerprint(path),
+            "test_accuracy": metrics.get("test_accuracy"), "n_test": metrics.get("n_test"),
+            "trained_on": metrics.get("device"), "train_seconds": metrics.get("train_seconds")}
 
 
-# ------------------------------------------------------------------------------------------ inference
+# ---------------------------------------------------------------------------------------- inference
 
 def _check_images(images) -> torch.Tensor:
-    """uint8 (N, H, W, 3), numpy or torch -> torch uint8 tensor; anything else is refused, not guessed at."""
+    """uint8 (N, H, W, 3), numpy or torch -> torch uint8 tensor; anything else is refused, not
+    guessed at."""
     x = torch.from_numpy(np.ascontiguousarray(images)) if isinstance(images, np.ndarray) else images
     if not isinstance(x, torch.Tensor) or x.dtype != torch.uint8 or x.ndim != 4 or x.shape[-1] != 3:
         shape = tuple(getattr(x, "shape", ()))
-        raise ValueError(f"expected uint8 images of shape (N, H, W, 3), got {getattr(x, 'dtype', type(x))} {shape}")
+        raise ValueError("expected uint8 images of shape (N, H, W, 3), got "
+                         f"{getattr(x, 'dtype', type(x))} {shape}")
     return x
 
 
 @torch.no_grad()
 def _batched(model: nn.Module, method: str, images, batch_size: int) -> torch.Tensor:
-    """model.<method> on float [-1, 1] batches of uint8 images, on the model's device; float32 on the CPU."""
+    """model.<method> on float [-1, 1] batches of uint8 images, on the model's device; float32 on
+    the CPU."""
     x = _check_images(images)
     device = next(model.parameters()).device
     starts = range(0, len(x), batch_size)
@@ -154,13 +162,15 @@ def predict_logits(evaluator: Evaluator, images, batch_size: int = 500) -> torch
 def extract_features(evaluator: Evaluator, images, batch_size: int = 500) -> torch.Tensor:
     """uint8 images (N, H, W, 3) -> penultimate features (N, F), float32 on the CPU.
 
-    Works with any module that has a `features(x)` method taking [-1, 1] images (e.g. eval.inception).
+    Works with any module that has a `features(x)` method taking [-1, 1] images (e.g.
+    eval.inception).
     """
     return _batched(evaluator, "features", images, batch_size)
 
 
 def extract_early_features(evaluator: Evaluator, images, batch_size: int = 500) -> torch.Tensor:
-    """uint8 images (N, H, W, 3) -> first-stage feature maps (N, C, H/2, W/2): texture statistics (Gram)."""
+    """uint8 images (N, H, W, 3) -> first-stage feature maps (N, C, H/2, W/2): texture statistics
+    (Gram)."""
     return _batched(evaluator, "early_features", images, batch_size)
 
 
@@ -169,7 +179,8 @@ def judge(evaluator: Evaluator, images, labels, class_names) -> dict:
 
     labels (N,) index the full class list `class_names`; prediction is the argmax over all classes.
     accuracy = share with argmax == label; mean_confidence = mean softmax probability of the label;
-    per_class = accuracy among the images of each class present. Returns those and n (the image count).
+    per_class = accuracy among the images of each class present. Returns those and n (the image
+    count).
     """
     labels = torch.as_tensor(labels).long().flatten()
     logits = predict_logits(evaluator, images)
@@ -182,38 +193,43 @@ def judge(evaluator: Evaluator, images, labels, class_names) -> dict:
             "per_class": per_class, "n": len(labels)}
 
 
-# ------------------------------------------------------------------------------------------ training
+# ----------------------------------------------------------------------------------------- training
 
 def _optimizer(model: nn.Module, cfg: EvalNetConfig) -> torch.optim.Optimizer:
     """SGD with Nesterov momentum; weight decay on conv/linear weights only (not BN or biases)."""
-    return torch.optim.SGD(weight_decay_groups(model, cfg.weight_decay), lr=cfg.lr, momentum=0.9, nesterov=True,
-                           **FUSED)
+    return torch.optim.SGD(weight_decay_groups(model, cfg.weight_decay), lr=cfg.lr, momentum=0.9,
+                           nesterov=True, **FUSED)
 
 
 def train_evaluator(cfg: Config, force: bool = False) -> dict:
-    """Train (or, if finished before with the same settings, skip) the evaluator; returns its metrics."""
+    """Train (or, if finished before with the same settings, skip) the evaluator; returns its
+    metrics."""
     def work(run):
         model, metrics = _train(cfg, setup(cfg))
-        run.save_checkpoint(run.folder / "evaluator.pt", {"kind": "evaluator", "config": cfg.to_dict(),
-                                                          "step": metrics["steps"], "model": model.state_dict(),
-                                                          "test_accuracy": metrics["test_accuracy"]})
+        run.save_checkpoint(run.folder / "evaluator.pt",
+                            {"kind": "evaluator", "config": cfg.to_dict(),
+                             "step": metrics["steps"], "model": model.state_dict(),
+                             "test_accuracy": metrics["test_accuracy"]})
         return metrics
     return run_once(stage_dir(cfg, "eval-net"), run_key(cfg, ("evalnet",)), force, "eval-net", work)
 
 
-def fit(model: nn.Module, images: torch.Tensor, loss_fn, ec: EvalNetConfig, seed: int, name: str) -> float:
-    """The evaluator's training loop, for any targets: SGD + Nesterov with warm-up then cosine learning rate,
-    flips and shifts, ec.epochs over the uint8 images (N, H, W, 3); loss_fn(logits, index) is the loss of a
-    batch of images[index]. Returns the last loss."""
+def fit(model: nn.Module, images: torch.Tensor, loss_fn, ec: EvalNetConfig, seed: int,
+        name: str) -> float:
+    """The evaluator's training loop, for any targets: SGD + Nesterov with warm-up then cosine
+    learning rate, flips and shifts, ec.epochs over the uint8 images (N, H, W, 3);
+    loss_fn(logits, index) is the loss of a batch of images[index]. Returns the last loss."""
     device = next(model.parameters()).device
     if len(images) < ec.batch_size:
-        raise ConfigError(f"evalnet.batch_size={ec.batch_size} is larger than the train split ({len(images)} images)")
+        raise ConfigError(f"evalnet.batch_size={ec.batch_size} is larger than the train split "
+                          f"({len(images)} images)")
     memory_format = torch.channels_last if device.type == "cuda" else torch.contiguous_format
     model.to(memory_format=memory_format)
     opt = _optimizer(model, ec)
     x_train = images.to(device)
     gen = torch.Generator().manual_seed(seed)
-    steps_per_epoch = len(images) // ec.batch_size  # drop the last partial batch: BN wants full batches
+    # drop the last partial batch: BN wants full batches
+    steps_per_epoch = len(images) // ec.batch_size
     total = ec.epochs * steps_per_epoch
     warmup = round(ec.warmup_epochs * steps_per_epoch)
     bar = tqdm(range(total), desc=name)
@@ -224,7 +240,8 @@ def fit(model: nn.Module, images: torch.Tensor, loss_fn, ec: EvalNetConfig, seed
         idx = order[(step % steps_per_epoch) * ec.batch_size:][:ec.batch_size]
         for group in opt.param_groups:
             group["lr"] = ec.lr * warmup_cosine(step, total, warmup, final_fraction=0.0)
-        x = flip_and_shift(to_float(x_train[idx]), ec.max_shift, gen).contiguous(memory_format=memory_format)
+        x = flip_and_shift(to_float(x_train[idx]), ec.max_shift,
+                           gen).contiguous(memory_format=memory_format)
         with autocast(device):
             loss = loss_fn(model(x), idx)
         opt.zero_grad(set_to_none=True)
@@ -238,27 +255,31 @@ def fit(model: nn.Module, images: torch.Tensor, loss_fn, ec: EvalNetConfig, seed
 
 
 def _train(cfg: Config, device) -> tuple[Evaluator, dict]:
-    """Train on every class of the train split (label smoothing) and report the test accuracy, overall and
-    per class."""
+    """Train on every class of the train split (label smoothing) and report the test accuracy,
+    overall and per class."""
     ec = cfg.evalnet
     train = load_split(cfg.data, "train", cache_root(cfg))
     test = load_split(cfg.data, "test", cache_root(cfg))
     model = Evaluator(ec, len(train.classes)).to(device)
     labels = train.y.to(device)
     start = time.time()
-    final_loss = fit(model, train.x, lambda logits, idx: F.cross_entropy(logits, labels[idx],
-                                                                         label_smoothing=ec.label_smoothing),
+    final_loss = fit(model, train.x,
+                     lambda logits, idx: F.cross_entropy(logits, labels[idx],
+                                                         label_smoothing=ec.label_smoothing),
                      ec, cfg.run.seed, "eval-net")
     train_seconds = time.time() - start
     result = judge(model, test.x, test.y, test.classes)
     parameters = count_parameters(model.parameters())
-    summary = (f"test accuracy {result['accuracy']:.2%} on {result['n']} {cfg.data.dataset} test images "
-               f"({parameters / 1e6:.2f}M params, {ec.epochs} epochs, {train_seconds:.0f}s on {device})")
+    summary = (f"test accuracy {result['accuracy']:.2%} on {result['n']} {cfg.data.dataset} test "
+               f"images ({parameters / 1e6:.2f}M params, {ec.epochs} epochs, {train_seconds:.0f}s "
+               f"on {device})")
     print(f"eval-net: {summary}")
     return model, {"stage": "eval-net", "summary": summary, "dataset": cfg.data.dataset,
                    "resolution": cfg.data.resolution, "test_accuracy": result["accuracy"],
-                   "test_per_class": result["per_class"], "test_mean_confidence": result["mean_confidence"],
-                   "n_test": result["n"], "n_train": len(train), "epochs": ec.epochs,
-                   "steps": ec.epochs * (len(train) // ec.batch_size), "train_seconds": train_seconds,
-                   "device": str(device), "torch_threads": torch.get_num_threads(), "parameters": parameters,
+                   "test_per_class": result["per_class"],
+                   "test_mean_confidence": result["mean_confidence"], "n_test": result["n"],
+                   "n_train": len(train), "epochs": ec.epochs,
+                   "steps": ec.epochs * (len(train) // ec.batch_size),
+                   "train_seconds": train_seconds, "device": str(device),
+                   "torch_threads": torch.get_num_threads(), "parameters": parameters,
                    "final_loss": final_loss}

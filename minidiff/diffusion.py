@@ -1,16 +1,19 @@
-"""Gaussian diffusion: noise schedules, the forward process, the eps-prediction loss and two samplers.
+"""Gaussian diffusion: noise schedules, the forward process, the eps-prediction loss and two
+samplers.
 
-Notation of Ho et al. 2020 ("Denoising Diffusion Probabilistic Models"): beta_t, alpha_t = 1 - beta_t,
-abar_t = prod_{s<=t} alpha_s, with t = 0..T-1 here (the paper's t = 1..T).
+Notation of Ho et al. 2020 ("Denoising Diffusion Probabilistic Models"): beta_t,
+alpha_t = 1 - beta_t, abar_t = prod_{s<=t} alpha_s, with t = 0..T-1 here (the paper's t = 1..T).
 
-  forward process   q(x_t | x_0) = N(sqrt(abar_t) x_0, (1 - abar_t) I)                         (Eq. 4)
-  training loss     E_{x0, t, eps} || eps - eps_theta(sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps, t) ||^2
-                                                                                     (Algorithm 1, Eq. 14)
-  DDPM sampling     Algorithm 2, with the posterior variance beta~_t = (1 - abar_{t-1}) / (1 - abar_t) beta_t
-  DDIM sampling     Song et al. 2021 ("Denoising Diffusion Implicit Models"), Eq. 12 and 16, with eta
+  forward process  q(x_t | x_0) = N(sqrt(abar_t) x_0, (1 - abar_t) I)                        (Eq. 4)
+  training loss    E_{x0, t, eps} ||eps - eps_theta(sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps, t)||^2
+                                                                               (Algorithm 1, Eq. 14)
+  DDPM sampling    Algorithm 2, with the posterior variance
+                   beta~_t = (1 - abar_{t-1}) / (1 - abar_t) beta_t
+  DDIM sampling    Song et al. 2021 ("Denoising Diffusion Implicit Models"), Eq. 12 and 16, with eta
 
-A model is passed as `eps_fn(x_t, t) -> eps`, a closure holding the conditioning (and classifier-free
-guidance, see TextToImage.eps_fn), so this file knows nothing about networks or text.
+A model is passed as `eps_fn(x_t, t) -> eps`, a closure holding the conditioning (and
+classifier-free guidance, see TextToImage.eps_fn), so this file knows nothing about networks or
+text.
 """
 from __future__ import annotations
 
@@ -29,15 +32,17 @@ def linear_betas(timesteps: int) -> torch.Tensor:
 
 
 def cosine_betas(timesteps: int, s: float = 0.008) -> torch.Tensor:
-    """Nichol & Dhariwal 2021, Eq. 17: abar(t) = f(t) / f(0), f(t) = cos^2(((t/T + s) / (1 + s)) pi/2);
-    beta_t = 1 - abar_t / abar_{t-1}, clipped at 0.999."""
+    """Nichol & Dhariwal 2021, Eq. 17: abar(t) = f(t) / f(0), f(t) = cos^2(((t/T + s) / (1 + s))
+    pi/2); beta_t = 1 - abar_t / abar_{t-1}, clipped at 0.999."""
     steps = torch.arange(timesteps + 1, dtype=torch.float64) / timesteps
     f = torch.cos((steps + s) / (1 + s) * math.pi / 2) ** 2
     return (1 - f[1:] / f[:-1]).clamp(max=0.999)
 
 
-def classifier_free_guidance(eps_cond: torch.Tensor, eps_uncond: torch.Tensor, scale: float) -> torch.Tensor:
-    """Ho & Salimans 2022, Eq. 6: eps_u + s (eps_c - eps_u); s = 1 gives the conditional prediction."""
+def classifier_free_guidance(eps_cond: torch.Tensor, eps_uncond: torch.Tensor,
+                             scale: float) -> torch.Tensor:
+    """Ho & Salimans 2022, Eq. 6: eps_u + s (eps_c - eps_u); s = 1 gives the conditional
+    prediction."""
     return eps_uncond + scale * (eps_cond - eps_uncond)
 
 
@@ -45,13 +50,15 @@ class Diffusion:
     def __init__(self, timesteps: int = 1000, schedule: str = "cosine"):
         schedules = {"linear": linear_betas, "cosine": cosine_betas}
         if schedule not in schedules:
-            raise ValueError(f"unknown schedule {schedule!r}; valid choices: {', '.join(schedules)}")
+            raise ValueError(f"unknown schedule {schedule!r}; valid choices: "
+                             f"{', '.join(schedules)}")
         self.timesteps = timesteps
         self.betas = schedules[schedule](timesteps)                  # float64 (T,)
         self.alphas_cumprod = torch.cumprod(1 - self.betas, dim=0)   # abar_t
 
     def _abar(self, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-        """abar_t for a batch of timesteps, shaped (B, 1, 1, 1) to broadcast over images; abar_{-1} = 1."""
+        """abar_t for a batch of timesteps, shaped (B, 1, 1, 1) to broadcast over images;
+        abar_{-1} = 1."""
         abar = torch.cat([torch.ones(1, dtype=torch.float64), self.alphas_cumprod])[t.cpu() + 1]
         return abar.to(like.device, like.dtype).view(-1, *([1] * (like.ndim - 1)))
 
@@ -74,7 +81,8 @@ class Diffusion:
         return (x_t - (1 - abar).sqrt() * eps) / abar.sqrt()
 
     def _denoised(self, eps_fn: EpsFn, x: torch.Tensor, t: int, clip: bool):
-        """eps_theta and x0_hat at step t; with clip, x0_hat is clamped to [-1, 1] and eps made consistent."""
+        """eps_theta and x0_hat at step t; with clip, x0_hat is clamped to [-1, 1] and eps made
+        consistent."""
         tt = torch.full((len(x),), t, device=x.device, dtype=torch.long)
         eps = eps_fn(x, tt)
         x0 = self.predict_x0(x, tt, eps)
@@ -91,16 +99,19 @@ class Diffusion:
         return torch.linspace(self.timesteps - 1, 0, steps).round().long().tolist()
 
     def ddim_sigma(self, t: int, t_prev: int, eta: float) -> float:
-        """Song et al. Eq. 16: sigma = eta sqrt((1 - abar_prev) / (1 - abar_t)) sqrt(1 - abar_t / abar_prev)."""
+        """Song et al. Eq. 16: sigma = eta sqrt((1 - abar_prev) / (1 - abar_t))
+        sqrt(1 - abar_t / abar_prev)."""
         abar_t = self.alphas_cumprod[t]
-        abar_prev = self.alphas_cumprod[t_prev] if t_prev >= 0 else torch.tensor(1.0, dtype=torch.float64)
+        abar_prev = (self.alphas_cumprod[t_prev] if t_prev >= 0
+                     else torch.tensor(1.0, dtype=torch.float64))
         return float(eta * ((1 - abar_prev) / (1 - abar_t) * (1 - abar_t / abar_prev)).sqrt())
 
     @torch.no_grad()
     def ddim_sample(self, eps_fn: EpsFn, x_T: torch.Tensor, steps: int = 50, eta: float = 0.0,
-                    generator: torch.Generator | None = None, clip: bool = True, progress=None) -> torch.Tensor:
-        """DDIM (Song et al. Eq. 12) from the initial noise x_T; eta = 0 is deterministic, eta = 1 with
-        steps = T is ancestral DDPM sampling.
+                    generator: torch.Generator | None = None, clip: bool = True,
+                    progress=None) -> torch.Tensor:
+        """DDIM (Song et al. Eq. 12) from the initial noise x_T; eta = 0 is deterministic, eta = 1
+        with steps = T is ancestral DDPM sampling.
 
         x_prev = sqrt(abar_prev) x0_hat + sqrt(1 - abar_prev - sigma^2) eps_theta + sigma z
         """
@@ -119,10 +130,10 @@ class Diffusion:
         return x
 
     @torch.no_grad()
-    def ddpm_sample(self, eps_fn: EpsFn, x_T: torch.Tensor, generator: torch.Generator | None = None,
-                    clip: bool = True) -> torch.Tensor:
-        """Ancestral sampling, Ho et al. Algorithm 2, through the posterior mean of q(x_{t-1} | x_t, x_0)
-        (Eq. 7) with variance beta~_t; no noise at the last step."""
+    def ddpm_sample(self, eps_fn: EpsFn, x_T: torch.Tensor,
+                    generator: torch.Generator | None = None, clip: bool = True) -> torch.Tensor:
+        """Ancestral sampling, Ho et al. Algorithm 2, through the posterior mean of q(x_{t-1} | x_t,
+        x_0) (Eq. 7) with variance beta~_t; no noise at the last step."""
         x = x_T
         for t in reversed(range(self.timesteps)):
             _, x0 = self._denoised(eps_fn, x, t, clip)
@@ -133,6 +144,7 @@ class Diffusion:
                 + (math.sqrt(1 - beta_t) * (1 - abar_prev) / (1 - abar_t)) * x
             if t > 0:
                 variance = (1 - abar_prev) / (1 - abar_t) * beta_t
-                mean = mean + math.sqrt(variance) * torch.randn(x.shape, generator=generator).to(x.device)
+                mean = mean + math.sqrt(variance) * torch.randn(
+                    x.shape, generator=generator).to(x.device)
             x = mean
         return x

@@ -3,9 +3,9 @@ Language Models", Sec. 4.1).
 
     h = W0 x + (alpha / r) B A x,    A: (r, in) random,  B: (out, r) zero-initialised
 
-so at initialisation the adapted model is exactly the base model. `merge` folds the update into W0 for
-inference at no extra cost; `unmerge` takes it out again. For a 3x3 convolution, A is an r-channel 3x3
-convolution and B a 1x1 convolution (the same low-rank idea on the flattened kernel).
+so at initialisation the adapted model is exactly the base model. `merge` folds the update into W0
+for inference at no extra cost; `unmerge` takes it out again. For a 3x3 convolution, A is an
+r-channel 3x3 convolution and B a 1x1 convolution (the same low-rank idea on the flattened kernel).
 """
 from __future__ import annotations
 
@@ -24,10 +24,12 @@ class LoRA(nn.Module):
         self.base = base.requires_grad_(False)
         self.rank, self.scale = rank, (alpha or rank) / rank
         if isinstance(base, nn.Linear):
-            self.A = nn.Parameter(torch.empty(rank, base.in_features))
-            self.B = nn.Parameter(torch.zeros(base.out_features, rank))
+            self.A = nn.Parameter(torch.empty(rank, base.in_features))       # (r, in)
+            self.B = nn.Parameter(torch.zeros(base.out_features, rank))      # (out, r)
         else:
             k = base.kernel_size
+            # A: an r-channel conv with the base's kernel, (r, in, kh, kw); B: a 1x1 conv,
+            # (out, r, 1, 1), mixing the r channels back up to the base's out channels
             self.A = nn.Parameter(torch.empty(rank, base.in_channels, *k))
             self.B = nn.Parameter(torch.zeros(base.out_channels, rank, 1, 1))
         nn.init.kaiming_uniform_(self.A, a=math.sqrt(5))  # as nn.Linear's default init
@@ -36,7 +38,7 @@ class LoRA(nn.Module):
     def delta_weight(self) -> torch.Tensor:
         """(alpha / r) B A, shaped like the base weight."""
         if self.A.ndim == 2:
-            return self.scale * self.B @ self.A
+            return self.scale * self.B @ self.A     # (out, r) @ (r, in) -> (out, in)
         # conv: (out, r, 1, 1) x (r, in, kh, kw) -> (out, in, kh, kw)
         return self.scale * torch.einsum("or,rikl->oikl", self.B[:, :, 0, 0], self.A)
 
@@ -44,10 +46,12 @@ class LoRA(nn.Module):
         if self.merged:
             return self.base(x)
         if isinstance(self.base, nn.Linear):
+            # (..., in) -> A -> (..., r) -> B -> (..., out)
             return self.base(x) + self.scale * F.linear(F.linear(x, self.A), self.B)
         conv = self.base
+        # (N, in, H, W) -> (N, r, H', W'), with the base's stride and padding, so H', W' match
         low = F.conv2d(x, self.A, stride=conv.stride, padding=conv.padding, dilation=conv.dilation)
-        return conv(x) + self.scale * F.conv2d(low, self.B)
+        return conv(x) + self.scale * F.conv2d(low, self.B)    # 1x1: (N, r, ...) -> (N, out, ...)
 
     @torch.no_grad()
     def merge(self) -> None:
@@ -64,7 +68,8 @@ class LoRA(nn.Module):
 
 def attention_projection(name: str, module: nn.Module) -> bool:
     """The attention projections of the UNet's transformer blocks (self- and cross-attention)."""
-    return isinstance(module, nn.Linear) and name.split(".")[-1] in ("to_q", "to_k", "to_v", "to_out")
+    return (isinstance(module, nn.Linear)
+            and name.split(".")[-1] in ("to_q", "to_k", "to_v", "to_out"))
 
 
 def resblock_conv(name: str, module: nn.Module) -> bool:

@@ -1,8 +1,8 @@
 """Word-level tokenizer over the caption grammar, with reserved placeholder tokens for new concepts.
 
-ids: 0 <pad>, 1 <bos>, 2 <eos>, 3..12 the placeholders <new0>..<new9> (never in pretraining captions),
-then the grammar's words in sorted order. A caption becomes <bos> w1 ... wn <eos> <pad>...; an unknown
-word or a caption longer than the context is an error.
+ids: 0 <pad>, 1 <bos>, 2 <eos>, 3..12 the placeholders <new0>..<new9> (never in pretraining
+captions), then the grammar's words in sorted order. A caption becomes <bos> w1 ... wn <eos>
+<pad>...; an unknown word or a caption longer than the context is an error.
 """
 from __future__ import annotations
 

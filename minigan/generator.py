@@ -1,18 +1,19 @@
 """StyleGAN v1-like generator (Karras et al. 2019, "A Style-Based Generator Architecture for GANs").
 
     z --pixel norm--> mapping MLP --> w                                         (Sec. 2, Fig. 1b)
-    const 4x4 --conv--> [epilogue] --(upsample, conv, epilogue, conv, epilogue) per resolution--> to-RGB
+    const 4x4 --conv--> [epilogue] --(upsample, conv, epilogue, conv, epilogue) per resolution-->
+        to-RGB
     epilogue(x) = AdaIN(LeakyReLU(x + strength * noise + bias), w)
     AdaIN(x, w) = y_s(w) * (x - mean(x)) / std(x) + y_b(w)                          (Eq. 1)
 
-Every 3x3 convolution can be replaced by a per-sample weight (B, O, I, 3, 3) and bias (B, O): that is
-how hyper-modulation (hypermod.py) runs the frozen generator with class-dependent kernels, by a grouped
-convolution with one group per sample. The output is linear (no tanh), roughly in [-1, 1] once trained,
-as in StyleGAN; clamp it for display. All layers use the equalized learning rate (layers.py); the
-mapping MLP also has StyleGAN's learning-rate multiplier 0.01 (mapping_lr_mul).
+Every 3x3 convolution can be replaced by a per-sample weight (B, O, I, 3, 3) and bias (B, O): that
+is how hyper-modulation (hypermod.py) runs the frozen generator with class-dependent kernels, by a
+grouped convolution with one group per sample. The output is linear (no tanh), roughly in [-1, 1]
+once trained, as in StyleGAN; clamp it for display. All layers use the equalized learning rate
+(layers.py); the mapping MLP also has StyleGAN's learning-rate multiplier 0.01 (mapping_lr_mul).
 
-ConditionalGenerator is the plain class-conditional baseline (class embedding added to w), used by the
-"scratch" and "finetune" transfer variants.
+ConditionalGenerator is the plain class-conditional baseline (class embedding added to w), used by
+the "scratch" and "finetune" transfer variants.
 """
 import math
 
@@ -29,13 +30,16 @@ def pixel_norm(x, eps=1e-8):
 
 
 def conv3x3(x, weight):
-    """Same-padded conv; weight (O, I, k, k) shared by the batch, or (B, O, I, k, k) one per sample."""
+    """Same-padded conv; weight (O, I, k, k) shared by the batch, or (B, O, I, k, k) one per
+    sample."""
     if weight.dim() == 4:
         return F.conv2d(x, weight, padding=weight.shape[-1] // 2)
     B, I, H, W = x.shape
     O, k = weight.shape[1], weight.shape[-1]
     x = x.reshape(1, B * I, H, W)                   # the batch becomes B groups of I channels
-    weight = weight.reshape(B * O, I, k, k)         # group b convolves sample b with its own kernels
+    weight = weight.reshape(B * O, I, k, k)         # group b convolves sample b with its own
+                                                    # kernels
+    # (1, B*O, H, W): sample b's O output channels side by side -> (B, O, H, W)
     return F.conv2d(x, weight, padding=k // 2, groups=B).reshape(B, O, H, W)
 
 
@@ -45,7 +49,8 @@ class MappingNetwork(nn.Module):
     def __init__(self, z_dim, w_dim, n_layers, lr_mul=0.01):
         super().__init__()
         dims = [z_dim] + [w_dim] * n_layers
-        self.layers = nn.ModuleList(EqualLinear(a, b, lr_mul=lr_mul) for a, b in zip(dims[:-1], dims[1:]))
+        self.layers = nn.ModuleList(EqualLinear(a, b, lr_mul=lr_mul)
+                                    for a, b in zip(dims[:-1], dims[1:]))
 
     def forward(self, z):
         x = pixel_norm(z)
@@ -55,7 +60,8 @@ class MappingNetwork(nn.Module):
 
 
 class StyledConv(nn.Module):
-    """[upsample x2] -> 3x3 conv -> + noise * per-channel strength -> + bias -> LeakyReLU -> AdaIN(w)."""
+    """[upsample x2] -> 3x3 conv -> + noise * per-channel strength -> + bias -> LeakyReLU ->
+    AdaIN(w)."""
 
     def __init__(self, in_channels, out_channels, w_dim, resolution, upsample):
         super().__init__()
@@ -78,6 +84,7 @@ class StyledConv(nn.Module):
             x = F.interpolate(x, scale_factor=2, mode="nearest")
         x = conv3x3(x, self.conv_weight() if weight is None else weight)
         bias = self.bias if bias is None else bias                      # (O,) or (B, O)
+        # strength (1, O, 1, 1) per channel, noise (B, 1, r, r) per pixel, bias (1 or B, O, 1, 1)
         x = x + self.noise_strength.view(1, -1, 1, 1) * noise + bias.view(-1, x.shape[1], 1, 1)
         x = F.leaky_relu(x, 0.2)
         y_s, y_b = self.affine(w).view(-1, 2, x.shape[1], 1, 1).unbind(1)  # (B, O, 1, 1) each
@@ -94,10 +101,12 @@ class Generator(nn.Module):
         self.resolution, self.z_dim, self.w_dim = resolution, z_dim, w_dim
         self.mapping = MappingNetwork(z_dim, w_dim, mapping_layers, mapping_lr_mul)
         self.const = nn.Parameter(torch.randn(1, ch[4], 4, 4))
-        self.blocks = nn.ModuleList([nn.ModuleList([StyledConv(ch[4], ch[4], w_dim, 4, upsample=False)])])
+        self.blocks = nn.ModuleList([
+            nn.ModuleList([StyledConv(ch[4], ch[4], w_dim, 4, upsample=False)])])
         for r in resolutions(resolution)[1:]:
-            self.blocks.append(nn.ModuleList([StyledConv(ch[r // 2], ch[r], w_dim, r, upsample=True),
-                                              StyledConv(ch[r], ch[r], w_dim, r, upsample=False)]))
+            self.blocks.append(nn.ModuleList([
+                StyledConv(ch[r // 2], ch[r], w_dim, r, upsample=True),
+                StyledConv(ch[r], ch[r], w_dim, r, upsample=False)]))
         self.to_rgb = nn.Conv2d(ch[resolution], img_channels, 1)
 
     def conv_layers(self):
@@ -105,9 +114,11 @@ class Generator(nn.Module):
         return [layer for block in self.blocks for layer in block]
 
     def make_noise(self, batch, generator=None):
-        """One (batch, 1, r, r) N(0, 1) map per conv layer; pass it to forward() to reuse the noise."""
+        """One (batch, 1, r, r) N(0, 1) map per conv layer; pass it to forward() to reuse the
+        noise."""
         device = self.const.device
-        return [torch.randn(batch, 1, layer.resolution, layer.resolution, generator=generator, device=device)
+        return [torch.randn(batch, 1, layer.resolution, layer.resolution, generator=generator,
+                            device=device)
                 for layer in self.conv_layers()]
 
     def forward(self, z, noise=None, weights=None, biases=None, return_features=False):
@@ -140,8 +151,9 @@ class Generator(nn.Module):
 
 class ConditionalGenerator(nn.Module):
     """The "finetune" and "scratch" baselines: a Generator made class-conditional by a learned class
-    embedding added to the style, w(z, c) = mapping(z) + e_c, as simple as conditioning gets. The embedding
-    starts at 0, so a pretrained generator is unchanged at step 0 for every class; every parameter trains.
+    embedding added to the style, w(z, c) = mapping(z) + e_c, as simple as conditioning gets. The
+    embedding starts at 0, so a pretrained generator is unchanged at step 0 for every class; every
+    parameter trains.
     """
 
     def __init__(self, generator, n_classes):

@@ -1,9 +1,10 @@
 """Building blocks shared by the generator and the discriminator.
 
-Equalized learning rate (Karras et al. 2018, "Progressive Growing of GANs", Sec. 4.1): parameters are
-stored as N(0, 1) and scaled at run time by gain = lr_mul / sqrt(fan_in). The effective weight has the
-He-like scale, while Adam, whose step size does not depend on a parameter's magnitude, moves every
-layer at the same relative speed. lr_mul < 1 slows a layer down (StyleGAN uses 0.01 in the mapping MLP).
+Equalized learning rate (Karras et al. 2018, "Progressive Growing of GANs", Sec. 4.1): parameters
+are stored as N(0, 1) and scaled at run time by gain = lr_mul / sqrt(fan_in). The effective weight
+has the He-like scale, while Adam, whose step size does not depend on a parameter's magnitude, moves
+every layer at the same relative speed. lr_mul < 1 slows a layer down (StyleGAN uses 0.01 in the
+mapping MLP).
 """
 import math
 
@@ -37,7 +38,8 @@ class EqualConv2d(nn.Module):
         self.weight_gain = 1 / math.sqrt(in_channels * kernel_size * kernel_size)
 
     def forward(self, x):
-        return F.conv2d(x, self.weight * self.weight_gain, self.bias, padding=self.weight.shape[-1] // 2)
+        return F.conv2d(x, self.weight * self.weight_gain, self.bias,
+                        padding=self.weight.shape[-1] // 2)
 
 
 def resolutions(resolution):
@@ -50,14 +52,16 @@ def resolutions(resolution):
 def channels_per_resolution(channels, resolution):
     """Channel width at each resolution as {4: c4, 8: c8, ...}.
 
-    channels: an int (same width everywhere), a list ordered from 4x4 upwards, or a dict {res: width}.
+    channels: an int (same width everywhere), a list ordered from 4x4 upwards, or a dict
+    {res: width}.
     """
     res = resolutions(resolution)
     if isinstance(channels, int):
         return {r: channels for r in res}
     if isinstance(channels, (list, tuple)):
         if len(channels) != len(res):
-            raise ValueError(f"need {len(res)} channel widths for resolutions {res}, got {list(channels)}")
+            raise ValueError(f"need {len(res)} channel widths for resolutions {res}, got "
+                             f"{list(channels)}")
         return dict(zip(res, channels))
     channels = {int(r): c for r, c in channels.items()}  # keys may be strings when read from JSON
     missing = [r for r in res if r not in channels]

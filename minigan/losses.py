@@ -12,7 +12,8 @@ import torch.nn.functional as F
 
 
 def d_logistic_loss(real_logits, fake_logits):
-    """E[softplus(-D(x))] + E[softplus(D(G(z)))]: -log sigmoid on reals, -log(1 - sigmoid) on fakes."""
+    """E[softplus(-D(x))] + E[softplus(D(G(z)))]: -log sigmoid on reals, -log(1 - sigmoid) on
+    fakes."""
     return F.softplus(-real_logits).mean() + F.softplus(fake_logits).mean()
 
 
@@ -25,7 +26,7 @@ def r1_penalty(real_logits, real_images, gamma=10.0):
     """gamma/2 * E_x ||dD(x)/dx||^2. real_images must have requires_grad=True before D is applied;
     the graph is kept (create_graph) so the penalty can be backpropagated into D."""
     (grad,) = torch.autograd.grad(real_logits.sum(), real_images, create_graph=True)
-    return 0.5 * gamma * grad.pow(2).flatten(1).sum(dim=1).mean()
+    return 0.5 * gamma * grad.pow(2).flatten(1).sum(dim=1).mean()  # (B, 3, H, W) -> (B,) -> mean
 
 
 def barlow_twins_loss(z1, z2, lambda_offdiag=5e-3, eps=1e-5):

@@ -1,14 +1,15 @@
-"""Stage gan-pretrain: the unconditional GAN on the source classes (the "pretrained StyleGAN" of the paper),
-and stage gan-pretrain-judge: how good it is, in the evaluator's eyes.
+"""Stage gan-pretrain: the unconditional GAN on the source classes (the "pretrained StyleGAN" of the
+paper), and stage gan-pretrain-judge: how good it is, in the evaluator's eyes.
 
-`python train.py gan-pretrain` calls `pretrain_gan(cfg)`: non-saturating loss + lazy R1, EMA generator,
-DiffAugment, Adam (0, 0.99), on every train-split image of cfg.data.source_classes, labels ignored. Each
-pretrained GAN has its own seed (gan.seed; `--bases N` trains N). It writes
-runs/<preset>/gan-pretrain/b<seed>/{checkpoint.pt, grid.png, metrics.json}; an interrupted run resumes from
-the checkpoint (pipeline/runs.py). The transfer stage starts from this checkpoint: load_pretrained() gives
-its EMA generator and its discriminator. The judge (runs/<preset>/gan-pretrain-judge/b<seed>/) measures
-FD-eval against the source classes' test images; it is a stage of its own so that pretraining does not
-wait for the evaluator, and a retrained evaluator re-judges without retraining.
+`python train.py gan-pretrain` calls `pretrain_gan(cfg)`: non-saturating loss + lazy R1, EMA
+generator, DiffAugment, Adam (0, 0.99), on every train-split image of cfg.data.source_classes,
+labels ignored. Each pretrained GAN has its own seed (gan.seed; `--bases N` trains N). It writes
+runs/<preset>/gan-pretrain/b<seed>/{checkpoint.pt, grid.png, metrics.json}; an interrupted run
+resumes from the checkpoint (pipeline/runs.py). The transfer stage starts from this checkpoint:
+load_pretrained() gives its EMA generator and its discriminator. The judge
+(runs/<preset>/gan-pretrain-judge/b<seed>/) measures FD-eval against the source classes' test
+images; it is a stage of its own so that pretraining does not wait for the evaluator, and a
+retrained evaluator re-judges without retraining.
 """
 from __future__ import annotations
 
@@ -33,7 +34,8 @@ KIND = "gan-pretrain"
 
 
 def widths(channels: tuple[int, ...]):
-    """Config widths (4x4 upwards) -> what channels_per_resolution takes: one entry = the same everywhere."""
+    """Config widths (4x4 upwards) -> what channels_per_resolution takes: one entry = the same
+    everywhere."""
     return channels[0] if len(channels) == 1 else list(channels)
 
 
@@ -44,15 +46,15 @@ def build_generator(cfg: Config) -> Generator:
 
 
 def build_discriminator(cfg: Config, n_classes: int = 0) -> Discriminator:
-    return Discriminator(cfg.data.resolution, widths(cfg.gan.d_channels), n_classes, cfg.transfer.d_cond,
-                         arch=cfg.gan.d_arch)
+    return Discriminator(cfg.data.resolution, widths(cfg.gan.d_channels), n_classes,
+                         cfg.transfer.d_cond, arch=cfg.gan.d_arch)
 
 
 def pretrain_spec(cfg: Config) -> LoopSpec:
     g = cfg.gan
-    return LoopSpec(steps=g.steps, batch_size=g.batch_size, lr_g=g.lr, lr_d=g.lr, r1_gamma=g.r1_gamma,
-                    r1_every=g.r1_every, ema_decay=g.ema_decay, augment=g.augment,
-                    checkpoint_every=g.checkpoint_every, seed=gan_seed(cfg))
+    return LoopSpec(steps=g.steps, batch_size=g.batch_size, lr_g=g.lr, lr_d=g.lr,
+                    r1_gamma=g.r1_gamma, r1_every=g.r1_every, ema_decay=g.ema_decay,
+                    augment=g.augment, checkpoint_every=g.checkpoint_every, seed=gan_seed(cfg))
 
 
 def gan_seed(cfg: Config) -> int:
@@ -66,9 +68,11 @@ def gan_name(cfg: Config) -> str:
 
 
 def pretrained_path(cfg: Config):
-    """The finished pretraining run's checkpoint, runs/<preset>/gan-pretrain/b<seed>/checkpoint.pt."""
+    """The finished pretraining run's checkpoint,
+    runs/<preset>/gan-pretrain/b<seed>/checkpoint.pt."""
     return require_finished(stage_dir(cfg, KIND, gan_name(cfg)), "checkpoint.pt",
-                            f"python train.py gan-pretrain --preset {cfg.run.preset} --gan.seed={cfg.gan.seed}")
+                            f"python train.py gan-pretrain --preset {cfg.run.preset} "
+                            f"--gan.seed={cfg.gan.seed}")
 
 
 def load_pretrained(cfg: Config, device) -> tuple[Generator, Discriminator]:
@@ -83,7 +87,8 @@ def load_pretrained(cfg: Config, device) -> tuple[Generator, Discriminator]:
 
 
 def pretrain_gan(cfg: Config, force: bool = False) -> dict:
-    """Pretrain (resume, or if finished before with the same settings, skip); returns the metrics."""
+    """Pretrain (resume, or if finished before with the same settings, skip); returns the
+    metrics."""
     key = run_key(cfg, ("data.source_classes", "gan"))
     device = distributed.init(setup(cfg))  # before the run folder: rank 0 alone locks and writes it
     return run_once(stage_dir(cfg, KIND, gan_name(cfg)), key, force, f"{KIND} {gan_name(cfg)}",
@@ -91,19 +96,22 @@ def pretrain_gan(cfg: Config, force: bool = False) -> dict:
 
 
 def judge_pretrained(cfg: Config, force: bool = False) -> dict:
-    """FD-eval / KID of the pretrained generator against the source classes' test images, and how many of
-    its samples the evaluator assigns to a source class."""
+    """FD-eval / KID of the pretrained generator against the source classes' test images, and how
+    many of its samples the evaluator assigns to a source class."""
     def work(run):
         start, device = time.time(), setup(cfg)
         G, _ = load_pretrained(cfg, device)
         quality = pretrain_quality(cfg, load_evaluator(cfg, device), G)
         quality["summary"] = (f"FD-eval vs source test images {quality['fd_eval_vs_source']:.2f}, "
-                              f"{quality['recognised_as_a_source_class']:.1%} recognised as a source class")
+                              f"{quality['recognised_as_a_source_class']:.1%} recognised as a "
+                              "source class")
         print(f"{KIND}-judge {gan_name(cfg)}: {quality['summary']}")
-        return {"stage": f"{KIND}-judge", "base": gan_name(cfg), **quality, "seconds": time.time() - start}
-    key = run_key(cfg, ("data.source_classes", "gan"), pretrained=pretrained_path(cfg), evaluator=evaluator_path(cfg))
-    return run_once(stage_dir(cfg, f"{KIND}-judge", gan_name(cfg)), key, force, f"{KIND}-judge {gan_name(cfg)}",
-                    work)
+        return {"stage": f"{KIND}-judge", "base": gan_name(cfg), **quality,
+                "seconds": time.time() - start}
+    key = run_key(cfg, ("data.source_classes", "gan"), pretrained=pretrained_path(cfg),
+                  evaluator=evaluator_path(cfg))
+    return run_once(stage_dir(cfg, f"{KIND}-judge", gan_name(cfg)), key, force,
+                    f"{KIND}-judge {gan_name(cfg)}", work)
 
 
 def _pretrain(cfg: Config, run: RunFolder, device) -> dict:
@@ -120,17 +128,20 @@ def _pretrain(cfg: Config, run: RunFolder, device) -> dict:
         trainer.load_state(payload)
         if distributed.is_main():
             print(f"{KIND}: resuming from {path} at step {trainer.step}")
-    trainer.train(lambda state: run.save_checkpoint(path, {"kind": KIND, "config": cfg.to_dict(), **state}))
+    trainer.train(lambda state: run.save_checkpoint(path, {"kind": KIND, "config": cfg.to_dict(),
+                                                           **state}))
     distributed.barrier()
     if not distributed.is_main():
         return {}
-    save_grid(sample_images(trainer.ema.model, 64, seed=gan_seed(cfg)), run.folder / "grid.png", nrow=8, scale=4)
+    save_grid(sample_images(trainer.ema.model, 64, seed=gan_seed(cfg)), run.folder / "grid.png",
+              nrow=8, scale=4)
     summary = f"{trainer.step} steps in {trainer.seconds:.0f}s, final losses " + ", ".join(
         f"{k} {v:.3f}" for k, v in trainer.log[-1].items() if k in ("d", "g", "r1"))
     print(f"{KIND} {gan_name(cfg)}: {summary}")
     return {"stage": KIND, "base": gan_name(cfg), "summary": summary, "steps": trainer.step,
-            "train_seconds": trainer.seconds, "device": str(device), "world_size": distributed.world_size(),
-            "torch_threads": torch.get_num_threads(), "g_parameters": count_parameters(G.parameters()),
+            "train_seconds": trainer.seconds, "device": str(device),
+            "world_size": distributed.world_size(), "torch_threads": torch.get_num_threads(),
+            "g_parameters": count_parameters(G.parameters()),
             "d_parameters": count_parameters(D.parameters()), "n_train_images": len(train),
             "source_classes": list(cfg.data.source_classes), "final_losses": trainer.log[-1],
             "loss_log": trainer.log}

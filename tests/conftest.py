@@ -1,4 +1,5 @@
-"""Shared test fixtures: small configs, a temporary run folder, a deterministic torch state, CIFAR-10."""
+"""Shared test fixtures: small configs, a temporary run folder, a deterministic torch state,
+CIFAR-10."""
 import subprocess
 import sys
 from pathlib import Path
@@ -23,12 +24,12 @@ def tiny_cfg(tmp_path):
 
 def tiny_diffusion_overrides(out_dir) -> list[str]:
     """A text-to-image setup small enough to train for a few steps inside a test."""
-    return [f"--run.out_dir={out_dir}", "--data.shapes_train_size=200", "--data.shapes_test_size=100",
-            "--clip.width=16", "--clip.layers=1", "--clip.heads=2", "--clip.embed_dim=16",
-            "--clip.image_channels=8,16", "--diffusion.base_channels=8", "--diffusion.channel_mults=1,2",
-            "--diffusion.attention_resolutions=8", "--diffusion.heads=2", "--diffusion.batch_size=8",
-            "--diffusion.warmup=2", "--diffusion.sample_every=0", "--diffusion.sample_steps=2",
-            "--diffusion.timesteps=100"]
+    return [f"--run.out_dir={out_dir}", "--data.shapes_train_size=200",
+            "--data.shapes_test_size=100", "--clip.width=16", "--clip.layers=1", "--clip.heads=2",
+            "--clip.embed_dim=16", "--clip.image_channels=8,16", "--diffusion.base_channels=8",
+            "--diffusion.channel_mults=1,2", "--diffusion.attention_resolutions=8",
+            "--diffusion.heads=2", "--diffusion.batch_size=8", "--diffusion.warmup=2",
+            "--diffusion.sample_every=0", "--diffusion.sample_steps=2", "--diffusion.timesteps=100"]
 
 
 def save_untrained_clip(cfg) -> None:
@@ -41,15 +42,18 @@ def save_untrained_clip(cfg) -> None:
     with torch.random.fork_rng():
         torch.manual_seed(0)  # the same text encoder every time it is written
         clip = TinyClip(len(tok), cfg.clip)
-    checkpoint.save(stage_dir(cfg, "clip") / "clip.pt", {"kind": "clip", "config": cfg.to_dict(), "step": 0,
-                                                          "model": clip.state_dict(), "vocab": tok.words})
+    checkpoint.save(stage_dir(cfg, "clip") / "clip.pt",
+                    {"kind": "clip", "config": cfg.to_dict(), "step": 0,
+                     "model": clip.state_dict(), "vocab": tok.words})
     mark_finished(stage_dir(cfg, "clip"))
 
 
 def mark_finished(folder) -> None:
-    """A metrics.json in `folder`, so that later stages accept the checkpoint written there (pipeline.runs)."""
+    """A metrics.json in `folder`, so that later stages accept the checkpoint written there
+    (pipeline.runs)."""
     from core.files import write_json
-    write_json(folder / "metrics.json", {"summary": "untrained, written by a test", "test_accuracy": None})
+    write_json(folder / "metrics.json",
+               {"summary": "untrained, written by a test", "test_accuracy": None})
 
 
 def save_untrained_evaluator(cfg) -> None:
@@ -61,8 +65,9 @@ def save_untrained_evaluator(cfg) -> None:
     with torch.random.fork_rng():
         torch.manual_seed(0)
         net = Evaluator(cfg.evalnet, len(class_names(cfg.data)))
-    checkpoint.save(stage_dir(cfg, "eval-net") / "evaluator.pt", {"kind": "evaluator", "config": cfg.to_dict(),
-                                                                  "step": 0, "model": net.state_dict()})
+    checkpoint.save(stage_dir(cfg, "eval-net") / "evaluator.pt",
+                    {"kind": "evaluator", "config": cfg.to_dict(), "step": 0,
+                     "model": net.state_dict()})
     mark_finished(stage_dir(cfg, "eval-net"))
 
 
@@ -84,13 +89,16 @@ SHARED_CIFAR10 = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifa
 
 @pytest.fixture(scope="session")
 def cifar10_root(tmp_path_factory):
-    """A folder with CIFAR-10's train.npz/test.npz: the repo's data/cifar10 if unpacked there, else the offline
-    copy in ../shared/data/cifar10 unpacked once per session; skipped where neither exists (a user's clone)."""
+    """A folder with CIFAR-10's train.npz/test.npz: the repo's data/cifar10 if unpacked there, else
+    the offline copy in ../shared/data/cifar10 unpacked once per session; skipped where neither
+    exists (a user's clone)."""
     local = Path(__file__).resolve().parents[1] / "data" / "cifar10"
     if (local / "train.npz").exists() and (local / "test.npz").exists():
         return local
     if not (SHARED_CIFAR10 / "unpack.py").exists():
-        pytest.skip(f"no CIFAR-10 copy: neither {local} nor the offline pack {SHARED_CIFAR10} exists")
+        pytest.skip(f"no CIFAR-10 copy: neither {local} nor the offline pack {SHARED_CIFAR10} "
+                    "exists")
     out = tmp_path_factory.mktemp("cifar10")
-    subprocess.run([sys.executable, str(SHARED_CIFAR10 / "unpack.py"), str(out)], check=True, capture_output=True)
+    subprocess.run([sys.executable, str(SHARED_CIFAR10 / "unpack.py"), str(out)], check=True,
+                   capture_output=True)
     return out

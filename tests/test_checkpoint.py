@@ -1,5 +1,6 @@
-"""Checkpoints: round trip, atomic write under a simulated crash and racing writers, temp files of killed writers
-cleaned, the umask respected, non-finite weights never written, kind and architecture mismatch errors."""
+"""Checkpoints: round trip, atomic write under a simulated crash and racing writers, temp files of
+killed writers cleaned, the umask respected, non-finite weights never written, kind and architecture
+mismatch errors."""
 import os
 import subprocess
 import sys
@@ -45,8 +46,9 @@ def test_crash_mid_write_leaves_old_file_and_no_partial(tmp_path, monkeypatch):
 
 
 def test_racing_writers_of_one_path_do_not_collide(tmp_path):
-    """Two DDP ranks caching the same file: rank 1 writes the whole file while rank 0 is mid-write. Each has
-    its own temp file, so both renames succeed and the path holds one complete file (the last renamed)."""
+    """Two DDP ranks caching the same file: rank 1 writes the whole file while rank 0 is mid-write.
+    Each has its own temp file, so both renames succeed and the path holds one complete file (the
+    last renamed)."""
     path = tmp_path / "cache.bin"
 
     def rank0(f):
@@ -78,8 +80,10 @@ def test_architecture_mismatch_names_fields():
     with pytest.raises(checkpoint.CheckpointMismatch) as err:
         checkpoint.check_arch(stored, {"diffusion": other.diffusion})
     message = str(err.value)
-    assert f"diffusion.base_channels: checkpoint has {base.diffusion.base_channels}, config has 48" in message
-    assert "diffusion.channel_mults" in message and "lr" not in message  # training fields may differ
+    assert (f"diffusion.base_channels: checkpoint has {base.diffusion.base_channels}, config has 48"
+            in message)
+    # training fields may differ
+    assert "diffusion.channel_mults" in message and "lr" not in message
     checkpoint.check_arch(stored, {"diffusion": make_config().diffusion})  # same shape: no error
 
 
@@ -88,23 +92,28 @@ def test_non_finite_weights_are_never_written(tmp_path):
     path = tmp_path / "last.pt"
     checkpoint.save(path, {"kind": "test", "step": 1, "model": {"w": torch.ones(3)}})
     with pytest.raises(Diverged, match="model.w holds NaN or inf"):
-        checkpoint.save(path, {"kind": "test", "step": 2, "model": {"w": torch.tensor([1.0, float("nan"), 0.0])}})
+        checkpoint.save(path, {"kind": "test", "step": 2,
+                               "model": {"w": torch.tensor([1.0, float("nan"), 0.0])}})
     assert checkpoint.load(path)["step"] == 1
 
 
 def test_a_killed_writer_leaves_no_orphan_after_the_next_write(tmp_path):
-    """Issue row 11: kill -9 mid-write leaves a temp file; the next write of the same path removes it."""
+    """Issue row 11: kill -9 mid-write leaves a temp file; the next write of the same path removes
+    it."""
     path = tmp_path / "ckpt.pt"
     code = (f"import os; from core.files import atomic_write\n"
-            f"atomic_write({str(path)!r}, lambda f: (f.write(b'half'), f.flush(), os.kill(os.getpid(), 9)))")
+            f"atomic_write({str(path)!r}, lambda f: (f.write(b'half'), f.flush(), "
+            "os.kill(os.getpid(), 9)))")
     subprocess.run([sys.executable, "-c", code], cwd=os.path.dirname(os.path.dirname(__file__)))
-    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")]   # the killed writer's debris
+    # the killed writer's debris
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
     checkpoint.save(path, {"kind": "test", "step": 1})
     assert [p.name for p in tmp_path.iterdir()] == ["ckpt.pt"]
 
 
 def test_written_files_respect_the_umask(tmp_path):
-    """Issue row 12: atomically written files get 0666 & ~umask, as open() would give them, not mkstemp's 0600."""
+    """Issue row 12: atomically written files get 0666 & ~umask, as open() would give them, not
+    mkstemp's 0600."""
     old = os.umask(0o022)
     try:
         atomic_write(tmp_path / "a.bin", lambda f: f.write(b"x"))
@@ -139,7 +148,8 @@ print(cached(Path(sys.argv[1]), "entry", ["same key"], compute)["value"])
 """
 
 
-@pytest.mark.skipif(sys.platform == "win32", reason="the cache lock uses fcntl (no lock on Windows)")
+@pytest.mark.skipif(sys.platform == "win32",
+                    reason="the cache lock uses fcntl (no lock on Windows)")
 def test_two_processes_needing_one_cache_entry_compute_it_once(tmp_path):
     log = tmp_path / "computations.txt"
     users = [subprocess.Popen([sys.executable, "-c", CACHE_USER, str(tmp_path / "cache"), str(log)],

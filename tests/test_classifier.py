@@ -1,5 +1,6 @@
-"""Diffusion classifier: rigged models with a known answer, the noise shared across classes (the test fails if
-it were not), centred adaptive stages, and per-image noise banks that batching cannot change."""
+"""Diffusion classifier: rigged models with a known answer, the noise shared across classes (the
+test fails if it were not), centred adaptive stages, and per-image noise banks that batching cannot
+change."""
 import pytest
 import torch
 
@@ -11,9 +12,10 @@ from minidiff.diffusion import Diffusion
 
 
 class TemplateModel(torch.nn.Module):
-    """eps_theta(x_t, t, c) = shrink * (x_t - sqrt(abar_t) T_c) / sqrt(1 - abar_t). With shrink = 1 it is exact
-    when x0 is class c's template; with shrink < 1 every class's error has a large term (1 - shrink)^2 ||eps||^2
-    that is the same for every class only if every class sees the same eps."""
+    """eps_theta(x_t, t, c) = shrink * (x_t - sqrt(abar_t) T_c) / sqrt(1 - abar_t). With shrink = 1
+    it is exact when x0 is class c's template; with shrink < 1 every class's error has a large term
+    (1 - shrink)^2 ||eps||^2 that is the same for every class only if every class sees the same
+    eps."""
 
     def __init__(self, templates: torch.Tensor, diffusion: Diffusion, shrink: float = 1.0):
         super().__init__()
@@ -40,7 +42,8 @@ def setup():
 
 def make(model, diffusion, **kw):
     cfg = ClassifierConfig(**{"n_timesteps": 20, "stages": (5, 20), "keep": (3, 1), **kw})
-    return DiffusionClassifier(model, diffusion, [f"class {i}" for i in range(6)], cfg, resolution=8)
+    return DiffusionClassifier(model, diffusion, [f"class {i}" for i in range(6)], cfg,
+                               resolution=8)
 
 
 def test_rigged_model_is_classified_correctly(setup):
@@ -49,27 +52,32 @@ def test_rigged_model_is_classified_correctly(setup):
     for adaptive in (False, True):
         out = make(model, diffusion).classify(images, range(4), adaptive)
         assert out["pred"].tolist() == [3, 0, 5, 1]
-    assert make(model, diffusion, loss="l1").classify(images, range(4))["pred"].tolist() == [3, 0, 5, 1]
+    assert (make(model, diffusion, loss="l1").classify(images, range(4))["pred"].tolist()
+            == [3, 0, 5, 1])
 
 
 def test_the_noise_is_shared_across_classes(setup, monkeypatch):
-    """Templates close together and a shrunk prediction: the class signal is small next to ||eps||^2, which
-    only cancels when each timestep's eps is the same for every class. With the noise drawn per class instead,
-    the same images are classified near chance."""
+    """Templates close together and a shrunk prediction: the class signal is small next to
+    ||eps||^2, which only cancels when each timestep's eps is the same for every class. With the
+    noise drawn per class instead, the same images are classified near chance."""
     _, diffusion, templates = setup
     close = 0.04 * templates
     model = TemplateModel(close, diffusion, shrink=0.6)
     labels = torch.arange(6).repeat(10)
-    shared = classify_images(make(model, diffusion, stages=(20,), keep=(1,)), close[labels], 10, adaptive=False)
+    shared = classify_images(make(model, diffusion, stages=(20,), keep=(1,)), close[labels], 10,
+                             adaptive=False)
     assert (shared["pred"] == labels).float().mean() == 1.0
     real_errors = DiffusionClassifier.errors
 
-    def per_class_noise(self, x0, noise, classes, grid):  # what a classifier that does not share noise computes
-        return torch.stack([real_errors(self, x0, torch.randn_like(noise), classes[:, k:k + 1], grid)[:, 0]
-                            for k in range(classes.shape[1])], dim=1)
+    # what a classifier that does not share noise computes
+    def per_class_noise(self, x0, noise, classes, grid):
+        return torch.stack([
+            real_errors(self, x0, torch.randn_like(noise), classes[:, k:k + 1], grid)[:, 0]
+            for k in range(classes.shape[1])], dim=1)
 
     monkeypatch.setattr(DiffusionClassifier, "errors", per_class_noise)
-    unshared = classify_images(make(model, diffusion, stages=(20,), keep=(1,)), close[labels], 10, adaptive=False)
+    unshared = classify_images(make(model, diffusion, stages=(20,), keep=(1,)), close[labels], 10,
+                               adaptive=False)
     assert (unshared["pred"] == labels).float().mean() < 0.5  # 0.33 measured; chance is 0.17
 
 
@@ -77,12 +85,15 @@ def test_adaptive_equals_full_grid_when_margins_are_large_and_costs_less(setup):
     model, diffusion, templates = setup
     images = templates[torch.arange(6).repeat(2)] + 0.1 * torch.randn(12, 3, 8, 8)
     clf = make(model, diffusion)
-    full, adaptive = clf.classify(images, range(12), adaptive=False), clf.classify(images, range(12), adaptive=True)
+    full, adaptive = (clf.classify(images, range(12), adaptive=False),
+                      clf.classify(images, range(12), adaptive=True))
     assert torch.equal(full["pred"], adaptive["pred"])
     assert full["unet_passes"] == 6 * 20
-    assert adaptive["unet_passes"] == 6 * 5 + 3 * 15  # all classes on 5 timesteps, then the best 3 on 15 more
+    # all classes on 5 timesteps, then the best 3 on 15 more
+    assert adaptive["unet_passes"] == 6 * 5 + 3 * 15
     kept = torch.isfinite(adaptive["scores"])
-    assert torch.allclose(adaptive["scores"][kept], full["scores"][kept])  # same grid, same noise: same scores
+    # same grid, same noise: same scores
+    assert torch.allclose(adaptive["scores"][kept], full["scores"][kept])
 
 
 def test_stage_grids_are_centred_in_the_full_grid():

@@ -1,4 +1,5 @@
-"""Known-answer tests for eval/colour.py: CIELAB, Colour Drift Index, delta-E, PSNR, Gram distance."""
+"""Known-answer tests for eval/colour.py: CIELAB, Colour Drift Index, delta-E, PSNR, Gram
+distance."""
 
 import math
 
@@ -6,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from eval.colour import (colour_drift_index, gram_distance, gram_matrices, mean_colour_delta_e, psnr,
-                         set_colour_distance, srgb_to_lab)
+from eval.colour import (colour_drift_index, gram_distance, gram_matrices, mean_colour_delta_e,
+                         psnr, set_colour_distance, srgb_to_lab)
 
 # reference CIELAB values (D65, 2-degree observer) of sRGB primaries
 LAB_REFERENCE = [
@@ -30,7 +31,7 @@ def _add(images, value, channels=(0, 1, 2)):
     return np.clip(out, 0, 255).astype(np.uint8)
 
 
-# ----------------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # CIELAB
 
 @pytest.mark.parametrize("rgb, lab", LAB_REFERENCE)
@@ -48,12 +49,14 @@ def test_srgb_to_lab_batched_shapes_and_torch():
 
 
 def test_srgb_to_lab_dark_values_use_linear_segments():
-    # below both thresholds (sRGB 0.04045, Lab (6/29)^3) the conversion is linear, so L doubles exactly
-    l1, l2 = srgb_to_lab(np.array([0.004, 0.004, 0.004]))[0], srgb_to_lab(np.array([0.008, 0.008, 0.008]))[0]
+    # below both thresholds (sRGB 0.04045, Lab (6/29)^3) the conversion is linear, so L doubles
+    # exactly
+    l1, l2 = (srgb_to_lab(np.array([0.004, 0.004, 0.004]))[0],
+              srgb_to_lab(np.array([0.008, 0.008, 0.008]))[0])
     assert l1 > 0 and l2 == pytest.approx(2 * l1, rel=1e-9)
 
 
-# ----------------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # Colour Drift Index
 
 def test_cdi_identical_images_is_zero():
@@ -82,8 +85,10 @@ def test_cdi_is_symmetric_sum_of_channels_and_ignores_layout():
     ab, ba = colour_drift_index(img, other), colour_drift_index(other, img)
     assert ab["cdi"] == pytest.approx(ba["cdi"], rel=1e-12)
     assert ab["cdi"] == pytest.approx(sum(ab["per_channel"].values()), rel=1e-12)
-    # shuffling pixels within each image keeps its colour distribution, so CDI stays 0
-    shuffled = img.reshape(4, -1, 3)[:, np.random.default_rng(2).permutation(256)].reshape(img.shape)
+    # shuffling pixels within each image keeps its colour distribution, so CDI stays 0:
+    # (4, 16, 16, 3) -> (4, 256, 3), the 256 pixels reordered, -> (4, 16, 16, 3)
+    shuffled = (img.reshape(4, -1, 3)[:, np.random.default_rng(2).permutation(256)]
+                .reshape(img.shape))
     assert colour_drift_index(img, shuffled)["cdi"] == pytest.approx(0.0, abs=1e-12)
 
 
@@ -102,7 +107,7 @@ def test_colour_metrics_reject_float_and_mismatched_input():
         psnr(img, img[:2])
 
 
-# ----------------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # delta-E and PSNR
 
 def test_delta_e_identical_is_zero_and_known_for_flat_images():
@@ -129,16 +134,16 @@ def test_psnr_identical_pairs():
     assert psnr(img, mixed) == pytest.approx(20 * math.log10(255), rel=1e-12)
 
 
-# ----------------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # Gram matrices
 
 def test_gram_matrices_known_value():
-    feats = np.arange(2 * 3 * 2 * 2, dtype=np.float64).reshape(2, 3, 2, 2)
+    feats = np.arange(2 * 3 * 2 * 2, dtype=np.float64).reshape(2, 3, 2, 2)  # (B, C, H, W)
     g = gram_matrices(torch.from_numpy(feats))
     assert g.shape == (2, 3, 3)
-    f1 = feats[1].reshape(3, 4)
+    f1 = feats[1].reshape(3, 4)                                 # F of image 1: (C, H*W)
     np.testing.assert_allclose(g[1], f1 @ f1.T / 4)
-    np.testing.assert_allclose(g, g.transpose(0, 2, 1))
+    np.testing.assert_allclose(g, g.transpose(0, 2, 1))         # each (C, C) is symmetric
 
 
 def test_gram_distance_zero_and_positive():
@@ -151,38 +156,46 @@ def test_gram_distance_zero_and_positive():
     assert gram_distance(feats, feats + 0.1) > 0
 
 
-# ----------------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # pairwise vs set-level colour: what each isolates, on rendered shapes (controlled changes)
 
 def _stars(n=64, **change):
-    """n rendered 16x16 stars with their sampled attributes, each with `change` applied (e.g. size=...)."""
+    """n rendered 16x16 stars with their sampled attributes, each with `change` applied
+    (e.g. size=...)."""
     import dataclasses
 
     from core import shapes
-    attrs = [shapes.sample_attributes(0, "test", i, label=shapes.CLASSES.index("star")) for i in range(n)]
-    return np.stack([shapes.render(dataclasses.replace(a, **change.get("f", lambda a: {})(a)), 16) for a in attrs])
+    attrs = [shapes.sample_attributes(0, "test", i, label=shapes.CLASSES.index("star"))
+             for i in range(n)]
+    return np.stack([shapes.render(dataclasses.replace(a, **change.get("f", lambda a: {})(a)), 16)
+                     for a in attrs])
 
 
 def test_reassigning_colours_to_seeds_moves_pairwise_cdi_not_the_set_distance():
-    """A model that keeps its colour distribution but gives each seed another image's colours (a permutation
-    of the set) is the case the drift table separates: the pairwise CDI reads it as large drift, the set-level
-    distance as exactly none, the same as a set compared with itself."""
+    """A model that keeps its colour distribution but gives each seed another image's colours
+    (a permutation of the set) is the case the drift table separates: the pairwise CDI reads it as
+    large drift, the set-level distance as exactly none, the same as a set compared with itself."""
     stars = _stars()
     shuffled = stars[np.roll(np.arange(len(stars)), 1)]
     assert colour_drift_index(stars, shuffled)["median"] > 20
     distance = set_colour_distance(stars, shuffled)
-    assert distance["set_cdi"] == 0.0                     # the same pixels: the same quantiles exactly
-    assert distance["delta_e"] == pytest.approx(0.0, abs=1e-9)   # the same mean, up to summation order
+    assert distance["set_cdi"] == 0.0  # the same pixels: the same quantiles exactly
+    # the same mean, up to summation order
+    assert distance["delta_e"] == pytest.approx(0.0, abs=1e-9)
 
 
 def test_a_uniform_colour_shift_moves_both_and_a_small_size_change_little():
-    """A real colour change (+15 red everywhere) moves the set distance by about as much as the pairwise
-    one; a 10% larger shape, same colours, moves both far less than a swap of colours between seeds."""
+    """A real colour change (+15 red everywhere) moves the set distance by about as much as the
+    pairwise one; a 10% larger shape, same colours, moves both far less than a swap of colours
+    between seeds."""
     stars = _stars()
     red = _add(stars, 15, channels=(0,))
-    pairwise, sets = colour_drift_index(stars, red)["cdi"], set_colour_distance(stars, red)["set_cdi"]
+    pairwise, sets = (colour_drift_index(stars, red)["cdi"],
+                      set_colour_distance(stars, red)["set_cdi"])
     assert sets > 0.7 * pairwise > 0
     larger = _stars(f=lambda a: {"size": min(a.size * 1.1, 0.95)})
     swapped = stars[np.roll(np.arange(len(stars)), 1)]
-    assert set_colour_distance(stars, larger)["set_cdi"] < 0.5 * colour_drift_index(stars, swapped)["cdi"]
-    assert colour_drift_index(stars, larger)["cdi"] < 0.5 * colour_drift_index(stars, swapped)["cdi"]
+    assert (set_colour_distance(stars, larger)["set_cdi"]
+            < 0.5 * colour_drift_index(stars, swapped)["cdi"])
+    assert (colour_drift_index(stars, larger)["cdi"]
+            < 0.5 * colour_drift_index(stars, swapped)["cdi"])

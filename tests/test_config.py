@@ -1,5 +1,5 @@
-"""Config presets, command-line overrides and every error path: unknown keys, types, ranges, fields that
-must agree (resolution vs UNet levels and attention), and fields the program sets itself."""
+"""Config presets, command-line overrides and every error path: unknown keys, types, ranges, fields
+that must agree (resolution vs UNet levels and attention), and fields the program sets itself."""
 import dataclasses
 
 import pytest
@@ -13,20 +13,23 @@ from core.presets import METHOD_SCHEDULES, PRESETS, customize_schedule
 def test_presets_differ_and_quick_is_default():
     assert make_config().data.dataset == "shapes"
     cifar = make_config("cifar10")
-    assert cifar.data.dataset == "cifar10" and cifar.data.resolution == 32 and cifar.run.preset == "cifar10"
+    assert (cifar.data.dataset == "cifar10" and cifar.data.resolution == 32
+            and cifar.run.preset == "cifar10")
 
 
 def test_every_preset_is_valid_and_has_a_customization_schedule_and_a_gan_curve():
     from minigan.transfer import CURVE_K
     for name in PRESETS:
         cfg = make_config(name)
-        assert set(METHOD_SCHEDULES[name]) == set(dataclasses.fields(cfg.customize)[0].metadata["choices"])
+        assert (set(METHOD_SCHEDULES[name])
+                == set(dataclasses.fields(cfg.customize)[0].metadata["choices"]))
         assert CURVE_K[name]   # `--chain gan-curve --preset <name>` has k values without --k
 
 
 def test_override_types_are_parsed():
-    cfg = make_config("quick", ["--diffusion.lr=1e-4", "--diffusion.steps", "7", "--run.compile=true",
-                                "--data.source_classes=circle, square", "--diffusion.channel_mults=1,2",
+    cfg = make_config("quick", ["--diffusion.lr=1e-4", "--diffusion.steps", "7",
+                                "--run.compile=true", "--data.source_classes=circle, square",
+                                "--diffusion.channel_mults=1,2",
                                 "--diffusion.attention_resolutions=8"])
     assert cfg.diffusion.lr == 1e-4 and isinstance(cfg.diffusion.lr, float)
     assert cfg.diffusion.steps == 7 and cfg.run.compile is True
@@ -63,7 +66,8 @@ def test_bad_overrides_name_the_problem(args, message):
     (["--diffusion.ema_decay=1.5"], "above its maximum 1"),
     (["--diffusion.grad_clip=0"], "must be greater than 0"),
     (["--customize.steps=0"], "trains nothing"),
-    (["--customize.method=dreambooth"], "customize.method='dreambooth' is not one of: full, full\\+prior"),
+    (["--customize.method=dreambooth"],
+     "customize.method='dreambooth' is not one of: full, full\\+prior"),
     (["--transfer.generator=hyper"], "transfer.generator='hyper' is not one of"),
     (["--transfer.ssl=simclr"], "transfer.ssl='simclr' is not one of: none, barlow, ntxent"),
     (["--transfer.generator=finetune"], "transfer.selfinit=true needs transfer.generator=hypermod"),
@@ -116,4 +120,5 @@ def test_arch_fields_are_the_model_shape_only():
 
 def test_result_fields_leave_out_what_does_not_change_results():
     fields = result_fields(make_config().diffusion)
-    assert "lr" in fields and "steps" in fields and "checkpoint_every" not in fields and "sample_every" not in fields
+    assert ("lr" in fields and "steps" in fields and "checkpoint_every" not in fields
+            and "sample_every" not in fields)

@@ -1,5 +1,5 @@
-"""Customization: each method trains exactly its parameters, LoRA identities, the functional regularizer
-is zero at step 0, prior images are cached, and a delta refuses the wrong base."""
+"""Customization: each method trains exactly its parameters, LoRA identities, the functional
+regularizer is zero at step 0, prior images are cached, and a delta refuses the wrong base."""
 import dataclasses
 import hashlib
 
@@ -27,11 +27,13 @@ def base(tmp_path_factory):
 
 
 def with_method(cfg, method, reg="none"):
-    return dataclasses.replace(cfg, customize=dataclasses.replace(cfg.customize, method=method, reg=reg, steps=2))
+    return dataclasses.replace(cfg, customize=dataclasses.replace(cfg.customize, method=method,
+                                                                  reg=reg, steps=2))
 
 
 def digests(model) -> dict[str, str]:
-    return {k: hashlib.sha256(v.detach().cpu().numpy().tobytes()).hexdigest() for k, v in model.state_dict().items()}
+    return {k: hashlib.sha256(v.detach().cpu().numpy().tobytes()).hexdigest()
+            for k, v in model.state_dict().items()}
 
 
 EXPECTED = {  # which state-dict entries each method may change
@@ -63,7 +65,8 @@ def test_each_method_trains_exactly_its_parameters(base, method):
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     assert all(EXPECTED[method](n) for n in trainable)
     if method == "custom":
-        assert any("to_k" in n for n in trainable) and not any("attn1" in n or "to_q" in n for n in trainable)
+        assert (any("to_k" in n for n in trainable)
+                and not any("attn1" in n or "to_q" in n for n in trainable))
 
 
 def test_lora_starts_as_the_base_and_merge_unmerge_round_trips(base):
@@ -83,7 +86,8 @@ def test_lora_starts_as_the_base_and_merge_unmerge_round_trips(base):
     merge_lora(model.unet)
     assert torch.allclose(model(x, t, cond), adapted, atol=1e-5)  # merged weights, same function
     unmerge_lora(model.unet)
-    assert all(torch.allclose(p, weights[n], atol=1e-6) for n, p in model.unet.named_parameters() if ".base." in n)
+    assert all(torch.allclose(p, weights[n], atol=1e-6)
+               for n, p in model.unet.named_parameters() if ".base." in n)
     assert torch.allclose(model(x, t, cond), adapted, atol=1e-6)
 
 
@@ -93,7 +97,8 @@ def test_functional_regularization_is_zero_at_step_zero_then_positive(base, targ
     model, diffusion, _, _ = load_diffusion(stage_dir(cfg, "diffusion", "b0") / "last.pt")
     frozen = load_diffusion(stage_dir(cfg, "diffusion", "b0") / "last.pt")[0].requires_grad_(False)
     prepare(model, cfg, base_classes(cfg.data))
-    x0, cond = torch.randn(3, 3, 16, 16), frozen.encode(["a photo of a star", "", "a drawing of a ring"])
+    x0, cond = (torch.randn(3, 3, 16, 16),
+                frozen.encode(["a photo of a star", "", "a drawing of a ring"]))
     guidance = 5.0 if target == "guided" else None
     assert functional_regularization(model, frozen, diffusion, x0, cond, guidance).item() == 0.0
     with torch.no_grad():
@@ -113,7 +118,8 @@ def test_the_regularizer_gradient_reaches_only_what_the_method_trains(base, meth
         for p in trainable:
             p.add_(0.05 * torch.randn_like(p))
     functional_regularization(model, frozen, diffusion, torch.randn(3, 3, 16, 16),
-                              frozen.encode(["a photo of a star", "", "a drawing of a ring"])).backward()
+                              frozen.encode(["a photo of a star", "",
+                                             "a drawing of a ring"])).backward()
     ids = {id(p) for p in trainable}
     assert all(p.grad is None for p in model.parameters() if id(p) not in ids)
     assert all(p.grad is None for p in frozen.parameters())
@@ -122,10 +128,11 @@ def test_the_regularizer_gradient_reaches_only_what_the_method_trains(base, meth
 
 @pytest.mark.parametrize("dropout", [0.0, make_config("cifar10").diffusion.dropout])
 def test_the_stage_starts_with_a_zero_regularizer_under_each_presets_dropout(tmp_path, dropout):
-    """cifar10 trains its UNet with dropout 0.1: customization must compare the same function (dropout off)."""
+    """cifar10 trains its UNet with dropout 0.1: customization must compare the same function
+    (dropout off)."""
     cfg = tiny_base_model(tmp_path, f"--diffusion.dropout={dropout}", "--customize.method=lora",
-                          "--customize.reg=functional", "--customize.steps=2", "--customize.images_per_anchor=1",
-                          "--customize.empty_anchor_images=2")
+                          "--customize.reg=functional", "--customize.steps=2",
+                          "--customize.images_per_anchor=1", "--customize.empty_anchor_images=2")
     assert customize(cfg)["regularizer_first"] == 0.0
 
 
@@ -134,7 +141,7 @@ def test_weight_space_baseline_measures_the_merged_change(base):
     model, _, _, _ = load_diffusion(stage_dir(cfg, "diffusion", "b0") / "last.pt")
     trainable = prepare(model, cfg, base_classes(cfg.data))
     initial = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
-    assert weight_change(model, initial).item() == 0.0            # B = 0: no change yet, whatever A is
+    assert weight_change(model, initial).item() == 0.0  # B = 0: no change yet, whatever A is
     adapters = lora_modules(model.unet)
     with torch.no_grad():
         adapters[0].B.fill_(0.1)
@@ -142,14 +149,19 @@ def test_weight_space_baseline_measures_the_merged_change(base):
     assert torch.allclose(weight_change(model, initial), expected)
     weight_change(model, initial).backward()
     assert adapters[0].B.grad.abs().sum() > 0
-    assert all(p.grad.abs().sum() == 0 for p in trainable if p is not adapters[0].B and p is not adapters[0].A)
+    assert all(p.grad.abs().sum() == 0
+               for p in trainable if p is not adapters[0].B and p is not adapters[0].A)
 
 
 def test_stage_runs_each_regularizer_and_records_zero_at_start(base):
     for reg in ("functional", "l2"):
-        metrics = customize(with_method(base, "custom", reg))
+        cfg = with_method(base, "custom", reg)
+        metrics = customize(cfg)
         assert metrics["regularizer_first"] == 0.0 and metrics["trainable_parameters"] > 0
-        assert 0.0 <= metrics["fidelity"]["recognised"] <= 1.0
+        # every fidelity sample judged, and `recognised` a share of exactly those: k / n
+        n, recognised = cfg.customize.fidelity_samples, metrics["fidelity"]["recognised"]
+        assert metrics["fidelity"]["n_samples"] == n
+        assert recognised * n == pytest.approx(round(recognised * n), abs=1e-6)
 
 
 def test_prior_images_are_generated_once_and_reused(base, monkeypatch):

@@ -1,5 +1,5 @@
-"""Shapes determinism and balance, caption grammar, CIFAR loading from .npz (and refusing broken files), class
-splits."""
+"""Shapes determinism and balance, caption grammar, CIFAR loading from .npz (and refusing broken
+files), class splits."""
 import numpy as np
 import pytest
 import torch
@@ -28,7 +28,8 @@ def test_any_resolution_and_balanced_classes():
 def test_shape_classes_differ_in_their_masks():
     """Same attributes but the class: every pair of classes draws a different image."""
     base = shapes.sample_attributes(0, "train", 0)
-    imgs = [shapes.render(shapes.ShapeAttributes(**{**base.__dict__, "label": k}), 32) for k in range(10)]
+    imgs = [shapes.render(shapes.ShapeAttributes(**{**base.__dict__, "label": k}), 32)
+            for k in range(10)]
     for i in range(10):
         for j in range(i + 1, 10):
             difference = np.abs(imgs[i].astype(int) - imgs[j].astype(int)).sum()
@@ -63,9 +64,11 @@ def test_attribute_captions():
     striped = shapes.TEXTURES.index("striped")
     assert captions.attribute_caption("a photo of a {}", "star", red, blue, striped) == \
         "a photo of a red star on a striped blue background"
-    assert captions.attribute_caption("a photo of a {}", "star", None, None, None) == "a photo of a star"
+    assert (captions.attribute_caption("a photo of a {}", "star", None, None, None)
+            == "a photo of a star")
     rng = np.random.default_rng(0)
-    every = {captions.random_caption("shapes", "star", (red, blue, striped), rng, 0.5) for _ in range(200)}
+    every = {captions.random_caption("shapes", "star", (red, blue, striped), rng, 0.5)
+             for _ in range(200)}
     assert "a photo of a star" in every and any("red star on a striped blue" in c for c in every)
 
 
@@ -84,8 +87,11 @@ def test_cifar_from_npz_folder(tmp_path):
     np.savez(tmp_path / "test.npz", x=x, y=y)
     cfg = make_config("cifar10", [f"--data.root={tmp_path}"])
     data = load_split(cfg.data, "test")
-    assert isinstance(data, ImageSet) and data.x.shape == (20, 32, 32, 3) and data.classes[3] == "cat"
-    small = load_split(make_config("cifar10", [f"--data.root={tmp_path}", "--data.resolution=16"]).data, "test")
+    assert (isinstance(data, ImageSet) and data.x.shape == (20, 32, 32, 3)
+            and data.classes[3] == "cat")
+    small = load_split(make_config("cifar10",
+                                   [f"--data.root={tmp_path}", "--data.resolution=16"]).data,
+                       "test")
     assert small.x.shape == (20, 16, 16, 3)
     np.savez(tmp_path / "train.npz", x=x[:, :16], y=y)
     with pytest.raises(DataError, match="expected x uint8"):
@@ -93,7 +99,8 @@ def test_cifar_from_npz_folder(tmp_path):
 
 
 def test_cifar_labels_outside_the_classes_are_refused(tmp_path):
-    """An npz whose labels go past the 10 classes would silently drop images from every per-class split."""
+    """An npz whose labels go past the 10 classes would silently drop images from every per-class
+    split."""
     x = np.zeros((20, 32, 32, 3), dtype=np.uint8)
     np.savez(tmp_path / "test.npz", x=x, y=np.arange(20) * 3)
     cfg = make_config("cifar10", [f"--data.root={tmp_path}"])
@@ -102,7 +109,8 @@ def test_cifar_labels_outside_the_classes_are_refused(tmp_path):
 
 
 def test_truncated_cifar_file_names_the_file(tmp_path):
-    np.savez(tmp_path / "test.npz", x=np.zeros((20, 32, 32, 3), dtype=np.uint8), y=np.arange(20) % 10)
+    np.savez(tmp_path / "test.npz", x=np.zeros((20, 32, 32, 3), dtype=np.uint8),
+             y=np.arange(20) % 10)
     data = (tmp_path / "test.npz").read_bytes()
     (tmp_path / "test.npz").write_bytes(data[:len(data) // 2])
     with pytest.raises(DataError, match="test.npz is not a readable CIFAR-10 file"):
@@ -111,6 +119,7 @@ def test_truncated_cifar_file_names_the_file(tmp_path):
 
 def test_missing_cifar_folder_says_where_data_comes_from(tmp_path, monkeypatch):
     import torchvision.datasets
-    monkeypatch.setattr(torchvision.datasets, "CIFAR10", lambda *a, **k: (_ for _ in ()).throw(OSError("offline")))
+    monkeypatch.setattr(torchvision.datasets, "CIFAR10",
+                        lambda *a, **k: (_ for _ in ()).throw(OSError("offline")))
     with pytest.raises(DataError, match="--data.root=DIR"):
         load_split(make_config("cifar10", [f"--data.root={tmp_path / 'none'}"]).data, "test")

@@ -40,7 +40,7 @@ def test_predict_x0_inverts_q_sample():
 
 def test_ddim_with_eta_zero_is_deterministic():
     d = Diffusion(100)
-    eps_fn = lambda x, t: 0.5 * x + 0.01 * t.float().view(-1, 1, 1, 1)
+    eps_fn = lambda x, t: 0.5 * x + 0.01 * t.float().view(-1, 1, 1, 1)  # t (B,) -> (B, 1, 1, 1)
     x_T = torch.randn(2, 3, 8, 8)
     a = d.ddim_sample(eps_fn, x_T, steps=10, eta=0.0, generator=torch.Generator().manual_seed(1))
     b = d.ddim_sample(eps_fn, x_T, steps=10, eta=0.0, generator=torch.Generator().manual_seed(2))
@@ -50,14 +50,14 @@ def test_ddim_with_eta_zero_is_deterministic():
 
 
 def test_ddim_full_steps_eta_one_is_ddpm():
-    """Song et al.: with every timestep and eta = 1, sigma_t^2 is the DDPM posterior variance, and the
-    DDIM update is ancestral sampling (Ho et al. Algorithm 2)."""
+    """Song et al.: with every timestep and eta = 1, sigma_t^2 is the DDPM posterior variance, and
+    the DDIM update is ancestral sampling (Ho et al. Algorithm 2)."""
     d = Diffusion(50, "linear")
     for t in range(1, 50):
         abar_t, abar_prev = d.alphas_cumprod[t], d.alphas_cumprod[t - 1]
         beta_tilde = (1 - abar_prev) / (1 - abar_t) * d.betas[t]
         assert abs(d.ddim_sigma(t, t - 1, 1.0) ** 2 - beta_tilde.item()) < 1e-10
-    eps_fn = lambda x, t: torch.tanh(x) * (1 + t.float().view(-1, 1, 1, 1) / 50)
+    eps_fn = lambda x, t: torch.tanh(x) * (1 + t.float().view(-1, 1, 1, 1) / 50)  # t: (B, 1, 1, 1)
     x_T = torch.randn(3, 3, 4, 4)
     ddim = d.ddim_sample(eps_fn, x_T, steps=50, eta=1.0, generator=torch.Generator().manual_seed(0))
     ddpm = d.ddpm_sample(eps_fn, x_T, generator=torch.Generator().manual_seed(0))
@@ -65,7 +65,8 @@ def test_ddim_full_steps_eta_one_is_ddpm():
 
 
 def test_ddim_recovers_x0_with_an_oracle_eps():
-    """If eps_theta returns the true noise of x_T = q_sample(x0, T-1, eps), one DDIM step gives x0."""
+    """If eps_theta returns the true noise of x_T = q_sample(x0, T-1, eps), one DDIM step gives
+    x0."""
     d = Diffusion(100, "linear")
     x0 = torch.rand(2, 3, 8, 8) * 1.8 - 0.9
     noise = torch.randn_like(x0)

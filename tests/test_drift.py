@@ -1,9 +1,10 @@
-"""Drift metrics: identical models drift by nothing, a colour shift is caught in the right channel, per-class
-bookkeeping is right; the bar chart draws spreads and the floor."""
+"""Drift metrics: identical models drift by nothing, a colour shift is caught in the right channel,
+per-class bookkeeping is right; the bar chart draws spreads and the floor."""
 import numpy as np
 import torch
 
-from eval.drift import appearance_drift, class_distances, confusion_matrix, semantic_drift, share_predicted_as
+from eval.drift import (appearance_drift, class_distances, confusion_matrix, semantic_drift,
+                        share_predicted_as)
 from eval.svg import bar_chart, nice_ticks
 
 CLASSES = ["a", "b", "c"]
@@ -21,19 +22,23 @@ def test_identical_predictions_and_images_drift_by_nothing():
     labels = torch.tensor([0, 0, 1, 1, 2, 2])
     preds = torch.tensor([0, 1, 1, 1, 2, 0])
     s = semantic_drift(labels, preds, preds, CLASSES)
-    assert s["flip_rate"] == 0 and s["mean_change"] == 0 and s["worst_change"] == 0 and s["std_change"] == 0
+    assert (s["flip_rate"] == 0 and s["mean_change"] == 0 and s["worst_change"] == 0
+            and s["std_change"] == 0)
     images, gen_labels, feats, early = fake_generations()
     a = appearance_drift(images, images, gen_labels, CLASSES, feats, feats, early, early)
-    assert a["cdi"] == 0 and a["delta_e"] == 0 and a["texture_gram"] == 0 and a["feature_distance"] == 0
+    assert (a["cdi"] == 0 and a["delta_e"] == 0 and a["texture_gram"] == 0
+            and a["feature_distance"] == 0)
     assert a["psnr"] == float("inf") and abs(a["mean_fd_per_class"]) < 1e-9
-    assert a["mean_kid_per_class"] <= 1e-9  # unbiased MMD^2 of a set with itself is <= 0, not exactly 0
+    # unbiased MMD^2 of a set with itself is <= 0, not exactly 0
+    assert a["mean_kid_per_class"] <= 1e-9
 
 
 def test_semantic_drift_bookkeeping():
     labels = torch.tensor([0, 0, 1, 1, 2, 2])
     before = torch.tensor([0, 0, 1, 1, 2, 2])
     after = torch.tensor([0, 0, 1, 0, 1, 1])
-    s = semantic_drift(labels, before, after, CLASSES, concept_distance={"a": 3.0, "b": 2.0, "c": 1.0})
+    s = semantic_drift(labels, before, after, CLASSES,
+                       concept_distance={"a": 3.0, "b": 2.0, "c": 1.0})
     assert s["per_class"]["b"] == {"before": 1.0, "after": 0.5, "change": -0.5}
     assert s["worst_class"] == "c" and s["worst_change"] == -1.0
     assert abs(s["flip_rate"] - 3 / 6) < 1e-12 and abs(s["mean_change"] + 0.5) < 1e-12
@@ -65,15 +70,17 @@ def test_svg_chart_and_ticks():
 
 
 def test_svg_chart_draws_whiskers_the_floor_and_a_zero_bar():
-    svg = bar_chart(["x", "y"], {"s1": [1.0, 0.0]}, "t", errors={"s1": [0.5, None]}, floor=[0.2, 0.3])
-    assert svg.count("<path") == 1 and "+- 0.50" in svg               # one whisker: the bar that has a spread
-    assert svg.count("stroke-dasharray") == 2                          # the floor across both groups
+    svg = bar_chart(["x", "y"], {"s1": [1.0, 0.0]}, "t", errors={"s1": [0.5, None]},
+                    floor=[0.2, 0.3])
+    assert svg.count("<path") == 1 and "+- 0.50" in svg     # one whisker: the bar that has a spread
+    assert svg.count("stroke-dasharray") == 2               # the floor across both groups
     zero_bar = [line for line in svg.splitlines() if "s1 / y: 0.00" in line][0]
-    assert 'height="2.0"' in zero_bar                                  # 0 drawn as a value, not left out
+    assert 'height="2.0"' in zero_bar                       # 0 drawn as a value, not left out
 
 
 def test_share_predicted_as_counts_the_named_columns():
-    """Rows true class, columns prediction: 2 of the 5 held-out images (rows b, c) went to the anchored class a."""
+    """Rows true class, columns prediction: 2 of the 5 held-out images (rows b, c) went to the
+    anchored class a."""
     confusion = [[0, 0, 0],   # a: anchored, no images in this group
                  [1, 2, 0],   # b: one called a
                  [1, 0, 1]]   # c: one called a

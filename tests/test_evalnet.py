@@ -1,4 +1,5 @@
-"""Evaluator network, its training stage and checkpoints, reference-statistics cache, Inception path."""
+"""Evaluator network, its training stage and checkpoints, reference-statistics cache, Inception
+path."""
 import math
 
 import numpy as np
@@ -13,8 +14,8 @@ from core.data import load_split
 from core.errors import ConfigError, UserError
 from pipeline.runs import stage_dir
 from eval import reference
-from eval.evalnet import (Evaluator, evaluator_path, extract_features, judge, load_evaluator, predict_logits,
-                          train_evaluator)
+from eval.evalnet import (Evaluator, evaluator_path, extract_features, judge, load_evaluator,
+                          predict_logits, train_evaluator)
 from eval.inception import InceptionFeatures, load_inception
 from eval.metrics import feature_statistics
 from tests.conftest import mark_finished
@@ -31,8 +32,8 @@ def save_evaluator(cfg, seed=0):
     """An untrained evaluator checkpoint where load_evaluator(cfg) looks for it."""
     torch.manual_seed(seed)
     model = Evaluator(cfg.evalnet, 10).eval()
-    checkpoint.save(stage_dir(cfg, "eval-net") / "evaluator.pt", {"kind": "evaluator", "config": cfg.to_dict(),
-                                                                  "model": model.state_dict()})
+    checkpoint.save(stage_dir(cfg, "eval-net") / "evaluator.pt",
+                    {"kind": "evaluator", "config": cfg.to_dict(), "model": model.state_dict()})
     mark_finished(stage_dir(cfg, "eval-net"))
     return model
 
@@ -87,13 +88,16 @@ def test_inference_helpers_refuse_float_images():
 def test_tiny_evaluator_learns_shapes_and_round_trips(tmp_path):
     cfg = tiny(tmp_path, "--evalnet.epochs=8", "--evalnet.lr=0.1", "--run.threads=1")
     metrics = train_evaluator(cfg)
-    assert metrics["test_accuracy"] > 0.4, metrics["test_accuracy"]  # chance is 0.1; seeds 0-3 gave 0.72-0.88
-    assert set(metrics["test_per_class"]) == set(load_split(cfg.data, "test", cache_root(cfg)).classes)
+    # chance is 0.1; seeds 0-3 gave 0.72-0.88
+    assert metrics["test_accuracy"] > 0.4, metrics["test_accuracy"]
+    assert (set(metrics["test_per_class"])
+            == set(load_split(cfg.data, "test", cache_root(cfg)).classes))
     assert (evaluator_path(cfg).parent / "metrics.json").exists()
     model = load_evaluator(cfg)
     assert not model.training and not any(p.requires_grad for p in model.parameters())
     test = load_split(cfg.data, "test", cache_root(cfg))
-    assert math.isclose(judge(model, test.x, test.y, test.classes)["accuracy"], metrics["test_accuracy"])
+    assert math.isclose(judge(model, test.x, test.y, test.classes)["accuracy"],
+                        metrics["test_accuracy"])
 
 
 def test_load_evaluator_missing_and_mismatched(tmp_path):
@@ -176,6 +180,7 @@ def test_inception_fails_fast_without_weights(tmp_path, monkeypatch):
 
 def test_inception_features_are_2048d_pool_features():
     from torchvision.models import inception_v3
-    state = inception_v3(weights=None, aux_logits=True, init_weights=False).state_dict()  # the file's keys
+    # the file's keys
+    state = inception_v3(weights=None, aux_logits=True, init_weights=False).state_dict()
     net = InceptionFeatures(state).eval()
     assert extract_features(net, torch.zeros(2, 16, 16, 3, dtype=torch.uint8)).shape == (2, 2048)

@@ -1,4 +1,5 @@
-"""evaluate.py: --ref parsing, image reading, and `fid` end to end on a tiny npz with a tiny evaluator."""
+"""evaluate.py: --ref parsing, image reading, and `fid` end to end on a tiny npz with a tiny
+evaluator."""
 import json
 
 import numpy as np
@@ -11,11 +12,13 @@ from core.data import load_split
 from core.cache import cache_root
 from tests.conftest import save_untrained_evaluator
 
-OVERRIDES = ["--data.shapes_train_size=300", "--data.shapes_test_size=100", "--evalnet.channels=8,16,32"]
+OVERRIDES = ["--data.shapes_train_size=300", "--data.shapes_test_size=100",
+             "--evalnet.channels=8,16,32"]
 
 
 def tiny_setup(tmp_path, with_evaluator=True):
-    """Overrides for a tiny shapes run in tmp_path, an (untrained) evaluator there, and a 40-image npz."""
+    """Overrides for a tiny shapes run in tmp_path, an (untrained) evaluator there, and a 40-image
+    npz."""
     overrides = [f"--run.out_dir={tmp_path}", *OVERRIDES]
     cfg = make_config("quick", overrides)
     if with_evaluator:
@@ -53,7 +56,8 @@ def test_read_images_npz_and_png_folder(tmp_path):
 def test_fid_end_to_end(tmp_path):
     overrides, npz = tiny_setup(tmp_path)
     out = tmp_path / "fid.json"
-    summary = evaluate.main(["fid", "--images", str(npz), "--ref", "shapes:test", "--out", str(out), *overrides])
+    summary = evaluate.main(["fid", "--images", str(npz), "--ref", "shapes:test", "--out", str(out),
+                             *overrides])
     saved = json.loads(out.read_text())
     assert saved["n_images"] == 40 and saved["n_reference"] == 100 and saved["net"] == "eval"
     assert saved["kid"]["n_a"] == 40 and saved["precision_recall"]["n_fake"] == 40
@@ -69,7 +73,8 @@ def test_fid_clear_errors(tmp_path, capsys):
     overrides, npz = tiny_setup(tmp_path, with_evaluator=False)
     cases = [(["--ref", "shapes:test"], "python train.py eval-net --preset quick"),
              (["--ref", "cifar10:train", "--preset", "quick"], "use --preset cifar10"),
-             (["--ref", "shapes:test", "--data.resolution=32", "--diffusion.attention_resolutions=16,8"],
+             (["--ref", "shapes:test", "--data.resolution=32",
+               "--diffusion.attention_resolutions=16,8"],
               "data.resolution=32"),
              (["--ref", "shapes:test", "--data.resolutoin=32"], "did you mean 'resolution'")]
     for args, message in cases:
@@ -82,7 +87,8 @@ def test_fid_inception_without_weights_fails_fast(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     overrides, npz = tiny_setup(tmp_path, with_evaluator=False)
     with pytest.raises(SystemExit, match="Inception-v3 weights not found.*--download"):
-        evaluate.main(["fid", "--images", str(npz), "--ref", "shapes:test", "--net", "inception", *overrides])
+        evaluate.main(["fid", "--images", str(npz), "--ref", "shapes:test", "--net", "inception",
+                       *overrides])
     assert not (tmp_path / "torch").exists()  # nothing downloaded, no partial file left behind
 
 
@@ -96,7 +102,8 @@ def test_read_only_commands_write_nothing(tmp_path, capsys):
     (run / "quick").mkdir(parents=True)
     before = tree(tmp_path)
     evaluate.main(["table", f"--run.out_dir={run}"])
-    assert "no finished drift or GAN transfer runs" in capsys.readouterr().out and tree(tmp_path) == before
+    assert ("no finished drift or GAN transfer runs" in capsys.readouterr().out
+            and tree(tmp_path) == before)
     evaluate.main(["report", f"--run.out_dir={run}", "--out", str(tmp_path / "page.html")])
     assert tree(tmp_path) == sorted(before + ["page.html"])
 
@@ -118,4 +125,5 @@ def test_bad_counts_are_refused_by_the_parser():
     for bad in (["--n", "0"], ["--steps", "0"], ["--guidance", "nan"]):
         with pytest.raises(SystemExit) as err:
             evaluate.main(["sample", "--ckpt", "x.pt", "--prompt", "a photo of a star", *bad])
-        assert str(err.value.code).startswith("error: argument --") and "must be" in str(err.value.code)
+        assert (str(err.value.code).startswith("error: argument --")
+                and "must be" in str(err.value.code))

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from eval.metrics import (feature_statistics, fd_from_features, frechet_distance, kernel_inception_distance,
-                          precision_recall)
+from eval.metrics import (feature_statistics, fd_from_features, frechet_distance,
+                          kernel_inception_distance, precision_recall)
 
 
 def _random_spd(rng, d):
@@ -21,7 +21,7 @@ def _correlated_samples(rng, n, d):
     return rng.standard_normal((n, d)) @ mix + rng.standard_normal(d)
 
 
-# ----------------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # Frechet distance
 
 def test_feature_statistics_match_numpy():
@@ -39,16 +39,19 @@ def test_fd_of_a_set_with_itself_is_zero():
 
 
 def test_fd_diagonal_covariances_closed_form():
-    # commuting covariances: tr sqrt(S1 S2) = sum sqrt(s1 s2), so FD = ||dmu||^2 + sum (sqrt(s1) - sqrt(s2))^2
+    # commuting covariances: tr sqrt(S1 S2) = sum sqrt(s1 s2), so FD = ||dmu||^2 + sum
+    # (sqrt(s1) - sqrt(s2))^2
     rng = np.random.default_rng(2)
     mu1, mu2 = rng.standard_normal(8), rng.standard_normal(8)
     s1, s2 = rng.uniform(0.1, 3, 8), rng.uniform(0.1, 3, 8)
     expected = np.sum((mu1 - mu2) ** 2) + np.sum((np.sqrt(s1) - np.sqrt(s2)) ** 2)
-    assert frechet_distance(mu1, np.diag(s1), mu2, np.diag(s2)) == pytest.approx(expected, rel=1e-10)
+    assert (frechet_distance(mu1, np.diag(s1), mu2, np.diag(s2))
+            == pytest.approx(expected, rel=1e-10))
 
 
 def test_fd_non_commuting_matches_eigenvalues_of_product():
-    # independent route: eigenvalues of the non-symmetric product S1 S2 (real and positive for SPD S1, S2)
+    # independent route: eigenvalues of the non-symmetric product S1 S2 (real and positive for SPD
+    # S1, S2)
     rng = np.random.default_rng(3)
     s1, s2 = _random_spd(rng, 6), _random_spd(rng, 6)
     assert not np.allclose(s1 @ s2, s2 @ s1)
@@ -59,7 +62,8 @@ def test_fd_non_commuting_matches_eigenvalues_of_product():
 
 
 def test_fd_2x2_analytic():
-    # 2x2 M with eigenvalues l1, l2 >= 0: tr sqrt(M) = sqrt(l1) + sqrt(l2) = sqrt(tr M + 2 sqrt(det M))
+    # 2x2 M with eigenvalues l1, l2 >= 0:
+    # tr sqrt(M) = sqrt(l1) + sqrt(l2) = sqrt(tr M + 2 sqrt(det M))
     s1 = np.array([[2.0, 0.9], [0.9, 1.0]])
     s2 = np.array([[1.0, -0.4], [-0.4, 3.0]])
     m = s1 @ s2
@@ -106,7 +110,7 @@ def test_fd_rejects_bad_input():
         feature_statistics(np.full((5, 3), np.nan))
 
 
-# ----------------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # KID
 
 def _mmd2_unbiased_loops(x, y):
@@ -120,18 +124,20 @@ def _mmd2_unbiased_loops(x, y):
 
 
 def test_kid_matches_explicit_sums():
-    """'all' is the unbiased estimate on every sample, by the explicit double sums (also for unequal sizes)."""
+    """'all' is the unbiased estimate on every sample, by the explicit double sums (also for unequal
+    sizes)."""
     rng = np.random.default_rng(7)
     x, y = rng.standard_normal((8, 3)), rng.standard_normal((8, 3)) + 0.3
     kid = kernel_inception_distance(x, y, subset_size=8, n_subsets=3)
     assert kid["all"] == pytest.approx(_mmd2_unbiased_loops(x, y), rel=1e-10)
     z = rng.standard_normal((5, 3))
-    assert kernel_inception_distance(x, z, n_subsets=0)["all"] == pytest.approx(_mmd2_unbiased_loops(x, z), rel=1e-10)
+    assert (kernel_inception_distance(x, z, n_subsets=0)["all"]
+            == pytest.approx(_mmd2_unbiased_loops(x, z), rel=1e-10))
 
 
 def test_kid_subsets_differ_so_their_spread_is_real():
-    """Subsets are capped at half the smaller set: a 'subset' of all 8 samples would be the same set every
-    time, with a spread of exactly 0 whatever the data."""
+    """Subsets are capped at half the smaller set: a 'subset' of all 8 samples would be the same set
+    every time, with a spread of exactly 0 whatever the data."""
     rng = np.random.default_rng(7)
     x, y = rng.standard_normal((8, 3)), rng.standard_normal((8, 3)) + 0.3
     kid = kernel_inception_distance(x, y, subset_size=1000, n_subsets=20)
@@ -139,11 +145,12 @@ def test_kid_subsets_differ_so_their_spread_is_real():
 
 
 def test_kid_is_unbiased_on_two_sets_of_one_distribution():
-    """Over 200 pairs of small sets (n = 20, where FD's bias is large) from one distribution, the mean of the
-    estimate is 0 within 3 standard errors."""
+    """Over 200 pairs of small sets (n = 20, where FD's bias is large) from one distribution, the
+    mean of the estimate is 0 within 3 standard errors."""
     rng = np.random.default_rng(1)
-    estimates = [kernel_inception_distance(rng.standard_normal((20, 8)), rng.standard_normal((20, 8)),
-                                           n_subsets=0)["all"] for _ in range(200)]
+    estimates = [kernel_inception_distance(rng.standard_normal((20, 8)),
+                                           rng.standard_normal((20, 8)), n_subsets=0)["all"]
+                 for _ in range(200)]
     mean, se = np.mean(estimates), np.std(estimates) / np.sqrt(len(estimates))
     assert abs(mean) < 3 * se
 
@@ -162,11 +169,13 @@ def test_kid_deterministic_given_seed_and_counts():
     a, b = rng.standard_normal((150, 4)), rng.standard_normal((90, 4))
     first = kernel_inception_distance(a, b, subset_size=1000, n_subsets=5, seed=3)
     assert first == kernel_inception_distance(a, b, subset_size=1000, n_subsets=5, seed=3)
-    assert first["mean"] != kernel_inception_distance(a, b, subset_size=50, n_subsets=5, seed=4)["mean"]
-    assert (first["n_a"], first["n_b"], first["subset_size"], first["n_subsets"]) == (150, 90, 45, 5)
+    assert (first["mean"]
+            != kernel_inception_distance(a, b, subset_size=50, n_subsets=5, seed=4)["mean"])
+    assert ((first["n_a"], first["n_b"], first["subset_size"], first["n_subsets"])
+            == (150, 90, 45, 5))
 
 
-# ----------------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # Precision / recall
 
 def _precision_recall_bruteforce(real, fake, k):

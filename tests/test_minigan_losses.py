@@ -3,13 +3,15 @@ import math
 
 import torch
 
-from minigan.losses import barlow_twins_loss, d_logistic_loss, g_nonsaturating_loss, nt_xent_loss, r1_penalty
+from minigan.losses import (barlow_twins_loss, d_logistic_loss, g_nonsaturating_loss, nt_xent_loss,
+                            r1_penalty)
 
 
 def test_logistic_losses_closed_form():
     real, fake = torch.tensor([0.0, 2.0]), torch.tensor([0.0, -1.0])
     sp = lambda t: math.log1p(math.exp(t))
-    assert math.isclose(d_logistic_loss(real, fake).item(), (sp(0) + sp(-2)) / 2 + (sp(0) + sp(-1)) / 2, rel_tol=1e-6)
+    assert math.isclose(d_logistic_loss(real, fake).item(),
+                        (sp(0) + sp(-2)) / 2 + (sp(0) + sp(-1)) / 2, rel_tol=1e-6)
     assert math.isclose(g_nonsaturating_loss(fake).item(), (sp(0) + sp(1)) / 2, rel_tol=1e-6)
 
 
@@ -22,8 +24,11 @@ def test_r1_quadratic_discriminator():
     expected = 10.0 / 2 * grad.pow(2).sum(1).mean()
     penalty = r1_penalty(logits, x, gamma=10.0)
     assert torch.allclose(penalty, expected, rtol=1e-5)
-    penalty.backward()                                          # differentiable (create_graph)
-    assert x.grad is not None
+    # differentiable (create_graph): with M = A^T A, the penalty is 5 mean_i ||M x_i||^2, whose
+    # gradient is (10 / 4) M^2 x_i for each of the 4 samples
+    penalty.backward()
+    M = A.T @ A
+    assert torch.allclose(x.grad.flatten(1), 10.0 / 4 * x.detach().flatten(1) @ M @ M, rtol=1e-4)
 
 
 def test_r1_linear_discriminator():
@@ -52,7 +57,8 @@ def test_barlow_twins_hand_computed():
 
 
 def test_barlow_twins_zero_for_whitened_identical_views():
-    z = torch.tensor([[1.0, 1.0], [1.0, -1.0], [-1.0, 1.0], [-1.0, -1.0]])  # mean 0, var 1, orthogonal
+    # mean 0, var 1, orthogonal
+    z = torch.tensor([[1.0, 1.0], [1.0, -1.0], [-1.0, 1.0], [-1.0, -1.0]])
     assert barlow_twins_loss(z, z, eps=0.0).item() < 1e-10
     assert barlow_twins_loss(z, z).item() < 1e-4
     assert barlow_twins_loss(z, z[[1, 0, 3, 2]]).item() > 0.5  # wrong pairing is penalized

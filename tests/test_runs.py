@@ -1,6 +1,7 @@
-"""pipeline/runs.py and pipeline/lock.py: one writer per run folder (a live holder refuses a second process; a
-killed one's lock is free at once, taken by exactly one of several racing processes; a malformed lock file is one
-line), finished runs skipped only with the same key, --force clearing the folder first."""
+"""pipeline/runs.py and pipeline/lock.py: one writer per run folder (a live holder refuses a second
+process; a killed one's lock is free at once, taken by exactly one of several racing processes; a
+malformed lock file is one line), finished runs skipped only with the same key, --force clearing the
+folder first."""
 import json
 import os
 import subprocess
@@ -21,14 +22,17 @@ KEY = {"run.seed": 0, "diffusion.lr": 0.003}
 def hold_lock(folder: Path, seconds: float) -> subprocess.Popen:
     """A second process that takes the folder's lock and keeps it for `seconds`."""
     code = (f"import time; from pipeline.runs import RunFolder\n"
-            f"with RunFolder({str(folder)!r}, {{}}):\n    print('locked', flush=True); time.sleep({seconds})")
-    holder = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+            f"with RunFolder({str(folder)!r}, {{}}):\n    print('locked', flush=True); "
+            f"time.sleep({seconds})")
+    holder = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE,
+                              text=True)
     assert holder.stdout.readline().strip() == "locked"
     return holder
 
 
 def test_a_second_writer_is_refused_while_the_first_lives(tmp_path):
-    """Issue row 4: two processes on one run folder -> the second stops with a message naming the first."""
+    """Issue row 4: two processes on one run folder -> the second stops with a message naming the
+    first."""
     holder = hold_lock(tmp_path, 30)
     try:
         with pytest.raises(RunInUse, match=f"being written by process {holder.pid}"):
@@ -43,16 +47,17 @@ def test_a_killed_holder_leaves_a_lock_that_the_next_run_takes(tmp_path):
     holder = hold_lock(tmp_path, 30)
     holder.kill()                                          # kill -9: no cleanup
     holder.wait()
-    assert json.loads((tmp_path / LOCK).read_text())["pid"] == holder.pid   # its file is still there
+    assert json.loads((tmp_path / LOCK).read_text())["pid"] == holder.pid  # its file is still there
     with RunFolder(tmp_path, KEY):
         assert json.loads((tmp_path / LOCK).read_text())["pid"] == os.getpid()
     assert not (tmp_path / LOCK).exists()                  # released on exit
 
 
 def test_a_lock_naming_a_live_process_of_another_program_is_taken(tmp_path):
-    """The lock file's pid is only information: a stale file naming a live process (here this test's own
-    parent shell, as after a reboot that reused the pid) does not block the folder."""
-    (tmp_path / LOCK).write_text(json.dumps({"pid": os.getppid(), "host": "here", "command": "bash"}))
+    """The lock file's pid is only information: a stale file naming a live process (here this test's
+    own parent shell, as after a reboot that reused the pid) does not block the folder."""
+    (tmp_path / LOCK).write_text(json.dumps({"pid": os.getppid(), "host": "here",
+                                             "command": "bash"}))
     with RunFolder(tmp_path, KEY):
         pass
 
@@ -71,8 +76,9 @@ except RunInUse:
 
 
 def test_racing_processes_on_a_stale_lock_leave_exactly_one_holder(tmp_path):
-    """Four processes start on a folder whose lock file a dead process left, each pausing 50 ms between opening
-    the lock file and locking it (the window where a check-then-unlink takeover let several in)."""
+    """Four processes start on a folder whose lock file a dead process left, each pausing 50 ms
+    between opening the lock file and locking it (the window where a check-then-unlink takeover let
+    several in)."""
     (tmp_path / LOCK).write_text(json.dumps({"pid": 999999, "host": "gone", "command": "killed"}))
     env = {**os.environ, "PIPELINE_LOCK_PAUSE": "0.05"}
     racers = [subprocess.Popen([sys.executable, "-c", RACER, str(tmp_path)], cwd=ROOT, env=env,
@@ -85,7 +91,7 @@ def test_racing_processes_on_a_stale_lock_leave_exactly_one_holder(tmp_path):
 def test_a_malformed_lock_of_a_live_holder_is_one_line(tmp_path, content):
     holder = hold_lock(tmp_path, 30)
     try:
-        (tmp_path / LOCK).write_text(content)              # the holder's file, overwritten by someone
+        (tmp_path / LOCK).write_text(content)  # the holder's file, overwritten by someone
         with pytest.raises(RunInUse) as err:
             with RunFolder(tmp_path, KEY):
                 pass
@@ -114,7 +120,8 @@ def test_resume_only_from_a_checkpoint_with_the_same_key(tmp_path):
     with pytest.raises(CheckpointMismatch, match="last.pt was made with other settings"):
         with RunFolder(tmp_path, {**KEY, "run.seed": 1}) as run:
             run.resume(tmp_path / "last.pt", "test")
-    checkpoint.save(tmp_path / "old.pt", {"kind": "test", "step": 1})   # written before run keys existed
+    # written before run keys existed
+    checkpoint.save(tmp_path / "old.pt", {"kind": "test", "step": 1})
     with pytest.raises(CheckpointMismatch, match="older version of this code"):
         with RunFolder(tmp_path, KEY) as run:
             run.resume(tmp_path / "old.pt", "test")
@@ -130,10 +137,12 @@ def test_force_clears_the_folder_before_the_run(tmp_path):
 
 
 def test_differences_lists_every_changed_entry():
-    assert differences({"a": 1, "b": 2}, {"a": 1, "b": 3, "c": 4}) == ["b: 2 -> 3", "c: (none) -> 4"]
+    assert (differences({"a": 1, "b": 2}, {"a": 1, "b": 3, "c": 4})
+            == ["b: 2 -> 3", "c: (none) -> 4"])
 
 
 def test_a_field_added_later_counts_only_away_from_its_default():
     old = {"run.seed": 0, "diffusion.lr": 0.003}
-    assert differences(old, {**old, "data.shapes_train_size": 20000}) == []        # added, at its default
-    assert differences(old, {**old, "data.shapes_train_size": 5}) == ["data.shapes_train_size: (none) -> 5"]
+    assert differences(old, {**old, "data.shapes_train_size": 20000}) == []  # added, at its default
+    assert (differences(old, {**old, "data.shapes_train_size": 5})
+            == ["data.shapes_train_size: (none) -> 5"])

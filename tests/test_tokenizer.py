@@ -33,7 +33,8 @@ def test_placeholders_are_reserved_and_not_in_captions(tok):
 
 
 def test_unknown_words_and_long_captions_are_errors(tok):
-    with pytest.raises(ValueError, match=r"unknown word 'dragon' in 'a photo of a dragon'; known words: a, arrow"):
+    with pytest.raises(ValueError, match=r"unknown word 'dragon' in 'a photo of a dragon'; "
+                                         r"known words: a, arrow"):
         tok.encode("a photo of a dragon")
     with pytest.raises(ValueError, match="unknown word '<eos>'"):
         tok.encode("a photo of <eos>")

@@ -1,7 +1,7 @@
-"""The diffusion training stage, and through it the run-folder protocol every stage follows (pipeline.runs):
-checkpoint and grid written, exact resume after a crash, a finished run skipped (not retrained, metrics kept),
---force retraining from scratch, refusals when the config or an input changed, a diverged run stopping
-with a finite checkpoint and a restart hint."""
+"""The diffusion training stage, and through it the run-folder protocol every stage follows
+(pipeline.runs): checkpoint and grid written, exact resume after a crash, a finished run skipped
+(not retrained, metrics kept), --force retraining from scratch, refusals when the config or an input
+changed, a diverged run stopping with a finite checkpoint and a restart hint."""
 import json
 
 import pytest
@@ -15,8 +15,8 @@ from tests.conftest import save_untrained_clip, save_untrained_evaluator, tiny_d
 
 
 def tiny_cfg(tmp_path, *extra):
-    cfg = make_config("quick", tiny_diffusion_overrides(tmp_path) + ["--diffusion.steps=6", "--evalnet.channels=8,16",
-                                                                     *extra])
+    cfg = make_config("quick", tiny_diffusion_overrides(tmp_path)
+                      + ["--diffusion.steps=6", "--evalnet.channels=8,16", *extra])
     save_untrained_clip(cfg)
     save_untrained_evaluator(cfg)
     return cfg
@@ -30,7 +30,8 @@ def test_stage_writes_checkpoint_grid_and_metrics(tmp_path):
     cfg = tiny_cfg(tmp_path)
     metrics = td.train_diffusion(cfg)
     out = tmp_path / "quick" / "diffusion" / "b0"
-    assert (out / "last.pt").exists() and (out / "samples.png").exists() and (out / "metrics.json").exists()
+    assert ((out / "last.pt").exists() and (out / "samples.png").exists()
+            and (out / "metrics.json").exists())
     assert metrics["steps"] == 6 and metrics["train_images_per_second"] > 0
     judged = td.judge_diffusion(cfg)               # the evaluator's verdict is a stage of its own
     assert judged["samples"]["n_samples"] == 9 * cfg.diffusion.quality_samples
@@ -53,7 +54,8 @@ def test_resume_after_a_crash_gives_the_same_next_loss(tmp_path, monkeypatch):
         td.train_diffusion(cfg)
     monkeypatch.setattr(td, "training_step", real_step)
     assert checkpoint.load(tmp_path / "b" / "quick" / "diffusion" / "b0" / "last.pt")["step"] == 3
-    assert not (tmp_path / "b" / "quick" / "diffusion" / "b0" / "metrics.json").exists()  # not finished: no metrics
+    # not finished: no metrics
+    assert not (tmp_path / "b" / "quick" / "diffusion" / "b0" / "metrics.json").exists()
     resumed = td.train_diffusion(cfg)
     assert resumed["resumed_from"] == 3
     assert resumed["final_loss"] == straight["final_loss"]
@@ -63,14 +65,16 @@ def test_resume_after_a_crash_gives_the_same_next_loss(tmp_path, monkeypatch):
 
 
 def test_a_finished_run_is_skipped_and_force_retrains_it(tmp_path, monkeypatch, capsys):
-    """Issue row 1: rerunning a finished stage trains nothing and keeps its metrics; --force really retrains."""
+    """Issue row 1: rerunning a finished stage trains nothing and keeps its metrics; --force really
+    retrains."""
     cfg = tiny_cfg(tmp_path)
     first = td.train_diffusion(cfg)
     calls = []
     real_step = td.training_step
     monkeypatch.setattr(td, "training_step", lambda *a: calls.append(a[-1]) or real_step(*a))
     again = td.train_diffusion(cfg)
-    assert calls == [] and again == stored_metrics(tmp_path) and again["final_loss"] == first["final_loss"]
+    assert (calls == [] and again == stored_metrics(tmp_path)
+            and again["final_loss"] == first["final_loss"])
     assert "finished before" in capsys.readouterr().out
     forced = td.train_diffusion(cfg, force=True)
     assert calls == list(range(6)) and forced["resumed_from"] == 0
@@ -78,15 +82,17 @@ def test_a_finished_run_is_skipped_and_force_retrains_it(tmp_path, monkeypatch, 
 
 
 def test_other_settings_are_refused_with_what_changed(tmp_path):
-    """Issue row 1 (fewer steps) and row 3 (another lr): a finished or checkpointed run made with other settings
-    is neither skipped nor continued."""
+    """Issue row 1 (fewer steps) and row 3 (another lr): a finished or checkpointed run made with
+    other settings is neither skipped nor continued."""
     td.train_diffusion(tiny_cfg(tmp_path))
     for extra, change in ((["--diffusion.steps=3"], "diffusion.steps: 6 -> 3"),
                           (["--diffusion.lr=1e-4"], "diffusion.lr: 0.003 -> 0.0001")):
         with pytest.raises(CheckpointMismatch, match=change + "(.|\n)*--force"):
             td.train_diffusion(tiny_cfg(tmp_path, *extra))
-    (tmp_path / "quick" / "diffusion" / "b0" / "metrics.json").unlink()   # an unfinished run, checkpoint only
-    with pytest.raises(CheckpointMismatch, match="last.pt was made with other settings(.|\n)*diffusion.steps"):
+    # an unfinished run, checkpoint only
+    (tmp_path / "quick" / "diffusion" / "b0" / "metrics.json").unlink()
+    with pytest.raises(CheckpointMismatch,
+                       match="last.pt was made with other settings(.|\n)*diffusion.steps"):
         td.train_diffusion(tiny_cfg(tmp_path, "--diffusion.steps=12"))
 
 
@@ -104,10 +110,12 @@ def test_a_retrained_clip_is_named_as_the_change(tmp_path):
 
 
 def test_divergence_stops_with_a_finite_checkpoint_and_a_restart_hint(tmp_path):
-    """Issue row 3: the NaN stop names the step and says how to start over; no checkpoint on disk is non-finite."""
-    cfg = tiny_cfg(tmp_path, "--diffusion.lr=1e30", "--diffusion.warmup=1", "--diffusion.grad_clip=1e30",
-                   "--diffusion.checkpoint_every=1")
-    with pytest.raises(Diverged, match=r"(loss is (nan|inf) at step \d+(.|\n)*--force)|(holds NaN or inf)"):
+    """Issue row 3: the NaN stop names the step and says how to start over; no checkpoint on disk is
+    non-finite."""
+    cfg = tiny_cfg(tmp_path, "--diffusion.lr=1e30", "--diffusion.warmup=1",
+                   "--diffusion.grad_clip=1e30", "--diffusion.checkpoint_every=1")
+    with pytest.raises(Diverged,
+                       match=r"(loss is (nan|inf) at step \d+(.|\n)*--force)|(holds NaN or inf)"):
         td.train_diffusion(cfg)
     last = tmp_path / "quick" / "diffusion" / "b0" / "last.pt"
     if last.exists():
@@ -121,8 +129,9 @@ def test_missing_inputs_are_clear(tmp_path):
     cfg = make_config("quick", tiny_diffusion_overrides(tmp_path) + ["--diffusion.steps=1"])
     with pytest.raises(UserError, match="no finished run: run `python train.py clip"):
         td.train_diffusion(cfg)
-    with pytest.raises(UserError, match="no finished run: run `python train.py diffusion --preset quick "
-                                        "--diffusion.seed=0"):
+    with pytest.raises(UserError,
+                       match="no finished run: run `python train.py diffusion --preset quick "
+                             "--diffusion.seed=0"):
         td.judge_diffusion(cfg)
     save_untrained_clip(cfg)
     td.train_diffusion(cfg)

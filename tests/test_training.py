@@ -1,4 +1,5 @@
-"""core/training.py: the EMA's closed form, and the fused optimizer update against PyTorch's per-tensor one."""
+"""core/training.py: the EMA's closed form, and the fused optimizer update against PyTorch's
+per-tensor one."""
 import copy
 
 import pytest
@@ -10,7 +11,8 @@ from core.training import EMA, FUSED
 
 def small_net():
     torch.manual_seed(0)
-    return nn.Sequential(nn.Conv2d(3, 8, 3), nn.GroupNorm(2, 8), nn.Flatten(), nn.Linear(8 * 6 * 6, 4))
+    return nn.Sequential(nn.Conv2d(3, 8, 3), nn.GroupNorm(2, 8), nn.Flatten(),
+                         nn.Linear(8 * 6 * 6, 4))
 
 
 def test_ema_follows_its_closed_form_with_the_decay_warm_up():
@@ -35,7 +37,8 @@ def test_ema_follows_its_closed_form_with_the_decay_warm_up():
 @pytest.mark.parametrize("make", [
     lambda params, **kw: torch.optim.AdamW(params, lr=1e-2, weight_decay=0.1, **kw),
     lambda params, **kw: torch.optim.Adam(params, lr=1e-2, betas=(0.0, 0.99), **kw),
-    lambda params, **kw: torch.optim.SGD(params, lr=1e-2, momentum=0.9, nesterov=True, weight_decay=1e-4, **kw),
+    lambda params, **kw: torch.optim.SGD(params, lr=1e-2, momentum=0.9, nesterov=True,
+                                         weight_decay=1e-4, **kw),
 ])
 def test_the_fused_optimizers_make_the_per_tensor_update_to_round_off(make):
     nets = [small_net(), None]

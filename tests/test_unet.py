@@ -19,7 +19,8 @@ def tiny_model(tmp_path):
 
 
 def randomise(model):
-    """Zero-initialised output layers make a fresh UNet output exactly 0; perturb them to test wiring."""
+    """Zero-initialised output layers make a fresh UNet output exactly 0; perturb them to test
+    wiring."""
     with torch.no_grad():
         for p in model.unet.parameters():
             p.add_(0.05 * torch.randn_like(p))
@@ -37,7 +38,8 @@ def test_prompt_changes_output_and_empty_prompt_works(tmp_path):
 
 
 def test_cross_attention_alone_carries_the_prompt(tmp_path):
-    """With the pooled path cut, the prompt still changes the output: through attn2's keys/values."""
+    """With the pooled path cut, the prompt still changes the output: through attn2's
+    keys/values."""
     _, model = tiny_model(tmp_path)
     randomise(model)
     torch.nn.init.zeros_(model.unet.text_proj.weight)
@@ -58,25 +60,29 @@ def test_guidance_one_is_exactly_the_conditional_model(tmp_path):
 
 
 def test_unet_batch_bound_changes_nothing_but_speed(tmp_path):
-    """run.unet_batch splits sampling and classification into smaller UNet calls (a CPU's cache, README
-    "Speed"): the same images to the last uint8 level and the same classifier errors up to round-off."""
+    """run.unet_batch splits sampling and classification into smaller UNet calls (a CPU's cache,
+    README "Speed"): the same images to the last uint8 level and the same classifier errors up to
+    round-off."""
     cfg, model = tiny_model(tmp_path)
     randomise(model)
     diffusion = Diffusion(cfg.diffusion.timesteps, cfg.diffusion.schedule)
     prompts = ["a photo of a star", "a drawing of a ring", "a photo of a heart"] * 3
-    sample = lambda unet_batch: generate(model, diffusion, prompts, range(9), 16, steps=3, guidance=3.0,
-                                         unet_batch=unet_batch, progress=False).int()
-    x0, noise = torch.rand(5, 3, 16, 16) * 2 - 1, torch.randn(5, cfg.classifier.n_timesteps, 3, 16, 16)
+    sample = lambda unet_batch: generate(model, diffusion, prompts, range(9), 16, steps=3,
+                                         guidance=3.0, unet_batch=unet_batch, progress=False).int()
+    x0, noise = (torch.rand(5, 3, 16, 16) * 2 - 1,
+                 torch.randn(5, cfg.classifier.n_timesteps, 3, 16, 16))
+    # (5 images, 3 classes, 4 timesteps)
     errors = lambda unet_batch: DiffusionClassifier(
         model, diffusion, prompts[:3], cfg.classifier, 16, seed=0, unet_batch=unet_batch).errors(
-        x0, noise, torch.tensor([[0, 1, 2]] * 5), torch.arange(4))      # (5 images, 3 classes, 4 timesteps)
+        x0, noise, torch.tensor([[0, 1, 2]] * 5), torch.arange(4))
     calls, forward = [], model.unet.forward
-    model.unet.forward = lambda x, *args: calls.append(len(x)) or forward(x, *args)   # records each call's batch
+    # records each call's batch
+    model.unet.forward = lambda x, *args: calls.append(len(x)) or forward(x, *args)
     bounded_samples, sample_calls = sample(4), max(calls)
     calls.clear()
     bounded_errors, error_calls = errors(7), max(calls)
     del model.unet.forward
-    assert sample_calls == 4 and error_calls == 7                          # guided: 2 images, 4 passes per call
+    assert sample_calls == 4 and error_calls == 7  # guided: 2 images, 4 passes per call
     assert (bounded_samples - sample(1024)).abs().max() <= 1
     assert torch.allclose(bounded_errors, errors(1024), rtol=1e-5, atol=1e-6)
 
@@ -87,7 +93,8 @@ def test_every_unet_parameter_gets_a_gradient(tmp_path):
     loss = Diffusion(100).loss(lambda x, t: model(x, t, model.encode(["a photo of a star"] * 4)),
                                torch.randn(4, 3, 16, 16))
     loss.backward()
-    missing = [n for n, p in model.unet.named_parameters() if p.grad is None or p.grad.abs().sum() == 0]
+    missing = [n for n, p in model.unet.named_parameters()
+               if p.grad is None or p.grad.abs().sum() == 0]
     assert not missing, missing
     assert all(p.grad is None for p in model.text.parameters())  # the text encoder is frozen
 
@@ -100,7 +107,8 @@ def test_tiny_model_overfits_a_handful_of_images(tmp_path):
     diffusion = Diffusion(100)
     opt = torch.optim.Adam(model.unet.parameters(), lr=3e-3)
     gen = torch.Generator().manual_seed(0)
-    fixed = lambda: diffusion.loss(lambda x, t: model(x, t, cond), x0, generator=torch.Generator().manual_seed(1))
+    fixed = lambda: diffusion.loss(lambda x, t: model(x, t, cond), x0,
+                                   generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         before = fixed().item()
     for _ in range(150):
