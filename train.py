@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import sys
 
+from core import distributed
 from core.cli import make_config
 from core.training import pick_device
 from core.validate import models_for
@@ -83,8 +84,11 @@ def main(argv=None) -> None:
         if opts.worker is not None:             # a worker of the pipeline below: units come from its parent
             return serve(STAGES, opts.worker)
         cfg = make_config(opts.preset, overrides, models_for(opts.stage))
-        if opts.stage:
-            return STAGES[opts.stage](cfg, opts.force)
+        if opts.stage:                          # under torchrun too: leave the process group cleanly
+            try:
+                return STAGES[opts.stage](cfg, opts.force)
+            finally:
+                distributed.shutdown()
         units = (paper1(cfg, opts) if "1" in opts.papers else []) + (paper2(cfg, opts) if "2" in opts.papers else [])
         threads = cfg.run.threads or 1          # per worker, whatever --jobs is: the results do not depend on it
         if opts.plan:                           # level, id, the ids it waits for, command: tab-separated

@@ -79,7 +79,7 @@ def test_bad_overrides_name_the_problem(args, message):
     (["--data.resolution=20"], "attention at \\[8, 4\\] would never run"),
     (["--data.resolution=24", "--diffusion.attention_resolutions=6"], "must be a power of two"),
     (["--diffusion.base_channels=9"], "must divide into"),
-    (["--classifier.keep=3,2"], "must decrease to 1"),
+    (["--classifier.adaptive=true", "--classifier.keep=3,2"], "must decrease to 1"),
 ])
 def test_out_of_range_and_incompatible_values_are_refused(args, message):
     with pytest.raises(ConfigError, match=message):

@@ -193,14 +193,18 @@ def test_bases_share_clip_and_the_evaluator_and_a_retrained_base_leaves_the_tabl
 
 def test_a_refused_rerun_runs_nothing_with_old_settings(tmp_path):
     """A rerun with a changed setting refuses the units it would change (their run keys differ); one with
-    --force reruns them: every drift run in the tables then has the new setting."""
+    --force reruns them. A regularizer at another weight is a condition of its own (its own folder), so the
+    tables then show both weights as separate rows, never one averaged over the two."""
     assert pipeline(tmp_path, "--papers", "1").returncode == 0
     refused = pipeline(tmp_path, "--papers", "1", "--customize.lambda_fr=0.5")
     assert refused.returncode == 1 and "customize.lambda_fr: 3.0 -> 0.5" in refused.stdout
     assert pipeline(tmp_path, "--papers", "1", "--customize.lambda_fr=0.5", "--force").returncode == 0
     import json
     for metrics in (tmp_path / "quick" / "customize").glob("*/metrics.json"):
-        assert json.loads(metrics.read_text())["run_key"]["customize.lambda_fr"] == 0.5
+        lambda_fr = json.loads(metrics.read_text())["run_key"]["customize.lambda_fr"]
+        assert lambda_fr == (3.0 if "-functional-s" in metrics.parent.name else 0.5), metrics.parent.name
+    rows = results_json(tmp_path / "quick")["paper1"]["values"]
+    assert {"full / functional", "full / functional-w0.5", "full / none"} <= set(rows)
 
 
 def test_plan_commands_carry_each_units_config():
