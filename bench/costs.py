@@ -2,11 +2,12 @@
 
     python -m bench.costs --preset quick
 
-Each unit runs on one thread (a pipeline worker), so its wall clock is its core time, or a little more
-where it shared a core. Per base model (b0, b1, ...): for paper 1 the base model's training, the floor
-measurements of its seeds, its customizations and their drift measurements; for paper 2 the pretrained GAN
-and every transfer from it (scratch rows count with the GAN whose seed they share). The shared models (CLIP,
-the evaluator) are counted once, apart. Writes runs/<preset>/bench/costs.json.
+Each unit runs on one thread (a pipeline worker), so its wall clock is its core time, or a
+little more where it shared a core. Per base model (b0, b1, ...): for paper 1 the base model's
+training, the floor measurements of its seeds, its customizations and their drift
+measurements; for paper 2 the pretrained GAN and every transfer from it (scratch rows count
+with the GAN whose seed they share). The shared models (CLIP, the evaluator) are counted once,
+apart. Writes runs/<preset>/bench/costs.json.
 """
 from __future__ import annotations
 
@@ -22,7 +23,8 @@ SECONDS = ("seconds", "train_seconds")   # what each stage's metrics.json calls 
 
 
 def unit_seconds(metrics: dict) -> float:
-    """A finished unit's own time (training stages: their training clock; measurement stages: theirs)."""
+    """A finished unit's own time (training stages: their training clock;
+    measurement stages: theirs)."""
     for key in SECONDS:
         if isinstance(metrics.get(key), (int, float)):
             return float(metrics[key])
@@ -40,12 +42,13 @@ def main():
     result = {"preset": args.preset, "shared_minutes": {}, "per_base_minutes": {}}
     for stage in ("clip", "eval-net"):
         path = run / stage / "metrics.json"
-        result["shared_minutes"][stage] = unit_seconds(read_json(path)) / 60 if path.exists() else None
+        result["shared_minutes"][stage] = (unit_seconds(read_json(path)) / 60 if path.exists()
+                                           else None)
     for paper, names in stages.items():
         costs: dict[str, float] = {}
         for stage in names:
             for path in sorted((run / stage).glob("*/metrics.json")):
-                base = path.parent.name.split("-")[0]             # 'b0' from 'b0', 'b0-s1', 'b0-full-none-s0'
+                base = path.parent.name.split("-")[0]  # 'b0' from 'b0', 'b0-s1', 'b0-full-none-s0'
                 costs[base] = costs.get(base, 0.0) + unit_seconds(read_json(path)) / 60
         result["per_base_minutes"][paper] = costs
         print(f"{paper}: " + ", ".join(f"{b} {m:.0f} core-min" for b, m in sorted(costs.items())))

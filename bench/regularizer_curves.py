@@ -1,16 +1,18 @@
-"""Fidelity against drift: every regularizer at several weights, so that they are compared at the concept
-fidelity they reach, not at the one weight each happens to have.
+"""Fidelity against drift: every regularizer at several weights,
+so that they are compared at the concept fidelity they reach, not at the one weight each
+happens to have.
 
     python -m bench.regularizer_curves --preset cifar10-cpu --bases 2 --seeds 1
     python -m bench.regularizer_curves --preset quick --bases 2 --method full
 
-Each condition is a customization (method --method) with one regularizer setting, measured by the drift
-protocol on every base model and seed; the runs land in the preset's run folder beside the pipeline's (their
-names carry the setting: minidiff.train_customize.regularizer_name), so `python evaluate.py table` and the
-report show them as rows, and the report draws each regularizer's curve of held-out accuracy change against
-concept fidelity. CONDITIONS lists the settings: today's functional regularizer, the ones meant to reach
-prompts they do not name (random subjects, cross-paired anchors, classifier-score distillation), and the
-controls (no regularizer, replay of the anchors, the empty prompt's share at 0 and 1, weight-space L2).
+Each condition is a customization (method --method) with one regularizer setting, measured by the
+drift protocol on every base model and seed; the runs land in the preset's run folder beside the
+pipeline's (their names carry the setting: minidiff.train_customize.regularizer_name), so
+`python evaluate.py table` and the report show them as rows, and the report draws each
+regularizer's curve of held-out accuracy change against concept fidelity. CONDITIONS lists the
+settings: today's functional regularizer, the ones meant to reach prompts they do not name (random
+subjects, cross-paired anchors, classifier-score distillation), and the controls (no regularizer,
+replay of the anchors, the empty prompt's share at 0 and 1, weight-space L2).
 """
 from __future__ import annotations
 
@@ -28,7 +30,8 @@ CONDITIONS = {  # name -> customize fields; the weights span weak to strong
     **{f"functional w{w:g}": {"reg": "functional", "lambda_fr": w} for w in (1.0, 3.0, 10.0)},
     **{f"functional+random w{w:g}": {"reg": "functional", "anchor_source": "random", "lambda_fr": w}
        for w in (1.0, 3.0, 10.0)},
-    **{f"functional+cross w{w:g}": {"reg": "functional", "anchor_pairing": "cross", "lambda_fr": w} for w in (3.0,)},
+    **{f"functional+cross w{w:g}": {"reg": "functional", "anchor_pairing": "cross", "lambda_fr": w}
+       for w in (3.0,)},
     **{f"distill w{w:g}": {"reg": "distill", "lambda_distill": w} for w in (1e4, 1e5)},
     **{f"replay w{w:g}": {"reg": "replay", "lambda_replay": w} for w in (0.3, 1.0)},
     **{f"functional empty{p:g}": {"reg": "functional", "empty_anchor_prob": p} for p in (0.0, 1.0)},
@@ -60,7 +63,8 @@ def main():
     parser.add_argument("--bases", type=int, default=2)
     parser.add_argument("--seeds", type=int, default=1)
     parser.add_argument("--method", default="full")
-    parser.add_argument("--conditions", default=",".join(CONDITIONS), help="names from CONDITIONS, comma-separated")
+    parser.add_argument("--conditions", default=",".join(CONDITIONS),
+                        help="names from CONDITIONS, comma-separated")
     parser.add_argument("--jobs", type=int, default=0)
     args, overrides = parser.parse_known_args()
     names = [n.strip() for n in args.conditions.split(",")]
@@ -69,8 +73,9 @@ def main():
         parser.error(f"unknown conditions {unknown}; choose from {', '.join(CONDITIONS)}")
     cfg = make_config(args.preset, overrides)
     run_units(curve_units(cfg, args.bases, args.seeds, args.method, names), cfg,
-              args.jobs or default_jobs(cfg.run.device), False, [sys.executable, str(ROOT / "train.py")],
-              stage_dir(cfg, "logs"), cfg.run.threads or 1)
+              args.jobs or default_jobs(cfg.run.device), False,
+              [sys.executable, str(ROOT / "train.py")], stage_dir(cfg, "logs"),
+              cfg.run.threads or 1)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ from core.errors import ConfigError, Diverged
 # Optimizers run as one fused kernel over all parameters (torch's fused=True; the same update to
 # round-off): PyTorch's default on a CPU loops over the tensors one by one, and over the hundreds of
 # small tensors of the quick UNet that loop makes AdamW's step several times slower
-# (`python -m bench.overheads` times both; docs/speed.md, "Per-step overheads").
+# (`python -m bench.overheads` times both; docs/speed.md, "Earlier speed work").
 FUSED = {"fused": True}
 
 

@@ -1,6 +1,7 @@
-"""Every rule a config must follow, checked before any work: each field's declared range (core.config
-param), then the fields that must agree, among them the image resolution with each model a command builds
-(the UNet's levels and attention, the GAN's doubling resolutions, the evaluator's halving stages)."""
+"""Every rule a config must follow, checked before any work: each field's declared range
+(core.config param), then the fields that must agree, among them the image resolution with each
+model a command builds (the UNet's levels and attention, the GAN's doubling resolutions, the
+evaluator's halving stages)."""
 from __future__ import annotations
 
 import dataclasses
@@ -32,7 +33,8 @@ def levels(resolution: int, n_levels: int) -> list[int]:
     return [resolution // 2 ** i for i in range(n_levels)]
 
 
-MODELS = ("clip", "evalnet", "unet", "gan")  # what validate() can check the image resolution against
+# what validate() can check the image resolution against
+MODELS = ("clip", "evalnet", "unet", "gan")
 
 
 def models_for(stage: str | None) -> tuple[str, ...]:
@@ -45,11 +47,13 @@ def models_for(stage: str | None) -> tuple[str, ...]:
 
 
 def validate(cfg: Config, models: tuple[str, ...] = MODELS) -> Config:
-    """Refuse a config that cannot work, naming the field: every field's range, then the fields that must
-    agree, including the image resolution with each of `models` (the ones the command will build)."""
+    """Refuse a config that cannot work, naming the field: every field's range, then the
+    fields that must agree, including the image resolution with each of `models` (the ones the
+    command will build)."""
     for section in dataclasses.fields(cfg):
         for f in dataclasses.fields(section.default_factory):
-            _check_field(f"{section.name}.{f.name}", getattr(getattr(cfg, section.name), f.name), f.metadata)
+            _check_field(f"{section.name}.{f.name}", getattr(getattr(cfg, section.name), f.name),
+                         f.metadata)
     for key, path in (("run.out_dir", cfg.run.out_dir), ("customize.images", cfg.customize.images)):
         _check_utf8(key, path)
     if not re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", cfg.run.device):
@@ -61,7 +65,8 @@ def validate(cfg: Config, models: tuple[str, ...] = MODELS) -> Config:
         _check_classifier(cfg.classifier, len(DATASETS[cfg.data.dataset]) - 1)
     cc = cfg.customize
     if cc.steps == 0:
-        raise ConfigError("customize.steps=0 trains nothing; give steps >= 1 (or -1 for the method's default); "
+        raise ConfigError("customize.steps=0 trains nothing; give steps >= 1 "
+                          "(or -1 for the method's default); "
                           "the no-change control is customize.lr=0")
     _check_prompts(cfg)
     _check_drift_split(cfg)
@@ -69,14 +74,14 @@ def validate(cfg: Config, models: tuple[str, ...] = MODELS) -> Config:
         raise ConfigError(f"transfer.selfinit=true needs transfer.generator=hypermod "
                           f"(got {cfg.transfer.generator}); set --transfer.selfinit=false")
     if cfg.diffusion.sample_steps > cfg.diffusion.timesteps:
-        raise ConfigError(f"diffusion.sample_steps={cfg.diffusion.sample_steps} exceeds diffusion.timesteps="
-                          f"{cfg.diffusion.timesteps}")
+        raise ConfigError(f"diffusion.sample_steps={cfg.diffusion.sample_steps} exceeds "
+                          f"diffusion.timesteps={cfg.diffusion.timesteps}")
     return cfg
 
 
 def _check_utf8(key: str, path) -> None:
-    """A folder name the results can record: UTF-8 text (a command line's undecodable bytes arrive as lone
-    surrogates, which no JSON file, log or report can hold)."""
+    """A folder name the results can record: UTF-8 text (a command line's undecodable bytes arrive
+    as lone surrogates, which no JSON file, log or report can hold)."""
     if not isinstance(path, str):
         return
     try:
@@ -90,14 +95,15 @@ def _check_utf8(key: str, path) -> None:
 
 
 def _check_prompts(cfg: Config) -> None:
-    """customize.prompt is a template with one {} for the placeholder, and it and the prior prompt use only
-    words the tokenizer knows, within the text encoder's context."""
+    """customize.prompt is a template with one {} for the placeholder, and it and the prior prompt
+    use only words the tokenizer knows, within the text encoder's context."""
     cc, words = cfg.customize, vocabulary(cfg.data.dataset, DATASETS[cfg.data.dataset])
-    if cc.prompt.count("{}") != 1 or cc.prompt.replace("{}", "").count("{") + cc.prompt.count("}") != 1:
-        raise ConfigError(f"customize.prompt={cc.prompt!r} needs exactly one {{}} for the placeholder and no other "
-                          f"braces, e.g. 'a photo of a {{}}'")
-    for key, text in (("customize.prompt", cc.prompt.format(cc.placeholder)), ("customize.prior_prompt",
-                                                                                cc.prior_prompt)):
+    if (cc.prompt.count("{}") != 1
+            or cc.prompt.replace("{}", "").count("{") + cc.prompt.count("}") != 1):
+        raise ConfigError(f"customize.prompt={cc.prompt!r} needs exactly one {{}} "
+                          f"for the placeholder and no other braces, e.g. 'a photo of a {{}}'")
+    for key, text in (("customize.prompt", cc.prompt.format(cc.placeholder)),
+                      ("customize.prior_prompt", cc.prior_prompt)):
         try:
             check_caption(text, words, cfg.clip.context_length)
         except ConfigError as err:
@@ -111,79 +117,90 @@ def _check_classes(d: DataConfig) -> None:
                        ("target_classes", d.target_classes)):
         unknown = [c for c in value if c not in names]
         if unknown or not value:
-            raise ConfigError(f"data.{key} names unknown classes {unknown}; {d.dataset} has {', '.join(names)}")
+            raise ConfigError(f"data.{key} names unknown classes {unknown}; "
+                              f"{d.dataset} has {', '.join(names)}")
     overlap = set(d.source_classes) & set(d.target_classes)
     if overlap:
         raise ConfigError(f"data.source_classes and data.target_classes overlap: {sorted(overlap)}")
 
 
 def _check_drift_split(cfg: Config) -> None:
-    """The held-out classes are base classes, some base classes stay anchored; the anchored template drift is
-    measured with is among the first drift.anchor_templates, the held-out one after them."""
+    """The held-out classes are base classes, some base classes stay anchored;
+    the anchored template drift is measured with is among the first drift.anchor_templates,
+    the held-out one after them."""
     d, base = cfg.drift, [c for c in DATASETS[cfg.data.dataset] if c != cfg.data.concept_class]
     unknown = [c for c in d.heldout_classes if c not in base]
     if unknown or len(set(d.heldout_classes)) >= len(base):
-        raise ConfigError(f"drift.heldout_classes={d.heldout_classes}: must be base classes ({', '.join(base)}) and "
-                          f"leave at least one anchored")
+        raise ConfigError(f"drift.heldout_classes={d.heldout_classes}: must be base classes "
+                          f"({', '.join(base)}) and leave at least one anchored")
     n = len(TEMPLATES[cfg.data.dataset])
     if not d.template < d.anchor_templates <= d.heldout_template < n:
-        raise ConfigError(f"need drift.template < drift.anchor_templates <= drift.heldout_template < {n} (the "
-                          f"{cfg.data.dataset} templates), got {d.template}, {d.anchor_templates}, "
-                          f"{d.heldout_template}")
+        raise ConfigError(f"need drift.template < drift.anchor_templates <= drift.heldout_template "
+                          f"< {n} (the {cfg.data.dataset} templates), got {d.template}, "
+                          f"{d.anchor_templates}, {d.heldout_template}")
 
 
 def _check_unet(cfg: Config) -> None:
-    """The UNet halves the image once per level but the last; attention runs only at those resolutions;
-    every width divides into attention heads and GroupNorm groups."""
+    """The UNet halves the image once per level but the last; attention runs only at those
+    resolutions; every width divides into attention heads and GroupNorm groups."""
     r, dc = cfg.data.resolution, cfg.diffusion
     unet_levels = levels(r, len(dc.channel_mults))
     if r % 2 ** (len(dc.channel_mults) - 1):
-        raise ConfigError(f"data.resolution={r} cannot be halved {len(dc.channel_mults) - 1} times for the UNet's "
-                          f"{len(dc.channel_mults)} levels (diffusion.channel_mults={dc.channel_mults})")
+        raise ConfigError(f"data.resolution={r} cannot be halved {len(dc.channel_mults) - 1} times "
+                          f"for the UNet's {len(dc.channel_mults)} levels "
+                          f"(diffusion.channel_mults={dc.channel_mults})")
     unused = [a for a in dc.attention_resolutions if a not in unet_levels]
     if unused:
-        raise ConfigError(f"diffusion.attention_resolutions={dc.attention_resolutions}: at data.resolution={r} the "
-                          f"UNet's levels are at {unet_levels} pixels, so attention at {unused} would never run")
+        raise ConfigError(f"diffusion.attention_resolutions={dc.attention_resolutions}: "
+                          f"at data.resolution={r} the UNet's levels are at {unet_levels} pixels, "
+                          f"so attention at {unused} would never run")
     for width in sorted({dc.base_channels * m for m in dc.channel_mults}):
         groups = min(8, width // 4) or 1
         if width % dc.heads or width % groups:
-            raise ConfigError(f"UNet width {width} (diffusion.base_channels x channel_mults) must divide into "
-                              f"{dc.heads} attention heads and {groups} GroupNorm groups")
+            raise ConfigError(f"UNet width {width} (diffusion.base_channels x channel_mults) "
+                              f"must divide into {dc.heads} attention heads "
+                              f"and {groups} GroupNorm groups")
 
 
 def _check_clip(cfg: Config) -> None:
     if cfg.clip.width % cfg.clip.heads:
-        raise ConfigError(f"clip.width={cfg.clip.width} must divide into clip.heads={cfg.clip.heads}")
+        raise ConfigError(f"clip.width={cfg.clip.width} "
+                          f"must divide into clip.heads={cfg.clip.heads}")
 
 
 def _check_gan(cfg: Config) -> None:
     """The GAN grows from 4x4 by doubling; its widths are one number or one per resolution."""
     r = cfg.data.resolution
     if r & (r - 1):
-        raise ConfigError(f"data.resolution={r}: the GAN grows from 4x4 by doubling, so it must be a power of two")
+        raise ConfigError(f"data.resolution={r}: the GAN grows from 4x4 by doubling, "
+                          "so it must be a power of two")
     n = int(math.log2(r)) - 1                            # resolutions 4, 8, ..., r
-    for key, widths in (("gan.channels", cfg.gan.channels), ("gan.d_channels", cfg.gan.d_channels)):
+    for key, widths in (("gan.channels", cfg.gan.channels),
+                        ("gan.d_channels", cfg.gan.d_channels)):
         if len(widths) not in (1, n):
-            raise ConfigError(f"{key} needs 1 width or {n} (one per resolution 4..{r} at data.resolution={r}), "
-                              f"got {widths}")
+            raise ConfigError(f"{key} needs 1 width or {n} "
+                              f"(one per resolution 4..{r} at data.resolution={r}), got {widths}")
 
 
 def _check_evalnet(cfg: Config) -> None:
     r, channels = cfg.data.resolution, cfg.evalnet.channels
     if len(channels) < 2 or r % 2 ** (len(channels) - 1):
-        raise ConfigError(f"evalnet.channels={channels}: a stem plus at least one stage, and data.resolution={r} "
-                          f"halved once per stage")
+        raise ConfigError(f"evalnet.channels={channels}: a stem plus at least one stage, "
+                          f"and data.resolution={r} halved once per stage")
 
 
 CHECKS = {"clip": _check_clip, "evalnet": _check_evalnet, "unet": _check_unet, "gan": _check_gan}
 
 
 def _check_classifier(c: ClassifierConfig, n_classes: int) -> None:
-    """Each adaptive stage scores an even sub-grid of the full timestep grid; kept classes decrease to 1."""
+    """Each adaptive stage scores an even sub-grid of the full timestep grid;
+    kept classes decrease to 1."""
     n, stages, keep = c.n_timesteps, c.stages, c.keep
     if len(stages) != len(keep) or not stages:
         raise ConfigError("classifier.stages and classifier.keep need the same (non-zero) length")
     if any(n % s for s in stages):
-        raise ConfigError(f"classifier.stages={stages}: every stage size must divide n_timesteps={n}")
+        raise ConfigError(f"classifier.stages={stages}: "
+                          f"every stage size must divide n_timesteps={n}")
     if list(keep) != sorted(keep, reverse=True) or keep[-1] != 1 or keep[0] > n_classes:
-        raise ConfigError(f"classifier.keep={keep} must decrease to 1 and never exceed the {n_classes} classes")
+        raise ConfigError(f"classifier.keep={keep} must decrease to 1 "
+                          f"and never exceed the {n_classes} classes")

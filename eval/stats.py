@@ -1,19 +1,23 @@
-"""Statistics of results that vary for two reasons: which base model they were built on (a diffusion model or
-a pretrained GAN, the expensive draw) and which seed customized or transferred it (the cheap one).
+"""Statistics of results that vary for two reasons: which base model they were built on (a diffusion
+model or a pretrained GAN, the expensive draw) and which seed customized or transferred it (the
+cheap one).
 
 A result is a value per (base, seed). Two summaries:
 
-  variance_components   grand mean, spread between bases and spread within a base (one-way random effects,
-                        ANOVA estimator; e.g. Searle, Casella & McCulloch 1992, "Variance Components", Sec. 3.5):
+  variance_components   grand mean, spread between bases and spread within a base (one-way random
+                        effects, ANOVA estimator; e.g. Searle, Casella & McCulloch 1992,
+                        "Variance Components", Sec. 3.5):
                             MS_w = sum_b sum_s (x_bs - m_b)^2 / (N - B)
-                            MS_b = sum_b n_b (m_b - m)^2 / (B - 1),   n0 = (N - sum_b n_b^2 / N) / (B - 1)
+                            MS_b = sum_b n_b (m_b - m)^2 / (B - 1),
+                            n0 = (N - sum_b n_b^2 / N) / (B - 1)
                             sd_within = sqrt(MS_w),  sd_between = sqrt(max(0, (MS_b - MS_w) / n0))
                         with m_b a base's mean, m the mean over all N values.
-  paired                a method against its baseline on the same base and seed: d_bs = a_bs - b_bs, each
-                        base's mean difference d_b, their mean D and its standard error over bases
-                        SE = sd(d_b) / sqrt(B), and on how many bases the difference has each sign. The
-                        seeds of one base share that base, so they are not independent draws of the
-                        experiment: the bases are. With a single base, SE is over its seeds and says so.
+  paired                a method against its baseline on the same base and seed: d_bs = a_bs - b_bs,
+                        each base's mean difference d_b, their mean D and its standard error over
+                        bases SE = sd(d_b) / sqrt(B), and on how many bases the difference has each
+                        sign. The seeds of one base share that base, so they are not independent
+                        draws of the experiment: the bases are. With a single base, SE is over its
+                        seeds and says so.
 """
 from __future__ import annotations
 
@@ -25,7 +29,8 @@ def finite(values) -> list[float]:
 
 
 def mean_sd(values) -> tuple[float, float] | None:
-    """Mean and sample standard deviation (n - 1) of the finite values; sd 0 for one value; None for none."""
+    """Mean and sample standard deviation (n - 1) of the finite values; sd 0 for one value;
+    None for none."""
     values = finite(values)
     if not values:
         return None
@@ -44,8 +49,9 @@ def by_base(values: dict) -> dict[str, list[float]]:
 
 
 def variance_components(values: dict) -> dict | None:
-    """{(base, seed): value} -> {'mean', 'between_sd' (None with one base), 'within_sd' (None without
-    repeats), 'n_bases', 'n'} (the module docstring's estimator); None if no value is finite."""
+    """{(base, seed): value} -> {'mean', 'between_sd' (None with one base),
+    'within_sd' (None without repeats), 'n_bases', 'n'} (the module docstring's estimator);
+    None if no value is finite."""
     groups = by_base(values)
     xs = [v for g in groups.values() for v in g]
     if not xs:
@@ -63,9 +69,10 @@ def variance_components(values: dict) -> dict | None:
 
 
 def paired(a: dict, b: dict) -> dict | None:
-    """a - b on every (base, seed) both have (module docstring): {'mean', 'se', 'se_over' ('bases' or
-    'seeds of one base'), 'n_bases', 'n_pairs', 'positive', 'negative' (bases whose mean difference has that
-    sign), 'per_base' {base: mean difference}, 'differences' {"base/seed": d}}; None without a pair."""
+    """a - b on every (base, seed) both have (module docstring): {'mean', 'se',
+    'se_over' ('bases' or 'seeds of one base'), 'n_bases', 'n_pairs', 'positive', 'negative'
+    (bases whose mean difference has that sign), 'per_base' {base: mean difference},
+    'differences' {"base/seed": d}}; None without a pair."""
     common = sorted(k for k in set(a) & set(b) if a[k] is not None and b[k] is not None
                     and math.isfinite(a[k]) and math.isfinite(b[k]))
     if not common:
@@ -80,5 +87,7 @@ def paired(a: dict, b: dict) -> dict | None:
         mean, sd = mean_sd(d.values())
         se, over = (sd / math.sqrt(len(d)) if len(d) > 1 else None), "seeds of one base"
     return {"mean": mean, "se": se, "se_over": over, "n_bases": len(per_base), "n_pairs": len(d),
-            "positive": sum(v > 0 for v in per_base.values()), "negative": sum(v < 0 for v in per_base.values()),
-            "per_base": per_base, "differences": {f"{base}/{seed}": v for (base, seed), v in d.items()}}
+            "positive": sum(v > 0 for v in per_base.values()),
+            "negative": sum(v < 0 for v in per_base.values()),
+            "per_base": per_base,
+            "differences": {f"{base}/{seed}": v for (base, seed), v in d.items()}}

@@ -1,20 +1,22 @@
-"""How a claim is decided: rules written down before the runs, applied to paired differences (eval.stats).
+"""How a claim is decided: rules written down before the runs, applied to paired differences
+(eval.stats).
 
-A claim compares a method with its baseline on the same base model and seed, in one direction (the method's
-figure should be higher, or lower). With D the mean over bases of the per-base mean difference and SE its
-standard error over bases:
+A claim compares a method with its baseline on the same base model and seed, in one direction (the
+method's figure should be higher, or lower). With D the mean over bases of the per-base mean
+difference and SE its standard error over bases:
 
-    supported    D is beyond 2 SE in the claimed direction, and so is the mean difference of every base
-    refuted      D is beyond 2 SE the other way, and so is the mean difference of every base
-    unresolved   anything else (including a single base model, whose seeds do not vary the base)
+  supported   D is beyond 2 SE in the claimed direction, and so is the mean difference of every base
+  refuted     D is beyond 2 SE the other way, and so is the mean difference of every base
+  unresolved  anything else (including a single base model, whose seeds do not vary the base)
 
-A claim of equivalence ("the regularized model's held-out flip rate is at the floor") is decided on the
-interval D +- 2 SE: supported if it holds 0 and the condition's concept fidelity is at least 60% (a model
-that learned nothing would also sit at the floor), refuted if the whole interval lies above 0 on every base,
-unresolved otherwise. Such a claim is only as sharp as its SE: the table prints the interval.
+A claim of equivalence ("the regularized model's held-out flip rate is at the floor") is decided on
+the interval D +- 2 SE: supported if it holds 0 and the condition's concept fidelity is at least 60%
+(a model that learned nothing would also sit at the floor), refuted if the whole interval lies above
+0 on every base, unresolved otherwise. Such a claim is only as sharp as its SE: the table prints the
+interval.
 
-CLAIMS lists every claim; `verdicts(values)` applies the rules to the per-run values that eval.results
-gathers: {claim's world: {condition: {metric: {(base, seed): value}}}}.
+CLAIMS lists every claim; `verdicts(values)` applies the rules to the per-run values that
+eval.results gathers: {claim's world: {condition: {metric: {(base, seed): value}}}}.
 """
 from __future__ import annotations
 
@@ -22,17 +24,18 @@ from dataclasses import dataclass
 
 from eval.stats import paired
 
-FIDELITY_FLOOR = 0.6   # equivalence to the floor counts only if the concept is learned at least this well
+# equivalence to the floor counts only if the concept is learned at least this well
+FIDELITY_FLOOR = 0.6
 
 
 @dataclass(frozen=True)
 class Claim:
     paper: int
     text: str
-    metric: str                 # a column of eval.results (drift or transfer)
-    method: str                 # a condition
-    baseline: str               # the condition it is paired with ("floor": the base model against itself)
-    direction: int              # +1: the method's figure should be higher; -1: lower; 0: equal (equivalence)
+    metric: str      # a column of eval.results (drift or transfer)
+    method: str      # a condition
+    baseline: str    # the condition it is paired with ("floor": the base model against itself)
+    direction: int   # +1: the method's figure should be higher; -1: lower; 0: equal (equivalence)
 
 
 def paper1_claims(methods) -> list[Claim]:
@@ -42,7 +45,8 @@ def paper1_claims(methods) -> list[Claim]:
                       "heldout_flip", f"{m} / none", "floor", +1),
                 Claim(1, f"{m}: functional regularization lowers the held-out flip rate",
                       "heldout_flip", f"{m} / functional", f"{m} / none", -1),
-                Claim(1, f"{m}: with functional regularization the held-out flip rate is at the floor",
+                Claim(1, f"{m}: with functional regularization the held-out flip rate is at "
+                         "the floor",
                       "heldout_flip", f"{m} / functional", "floor", 0),
                 Claim(1, f"{m}: functional regularization lowers the held-out margin change",
                       "heldout_margin", f"{m} / functional", f"{m} / none", -1)]
@@ -54,10 +58,10 @@ def paper2_claims(ks, heads) -> list[Claim]:
     for k in ks:
         for head in heads:
             row = f"hypermod+selfinit+ssl-{head}"
-            out += [Claim(2, f"k={k}, {head} head: lower per-class KID than finetuning", "kid", f"{row} k={k}",
-                          f"finetune k={k}", -1),
-                    Claim(2, f"k={k}, {head} head: higher coverage than finetuning", "coverage", f"{row} k={k}",
-                          f"finetune k={k}", +1)]
+            out += [Claim(2, f"k={k}, {head} head: lower per-class KID than finetuning",
+                          "kid", f"{row} k={k}", f"finetune k={k}", -1),
+                    Claim(2, f"k={k}, {head} head: higher coverage than finetuning",
+                          "coverage", f"{row} k={k}", f"finetune k={k}", +1)]
     return out
 
 
@@ -71,7 +75,8 @@ def decide(stat: dict | None, direction: int, fidelity: float | None = None) -> 
         if low <= 0 <= high and fidelity is not None and fidelity >= FIDELITY_FLOOR:
             return "supported"
         return "refuted" if low > 0 and stat["positive"] == n else "unresolved"
-    toward, away = (stat["positive"], stat["negative"]) if direction > 0 else (stat["negative"], stat["positive"])
+    toward, away = ((stat["positive"], stat["negative"]) if direction > 0
+                    else (stat["negative"], stat["positive"]))
     if (low > 0 if direction > 0 else high < 0) and toward == n:
         return "supported"
     if (high < 0 if direction > 0 else low > 0) and away == n:
@@ -79,9 +84,11 @@ def decide(stat: dict | None, direction: int, fidelity: float | None = None) -> 
     return "unresolved"
 
 
-def verdicts(world: str, values: dict, claims: list[Claim], fidelity: dict | None = None) -> list[dict]:
-    """One row per claim whose conditions were run: the paired figure, its SE, the bases' signs, the verdict.
-    values: {condition: {metric: {(base, seed): value}}}; fidelity: {condition: mean concept fidelity}."""
+def verdicts(world: str, values: dict, claims: list[Claim],
+             fidelity: dict | None = None) -> list[dict]:
+    """One row per claim whose conditions were run: the paired figure, its SE, the bases' signs,
+    the verdict. values: {condition: {metric: {(base, seed): value}}};
+    fidelity: {condition: mean concept fidelity}."""
     rows = []
     for c in claims:
         if c.method not in values or c.baseline not in values:
@@ -89,8 +96,8 @@ def verdicts(world: str, values: dict, claims: list[Claim], fidelity: dict | Non
         stat = paired(values[c.method].get(c.metric, {}), values[c.baseline].get(c.metric, {}))
         fid = (fidelity or {}).get(c.method)
         rows.append({"paper": c.paper, "claim": c.text, "world": world, "metric": c.metric,
-                     "method": c.method, "baseline": c.baseline, "direction": c.direction, "stat": stat,
-                     "fidelity": fid, "verdict": decide(stat, c.direction, fid)})
+                     "method": c.method, "baseline": c.baseline, "direction": c.direction,
+                     "stat": stat, "fidelity": fid, "verdict": decide(stat, c.direction, fid)})
     return rows
 
 

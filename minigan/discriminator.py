@@ -8,7 +8,7 @@
   On the quick preset (16x16, two downsamplings) the plain D trains the generator further (a lower
   FD-eval) in the same number of steps, and in less time: `python train.py gan-pretrain` and
   `gan-pretrain-judge`, with and without `--gan.d_arch=resnet --gan.d_channels=32`, measure both
-  (docs/tuning.md, "GAN pretraining").
+  (docs/tuning.md, "How the presets were tuned").
 
 Heads:
   * n_classes = 0: one logit, D(x) = psi(f).

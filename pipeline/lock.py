@@ -1,6 +1,7 @@
 """One writer per run folder: an exclusive lock that the kernel releases when its holder dies.
 
-    with FolderLock(folder, name):   # RunInUse (naming the holder) while another live process holds it
+    # RunInUse (naming the holder) while another live process holds it
+    with FolderLock(folder, name):
         ...
 
 The lock is `flock` on <folder>/.lock, held for the run's whole life. A process that dies in any way
@@ -32,7 +33,8 @@ except ImportError:  # Windows
     import msvcrt
 
 LOCK = ".lock"
-_PAUSE = float(os.environ.get("PIPELINE_LOCK_PAUSE", "0"))  # seconds between open and lock: tests widen the race
+# seconds between open and lock: tests widen the race
+_PAUSE = float(os.environ.get("PIPELINE_LOCK_PAUSE", "0"))
 
 
 def _try_lock(fd: int) -> bool:
@@ -71,8 +73,8 @@ class FolderLock:
             time.sleep(_PAUSE)
             if not _try_lock(fd):
                 os.close(fd)
-                raise RunInUse(f"{self.folder} is being written by {describe_holder(self.path)}; wait for it "
-                               f"to finish or stop it")
+                raise RunInUse(f"{self.folder} is being written by {describe_holder(self.path)}; "
+                               f"wait for it to finish or stop it")
             try:
                 same = os.path.samestat(os.fstat(fd), os.stat(self.path))
             except FileNotFoundError:
@@ -94,7 +96,8 @@ class FolderLock:
     def __exit__(self, *exc) -> None:
         if self.fd is not None:
             try:
-                self.path.unlink(missing_ok=True)  # before closing: whoever locks next checks the path
+                # before closing: whoever locks next checks the path
+                self.path.unlink(missing_ok=True)
             except OSError:  # Windows cannot unlink an open file; the next holder overwrites it
                 pass
             os.close(self.fd)

@@ -1,29 +1,31 @@
-"""A stage's run folder: one writer at a time, finished once, resumed only from a checkpoint that matches.
+"""A stage's run folder: one writer at a time, finished once, resumed only from a checkpoint that
+matches.
 
-Every stage writes into its own folder (runs/<preset>/<stage>[/<name>]) and follows one protocol, which
-`run_once` spells out for the stages:
+Every stage writes into its own folder (runs/<preset>/<stage>[/<name>]) and follows one protocol,
+which `run_once` spells out for the stages:
 
     def train_thing(cfg, force=False):
         return run_once(folder, key, force, "thing", lambda run: _train(cfg, run))
 
-    with RunFolder(folder, key, force, name) as run:          # the folder's lock (pipeline.lock)
-        if run.finished():                                    # finished before with this key: skip, and say so
+    with RunFolder(folder, key, force, name) as run:  # the folder's lock (pipeline.lock)
+        # finished before with this key: skip, and say so
+        if run.finished():
             return run.result
-        payload = run.resume(checkpoint_path, kind)           # None, or a checkpoint made with this key
+        payload = run.resume(checkpoint_path, kind)   # None, or a checkpoint made with this key
         ... train; run.save_checkpoint(path, payload) now and then ...
-        run.finish(metrics)                                   # metrics.json with the key: the run is done
+        run.finish(metrics)                           # metrics.json with the key: the run is done
 
 The key holds everything a run's result depends on: the config fields that change results
 (core.config.result_fields) of the sections the stage reads, the content of the data it reads
 (core.data.data_digest) and the fingerprints of the files it reads (the CLIP, the base model, the
 evaluator). A finished run or a checkpoint made with another key is refused, with the list of what
 changed and how to start over (--force), never silently reused or continued. --force deletes the
-folder's files first. metrics.json is written only when a run is complete, so an interrupted or failed
-run never replaces the figures of a finished one.
+folder's files first. metrics.json is written only when a run is complete, so an interrupted or
+failed run never replaces the figures of a finished one.
 
-A model's fingerprint is the hash of its weights (core.checkpoint.fingerprint), not of its file: a file
-also holds the training clock and the config it was saved with, and a retrain that gives the same weights
-must not invalidate the runs built on it.
+A model's fingerprint is the hash of its weights (core.checkpoint.fingerprint), not of its file: a
+file also holds the training clock and the config it was saved with, and a retrain that gives the
+same weights must not invalidate the runs built on it.
 """
 from __future__ import annotations
 
@@ -49,12 +51,13 @@ def stage_dir(cfg: Config, *parts: str) -> Path:
 
 
 def run_key(cfg: Config, fields: tuple[str, ...], digests: dict | None = None, **inputs) -> dict:
-    """What a run's result depends on, flat: 'section.field' -> value for every result field (core.config
-    result_fields) named by `fields` ('clip' for a whole section, 'data.concept_class' for one field), the run
-    seed, 'inputs.data' -> the content of the data (core.data.data_digest), and 'inputs.<name>' -> the
-    fingerprint of each input file (name=path) and each given digest. Tuples are stored as lists, as JSON would,
-    so a stored key compares equal to a fresh one."""
-    key = {"run.seed": cfg.run.seed, "data.dataset": cfg.data.dataset, "data.resolution": cfg.data.resolution,
+    """What a run's result depends on, flat: 'section.field' -> value for every result field
+    (core.config result_fields) named by `fields` ('clip' for a whole section, 'data.concept_class'
+    for one field), the run seed, 'inputs.data' -> the content of the data (core.data.data_digest),
+    and 'inputs.<name>' -> the fingerprint of each input file (name=path) and each given digest.
+    Tuples are stored as lists, as JSON would, so a stored key compares equal to a fresh one."""
+    key = {"run.seed": cfg.run.seed, "data.dataset": cfg.data.dataset,
+           "data.resolution": cfg.data.resolution,
            "inputs.data": data_digest(cfg.data, cache_root(cfg)),
            **{f"inputs.{name}": d for name, d in (digests or {}).items()}}
     for name in fields:
@@ -62,8 +65,9 @@ def run_key(cfg: Config, fields: tuple[str, ...], digests: dict | None = None, *
         key.update({f"{section}.{k}": v for k, v in result_fields(getattr(cfg, section)).items()
                     if not only or k == only})
     key.update({f"inputs.{name}": checkpoint.fingerprint(path) for name, path in inputs.items()})
-    # where each input file lies, relative to the output folder: not compared (a moved folder keeps its runs),
-    # but read by the tables to check that a run's inputs are still the current ones (eval/results.py)
+    # where each input file lies, relative to the output folder: not compared (a moved folder keeps
+    # its runs), but read by the tables to check that a run's inputs are still the current ones
+    # (eval/results.py)
     key.update({f"{PATHS}{name}": Path(os.path.relpath(path, cfg.run.out_dir)).as_posix()
                 for name, path in inputs.items()})
     return json.loads(json.dumps(key))
@@ -75,18 +79,20 @@ def fields_except(cfg: Config, section: str, but: tuple[str, ...]) -> tuple[str,
 
 
 def differences(old: dict | None, new: dict) -> list[str]:
-    """'diffusion.lr: 0.003 -> 0.001' for every entry that differs between a stored key and a new one. A field
-    added to the config after the run was made counts only if it is set away from its default (a new field's
-    default keeps the old behaviour)."""
+    """'diffusion.lr: 0.003 -> 0.001' for every entry that differs between a stored key and a new
+    one. A field added to the config after the run was made counts only if it is set away from its
+    default (a new field's default keeps the old behaviour)."""
     if old is None:
         return ["made by an older version of this code (no run key)"]
     added_at_default = {k for k in set(new) - set(old) if as_json(field_default(k)) == new[k]}
-    return [f"{k}: {old.get(k, '(none)')} -> {new.get(k, '(none)')}" for k in sorted(set(old) | set(new))
+    return [f"{k}: {old.get(k, '(none)')} -> {new.get(k, '(none)')}"
+            for k in sorted(set(old) | set(new))
             if old.get(k) != new.get(k) and k not in added_at_default and not k.startswith(PATHS)]
 
 
 def require_finished(folder: Path, artifact: str, command: str) -> Path:
-    """folder/artifact of a finished run (metrics.json written), else a UserError with the command to run."""
+    """folder/artifact of a finished run (metrics.json written),
+    else a UserError with the command to run."""
     if not (folder / "metrics.json").exists() or not (folder / artifact).exists():
         raise UserError(f"{folder} has no finished run: run `{command}` first")
     return folder / artifact
@@ -94,7 +100,8 @@ def require_finished(folder: Path, artifact: str, command: str) -> Path:
 
 class RunFolder:
     def __init__(self, folder: Path, key: dict, force: bool = False, name: str = ""):
-        self.folder, self.key, self.force, self.name = Path(folder), key, force, name or Path(folder).name
+        self.folder, self.key, self.force, self.name = (Path(folder), key, force,
+                                                        name or Path(folder).name)
         self.result: dict | None = None
         self.main = distributed.is_main()   # under torchrun, rank 0 alone locks and writes
 
@@ -112,32 +119,36 @@ class RunFolder:
         if self.main:
             self.lock.__exit__(*exc)
 
-    # ------------------------------------------------------------------------------ done, resume, save
+    # ------------------------------------------------------------------------- done, resume, save
 
     def _refuse(self, what: str, stored_key: dict | None) -> None:
         changes = "\n  ".join(differences(stored_key, self.key))
-        raise CheckpointMismatch(f"{what} was made with other settings or inputs than this run:\n  {changes}\n"
-                                 f"pass the same settings to use it, or start over with --force (deletes it)")
+        raise CheckpointMismatch(f"{what} was made with other settings or inputs than this run:\n"
+                                 f"  {changes}\n"
+                                 "pass the same settings to use it, "
+                                 "or start over with --force (deletes it)")
 
     def finished(self) -> bool:
-        """True (and self.result set) if this folder holds a finished run with this key; a finished run
-        with another key is refused."""
+        """True (and self.result set) if this folder holds a finished run with this key; a finished
+        run with another key is refused."""
         path = self.folder / "metrics.json"
         if not path.exists():
             return False
         stored = read_json(path)
         if not isinstance(stored, dict):
-            raise DataError(f"{path} is not a run's results (it holds {json.dumps(stored)[:40]}, not an object "
-                            f"with a run key); delete it, or rerun with --force")
+            raise DataError(f"{path} is not a run's results (it holds {json.dumps(stored)[:40]}, "
+                            "not an object with a run key); delete it, or rerun with --force")
         if differences(stored.get("run_key"), self.key):
             self._refuse(str(path), stored.get("run_key"))
         self.result = stored
         if self.main:
-            print(f"[{self.name}] finished before: {stored.get('summary', path)} (--force reruns it)", flush=True)
+            print(f"[{self.name}] finished before: {stored.get('summary', path)} "
+                  "(--force reruns it)", flush=True)
         return True
 
     def resume(self, path: Path, kind: str) -> dict | None:
-        """The checkpoint at `path` to continue from, None to start afresh; refused if another key made it."""
+        """The checkpoint at `path` to continue from, None to start afresh;
+        refused if another key made it."""
         if not path.exists():
             return None
         payload = checkpoint.load(path, kind)
@@ -150,18 +161,19 @@ class RunFolder:
             checkpoint.save(path, {**payload, "run_key": self.key})
 
     def finish(self, metrics: dict) -> dict:
-        """Write metrics.json (with the key): from now on the run counts as finished. Returns what a later
-        run.finished() reads back (JSON types: lists, and None for NaN or infinity)."""
+        """Write metrics.json (with the key): from now on the run counts as finished. Returns what a
+        later run.finished() reads back (JSON types: lists, and None for NaN or infinity)."""
         self.result = as_json({**metrics, "run_key": self.key})
         if self.main:
             write_json(self.folder / "metrics.json", self.result)
         return self.result
 
 
-def run_once(folder: Path, key: dict, force: bool, name: str, work: Callable[[RunFolder], dict]) -> dict:
-    """A stage's whole protocol: lock the folder, return the figures of a run finished before with this key,
-    else work(run) (which may resume from run.resume and save with run.save_checkpoint) and finish with its
-    metrics."""
+def run_once(folder: Path, key: dict, force: bool, name: str,
+             work: Callable[[RunFolder], dict]) -> dict:
+    """A stage's whole protocol: lock the folder, return the figures of a run finished before with
+    this key, else work(run) (which may resume from run.resume and save with run.save_checkpoint)
+    and finish with its metrics."""
     with RunFolder(folder, key, force, name) as run:
         if run.finished():
             return run.result

@@ -1,5 +1,6 @@
-"""The command lines a learner meets first: every command takes the run.* options, `evaluate.py sample` draws
-from a GAN checkpoint too, and the helps say what each option means and its default."""
+"""The command lines a learner meets first: every command takes the run.* options,
+`evaluate.py sample` draws from a GAN checkpoint too, and the helps say what each option means
+and its default."""
 import pytest
 import torch
 
@@ -25,8 +26,9 @@ def diffusion_checkpoint(tmp_path_factory):
     tokenizer = build_tokenizer(cfg)
     model = build_model(cfg, TextEncoder(len(tokenizer), cfg.clip), tokenizer)
     path = out / "last.pt"
-    checkpoint.save(path, {"kind": "diffusion", "config": cfg.to_dict(), "step": 0, "vocab": tokenizer.words,
-                           "text": model.text.state_dict(), "model": model.unet.state_dict(),
+    checkpoint.save(path, {"kind": "diffusion", "config": cfg.to_dict(), "step": 0,
+                           "vocab": tokenizer.words, "text": model.text.state_dict(),
+                           "model": model.unet.state_dict(),
                            "ema": {"model": model.unet.state_dict()}})
     return path
 
@@ -36,30 +38,35 @@ def gan_checkpoint(out, kind: str):
     cfg = make_config("quick", [f"--run.out_dir={out}", *GAN])
     G = build_generator(cfg)
     if kind == "gan-transfer":
-        G = HyperModulatedGenerator(G, len(cfg.data.target_classes), head="lowrank", rank=2, embed_dim=8)
+        G = HyperModulatedGenerator(G, len(cfg.data.target_classes), head="lowrank", rank=2,
+                                    embed_dim=8)
     path = out / f"{kind}.pt"
-    checkpoint.save(path, {"kind": kind, "config": cfg.to_dict(), "step": 0, "ema": {"model": G.state_dict()}})
+    checkpoint.save(path, {"kind": kind, "config": cfg.to_dict(), "step": 0,
+                           "ema": {"model": G.state_dict()}})
     return path
 
 
 def test_sample_takes_the_run_options(diffusion_checkpoint, tmp_path):
     before = torch.get_num_threads()
-    out = evaluate.main(["sample", "--ckpt", str(diffusion_checkpoint), "--prompt", "a photo of a star", "--n", "2",
-                         "--steps", "2", "--out", str(tmp_path / "s"), "--run.threads=1", "--run.unet_batch=4"])
+    out = evaluate.main(["sample", "--ckpt", str(diffusion_checkpoint),
+                         "--prompt", "a photo of a star", "--n", "2", "--steps", "2",
+                         "--out", str(tmp_path / "s"), "--run.threads=1", "--run.unet_batch=4"])
     torch.set_num_threads(before)
     assert (tmp_path / "s.png").exists() and out["npz"].endswith("s.npz")
     with pytest.raises(SystemExit, match="takes only run.. overrides, got --diffusion.lr"):
-        evaluate.main(["sample", "--ckpt", str(diffusion_checkpoint), "--prompt", "a photo of a star",
-                       "--diffusion.lr=1"])
+        evaluate.main(["sample", "--ckpt", str(diffusion_checkpoint),
+                       "--prompt", "a photo of a star", "--diffusion.lr=1"])
 
 
 def test_sample_draws_from_a_gan(tmp_path):
-    """A transfer checkpoint: one row per target class, or one class; a pretrained one: unconditional."""
+    """A transfer checkpoint: one row per target class, or one class;
+    a pretrained one: unconditional."""
     transfer = gan_checkpoint(tmp_path, "gan-transfer")
     evaluate.main(["sample", "--ckpt", str(transfer), "--n", "3", "--out", str(tmp_path / "all")])
     x = evaluate.read_images(str(tmp_path / "all.npz"))
     assert x.shape == (5 * 3, 16, 16, 3)                       # 5 target classes x 3
-    evaluate.main(["sample", "--ckpt", str(transfer), "--class", "star", "--n", "4", "--out", str(tmp_path / "one")])
+    evaluate.main(["sample", "--ckpt", str(transfer), "--class", "star", "--n", "4",
+                   "--out", str(tmp_path / "one")])
     assert evaluate.read_images(str(tmp_path / "one.npz")).shape[0] == 4
     with pytest.raises(SystemExit, match="this GAN draws star, cross, heart, crescent, arrow"):
         evaluate.main(["sample", "--ckpt", str(transfer), "--class", "circle"])

@@ -1,6 +1,6 @@
-"""Run keys say what a result depends on: the data's content (not its folder's name), every field a stage
-reads (the test subset, the data root's files), a concept folder's images only, and a model's weights (not
-the clock or config its file also holds)."""
+"""Run keys say what a result depends on: the data's content (not its folder's name), every field a
+stage reads (the test subset, the data root's files), a concept folder's images only, and a model's
+weights (not the clock or config its file also holds)."""
 import numpy as np
 import torch
 from PIL import Image
@@ -31,7 +31,8 @@ def write_cifar(root, shift: int):
 
 
 def test_the_data_enter_the_keys_by_content(tmp_path):
-    """Two roots with other images: other digests; the same images under another folder name: the same."""
+    """Two roots with other images: other digests;
+    the same images under another folder name: the same."""
     for name, shift in (("a", 0), ("b", 1), ("c", 0)):
         write_cifar(tmp_path / name, shift)
     digest = {name: data_digest(make_config("cifar10-cpu", [f"--data.root={tmp_path / name}"]).data)
@@ -50,12 +51,16 @@ def test_a_concept_folders_digest_is_its_images_only(tmp_path):
 
 
 def test_a_models_fingerprint_is_its_weights(tmp_path):
-    """A bit-identical retrain under another config and clock keeps its fingerprint; other weights do not."""
+    """A bit-identical retrain under another config and clock keeps its fingerprint;
+    other weights do not."""
     weights = {"model": {"w": torch.arange(6.0)}, "step": 10, "vocab": ["a", "b"]}
-    checkpoint.save(tmp_path / "a.pt", {**weights, "config": {"lr": 1}, "train_seconds": 12.5, "kind": "x"})
-    checkpoint.save(tmp_path / "b.pt", {**weights, "config": {"lr": 2}, "train_seconds": 99.0, "kind": "x"})
-    checkpoint.save(tmp_path / "c.pt", {**weights, "model": {"w": torch.arange(6.0) + 1}, "kind": "x"})
+    checkpoint.save(tmp_path / "a.pt",
+                    {**weights, "config": {"lr": 1}, "train_seconds": 12.5, "kind": "x"})
+    checkpoint.save(tmp_path / "b.pt",
+                    {**weights, "config": {"lr": 2}, "train_seconds": 99.0, "kind": "x"})
+    checkpoint.save(tmp_path / "c.pt",
+                    {**weights, "model": {"w": torch.arange(6.0) + 1}, "kind": "x"})
     a, b, c = (checkpoint.fingerprint(tmp_path / f"{n}.pt") for n in "abc")
     assert a == b and a != c
     (tmp_path / "plain.txt").write_text("not a checkpoint")
-    assert len(checkpoint.fingerprint(tmp_path / "plain.txt")) == 12      # any other file: its bytes
+    assert len(checkpoint.fingerprint(tmp_path / "plain.txt")) == 12  # any other file: its bytes
