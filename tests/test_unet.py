@@ -61,8 +61,8 @@ def test_guidance_one_is_exactly_the_conditional_model(tmp_path):
 
 def test_unet_batch_bound_changes_nothing_but_speed(tmp_path):
     """run.unet_batch splits sampling and classification into smaller UNet calls (a CPU's cache,
-    docs/speed.md, "Earlier speed work"): the same images to the last uint8 level and the same classifier errors up to
-    round-off."""
+    docs/speed.md, "Earlier speed work"): the same images to the last uint8 level and the same
+    classifier errors up to round-off."""
     cfg, model = tiny_model(tmp_path)
     randomise(model)
     diffusion = Diffusion(cfg.diffusion.timesteps, cfg.diffusion.schedule)
