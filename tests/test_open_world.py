@@ -47,7 +47,8 @@ def test_an_update_moves_the_generations(base):
     r = run(base, 1e-2)
     assert (r["appearance"]["anchored"]["cdi"] > 0
             and r["appearance"]["heldout_classes"]["psnr"] is not None)
-    assert r["classifier"]["unet_passes_per_image"] == 9 * 4       # every class at every timestep of the grid
+    # every class at every timestep of the grid
+    assert r["classifier"]["unet_passes_per_image"] == 9 * 4
 
 
 def test_groups_split_classes_and_templates(base):

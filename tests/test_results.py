@@ -1,6 +1,6 @@
-"""The results layer: variance components and paired differences against known answers, the verdict rules,
-runs of retrained models left out of every table, runs with other settings kept apart, and a self-contained
-HTML report."""
+"""The results layer: variance components and paired differences against known answers, the verdict
+rules, runs of retrained models left out of every table, runs with other settings kept apart, and a
+self-contained HTML report."""
 import json
 import random
 from html.parser import HTMLParser
@@ -18,8 +18,9 @@ from eval.verdicts import decide
 
 
 def test_variance_components_by_hand():
-    """Two bases, two seeds each: base means 1 and 3 (grand mean 2); within-base sd sqrt(0.5) (deviations
-    +-0.5); MS_between = 2 * ((1-2)^2 + (3-2)^2) / 1 = 4, n0 = 2, so sd_between = sqrt((4 - 0.5) / 2)."""
+    """Two bases, two seeds each: base means 1 and 3 (grand mean 2); within-base sd sqrt(0.5)
+    (deviations +-0.5); MS_between = 2 * ((1-2)^2 + (3-2)^2) / 1 = 4, n0 = 2, so
+    sd_between = sqrt((4 - 0.5) / 2)."""
     values = {("b0", 0): 0.5, ("b0", 1): 1.5, ("b1", 0): 2.5, ("b1", 1): 3.5}
     vc = variance_components(values)
     assert vc["mean"] == 2.0 and vc["n_bases"] == 2 and vc["n"] == 4
@@ -28,7 +29,8 @@ def test_variance_components_by_hand():
 
 
 def test_variance_components_recover_known_components():
-    """60 bases x 4 seeds drawn with sd 2 between bases and 0.5 within: the estimates land near both."""
+    """60 bases x 4 seeds drawn with sd 2 between bases and 0.5 within: the estimates land near
+    both."""
     rng = random.Random(0)
     values = {}
     for b in range(60):
@@ -36,20 +38,25 @@ def test_variance_components_recover_known_components():
         for s in range(4):
             values[(f"b{b}", s)] = 10 + offset + rng.gauss(0, 0.5)
     vc = variance_components(values)
-    assert vc["between_sd"] == pytest.approx(2.0, rel=0.2) and vc["within_sd"] == pytest.approx(0.5, rel=0.1)
+    assert (vc["between_sd"] == pytest.approx(2.0, rel=0.2)
+            and vc["within_sd"] == pytest.approx(0.5, rel=0.1))
     assert vc["mean"] == pytest.approx(10, abs=0.8)
 
 
 def test_paired_difference_and_its_standard_error():
-    """Per-base mean differences 1, 2 and 6 (mean 3, sd sqrt(7)): SE = sqrt(7 / 3); the seeds only average."""
+    """Per-base mean differences 1, 2 and 6 (mean 3, sd sqrt(7)): SE = sqrt(7 / 3); the seeds only
+    average."""
     a = {("b0", 0): 1.0, ("b0", 1): 3.0, ("b1", 0): 2.0, ("b2", 0): 7.0, ("b2", 1): 7.0}
-    b = {("b0", 0): 0.0, ("b0", 1): 2.0, ("b1", 0): 0.0, ("b2", 0): 1.0, ("b2", 1): 1.0, ("b3", 0): 9.0}
+    b = {("b0", 0): 0.0, ("b0", 1): 2.0, ("b1", 0): 0.0, ("b2", 0): 1.0, ("b2", 1): 1.0,
+         ("b3", 0): 9.0}
     s = paired(a, b)
-    assert s["per_base"] == {"b0": 1.0, "b1": 2.0, "b2": 6.0} and s["n_pairs"] == 5   # b3 has no pair
+    assert (s["per_base"] == {"b0": 1.0, "b1": 2.0, "b2": 6.0}
+            and s["n_pairs"] == 5)  # b3 has no pair
     assert s["mean"] == pytest.approx(3.0) and s["se"] == pytest.approx((7 / 3) ** 0.5)
     assert s["se_over"] == "bases" and s["positive"] == 3 and s["negative"] == 0
     one = paired({("b0", 0): 2.0, ("b0", 1): 4.0}, {("b0", 0): 1.0, ("b0", 1): 1.0})
-    assert one["se_over"] == "seeds of one base" and one["se"] == pytest.approx(1.0)   # sd(1, 3) / sqrt(2)
+    assert (one["se_over"] == "seeds of one base"
+            and one["se"] == pytest.approx(1.0))  # sd(1, 3) / sqrt(2)
 
 
 @pytest.mark.parametrize("mean,se,pos,neg,direction,expected", [
@@ -60,25 +67,29 @@ def test_paired_difference_and_its_standard_error():
     (5.0, 1.0, 3, 0, 1, "supported"),
 ])
 def test_the_decision_rule(mean, se, pos, neg, direction, expected):
-    stat = {"mean": mean, "se": se, "se_over": "bases", "n_bases": 3, "positive": pos, "negative": neg}
+    stat = {"mean": mean, "se": se, "se_over": "bases", "n_bases": 3, "positive": pos,
+            "negative": neg}
     assert decide(stat, direction) == expected
 
 
 def test_equivalence_needs_the_interval_on_zero_and_a_learned_concept():
     near = {"mean": 0.5, "se": 1.0, "se_over": "bases", "n_bases": 3, "positive": 2, "negative": 1}
     above = {**near, "mean": 3.0, "positive": 3, "negative": 0}
-    assert decide(near, 0, fidelity=0.8) == "supported" and decide(near, 0, fidelity=0.3) == "unresolved"
+    assert (decide(near, 0, fidelity=0.8) == "supported"
+            and decide(near, 0, fidelity=0.3) == "unresolved")
     assert decide(above, 0, fidelity=0.8) == "refuted"
-    assert decide({**near, "se_over": "seeds of one base"}, 0, fidelity=0.8) == "unresolved"   # one base
+    # one base
+    assert decide({**near, "se_over": "seeds of one base"}, 0, fidelity=0.8) == "unresolved"
 
 
 def test_cells_say_which_spread_they_show():
     assert cell({("b0", 0): 0.1}, 100) == "10.0"
     assert cell({("b0", 0): 0.1, ("b0", 1): 0.3}, 100) == "20.0 +- 14.1"
-    assert cell({("b0", 0): 0.5, ("b0", 1): 1.5, ("b1", 0): 2.5, ("b1", 1): 3.5}) == "2.0 [b 1.3 | w 0.7]"
+    assert (cell({("b0", 0): 0.5, ("b0", 1): 1.5, ("b1", 0): 2.5, ("b1", 1): 3.5})
+            == "2.0 [b 1.3 | w 0.7]")
 
 
-# ------------------------------------------------------------------------------------------ runs on disk
+# ------------------------------------------------------------------------------------- runs on disk
 
 def drift_result(name, base, seed, method, reg, flip, key):
     labels = torch.tensor([0, 1, 2, 0])
@@ -87,12 +98,15 @@ def drift_result(name, base, seed, method, reg, flip, key):
     images = torch.zeros(6, 8, 8, 3, dtype=torch.uint8)
     feats, early = torch.randn(6, 4), torch.randn(6, 2, 2, 2)
     semantic = semantic_drift(labels, before, after, ["a", "b", "c"])
-    appearance = appearance_drift(images, images, torch.tensor([0, 0, 1, 1, 2, 2]), ["a", "b", "c"], feats, feats,
-                                  early, early)
+    appearance = appearance_drift(images, images, torch.tensor([0, 0, 1, 1, 2, 2]), ["a", "b", "c"],
+                                  feats, feats, early, early)
     groups = ("anchored", "heldout_classes", "heldout_templates", "heldout_both")
-    return {"name": name, "base": base, "seed": seed, "method": method, "reg": reg, "concept_class": "heart",
-            "semantic": dict.fromkeys(groups, semantic), "semantic_floor": dict.fromkeys(groups, semantic),
-            "appearance": dict.fromkeys(groups, appearance), "appearance_floor": dict.fromkeys(groups, appearance),
+    return {"name": name, "base": base, "seed": seed, "method": method, "reg": reg,
+            "concept_class": "heart",
+            "semantic": dict.fromkeys(groups, semantic),
+            "semantic_floor": dict.fromkeys(groups, semantic),
+            "appearance": dict.fromkeys(groups, appearance),
+            "appearance_floor": dict.fromkeys(groups, appearance),
             "fidelity": {"recognised": 0.7, "diffusion_classifier_concept_accuracy": 0.5},
             "base_classes": ["a", "b", "c"], "anchored_classes": ["a"], "run_key": key}
 
@@ -107,10 +121,12 @@ def run_folder(tmp_path):
     """Two base models (their checkpoints are tiny files) with one drift run each, keyed on them."""
     run = tmp_path / "quick"
     for base in ("b0", "b1"):
-        checkpoint.save(tmp_path / "quick" / "diffusion" / base / "last.pt", {"kind": "diffusion", "w": torch.ones(1)})
+        checkpoint.save(tmp_path / "quick" / "diffusion" / base / "last.pt",
+                        {"kind": "diffusion", "w": torch.ones(1)})
     for base in ("b0", "b1"):
         path = f"quick/diffusion/{base}/last.pt"
-        key = {"customize.lambda_fr": 3.0, "inputs.base": checkpoint.fingerprint(tmp_path / path), "paths.base": path}
+        key = {"customize.lambda_fr": 3.0, "inputs.base": checkpoint.fingerprint(tmp_path / path),
+               "paths.base": path}
         write_drift(run, drift_result(f"{base}-full-none-s0", base, 0, "full", "none", True, key))
     return run
 
@@ -118,23 +134,27 @@ def run_folder(tmp_path):
 def test_runs_of_a_retrained_base_are_left_out_and_named(run_folder):
     runs, left = current_runs(run_folder / "drift", run_folder.parent)
     assert len(runs) == 2 and left == []
-    checkpoint.save(run_folder / "diffusion" / "b1" / "last.pt", {"kind": "diffusion", "w": torch.zeros(1)})  # retrained
+    checkpoint.save(run_folder / "diffusion" / "b1" / "last.pt",
+                    {"kind": "diffusion", "w": torch.zeros(1)})  # retrained
     runs, left = current_runs(run_folder / "drift", run_folder.parent)
     assert [r["name"] for r in runs] == ["b0-full-none-s0"]
     assert left == [("b1-full-none-s0", "its base model has been retrained since")]
     data = results_json(run_folder)
-    assert data["paper1"]["values"]["full / none"]["heldout_flip"] == {"b0/s0": 0.25}   # b1 in no table
-    assert "1 run left out (its base model has been retrained since): b1-full-none-s0" in markdown_tables(run_folder)
+    assert (data["paper1"]["values"]["full / none"]["heldout_flip"]
+            == {"b0/s0": 0.25})  # b1 in no table
+    assert ("1 run left out (its base model has been retrained since): b1-full-none-s0"
+            in markdown_tables(run_folder))
     assert left_out_line(data["left_out"]).startswith("1 run left out")
 
 
 def test_runs_with_other_settings_are_their_own_row():
-    runs = [{"method": "full", "reg": "functional", "run_key": {"customize.lambda_fr": 3.0, "customize.seed": s}}
+    runs = [{"method": "full", "reg": "functional",
+             "run_key": {"customize.lambda_fr": 3.0, "customize.seed": s}}
             for s in (0, 1)] + [{"method": "full", "reg": "functional",
                                  "run_key": {"customize.lambda_fr": 0.5, "customize.seed": 2}}]
     groups = split_by_settings(runs, lambda r: f"{r['method']} / {r['reg']}")
-    assert {k: len(v) for k, v in groups.items()} == {"full / functional": 2,
-                                                      "full / functional [customize.lambda_fr=0.5]": 1}
+    assert ({k: len(v) for k, v in groups.items()}
+            == {"full / functional": 2, "full / functional [customize.lambda_fr=0.5]": 1})
 
 
 class Collector(HTMLParser):
@@ -156,12 +176,13 @@ class Collector(HTMLParser):
 
 def test_report_is_self_contained(run_folder):
     from core.images import save_grid
-    save_grid(torch.zeros(4, 8, 8, 3, dtype=torch.uint8).numpy(), run_folder / "drift" / "b0-full-none-s0" / "pairs.png",
-              nrow=4)
+    save_grid(torch.zeros(4, 8, 8, 3, dtype=torch.uint8).numpy(),
+              run_folder / "drift" / "b0-full-none-s0" / "pairs.png", nrow=4)
     page = write_report(run_folder, run_folder / "report.html").read_text()
     parser = Collector()
     parser.feed(page)
     assert not parser.problems and parser.stack == []
     assert parser.urls and all(u.startswith("data:image/png;base64,") for u in parser.urls)
-    assert "<svg" in page and "full / none" in page and "http" not in page.replace("http://www.w3.org", "")
+    assert ("<svg" in page and "full / none" in page
+            and "http" not in page.replace("http://www.w3.org", ""))
     assert "floor: base vs base" in page                                   # the chart's floor line
