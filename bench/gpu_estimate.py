@@ -215,7 +215,7 @@ def estimate(cfg: Config, seeds: int) -> list[dict]:
 
 
 def markdown(stages: list[dict]) -> str:
-    """The README's table: one row per stage, then the total."""
+    """docs/gpu.md's table: one row per stage, then the total."""
     minutes = lambda s: f"{s['central'] / 60:.1f} ({s['high'] / 60:.1f}-{s['low'] / 60:.1f})"
     rows = ["| stage | trainable parameters | FLOPs per step (batch) | steps | activations per "
             "step | FLOPs | H100 minutes at 10% MFU (20%-5%) |", "|---|---|---|---|---|---|---|"]
