@@ -20,6 +20,7 @@ eval.results gathers: {claim's world: {condition: {metric: {(base, seed): value}
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from eval.stats import paired
@@ -102,9 +103,12 @@ def verdicts(world: str, values: dict, claims: list[Claim],
 
 
 def describe(row: dict, scale: float) -> str:
-    """'-12.3 +- 2.1 (bases)', the paired figure in the metric's display unit."""
+    """'-12.30 +- 2.10 (bases)', the paired figure in the metric's display unit: 2 decimals, or
+    as many as show the SE's first two digits ('+0.0113 +- 0.0022')."""
     s = row["stat"]
     if s is None:
         return "-"
-    se = "-" if s["se"] is None else f"{scale * s['se']:.2f}"
-    return f"{round(scale * s['mean'], 2) + 0.0:+.2f} +- {se} ({s['se_over']})"
+    se = None if s["se"] is None else scale * s["se"]
+    places = 2 if not se or se >= 0.1 else min(6, 1 - math.floor(math.log10(se)))
+    shown = "-" if se is None else f"{se:.{places}f}"
+    return f"{round(scale * s['mean'], places) + 0.0:+.{places}f} +- {shown} ({s['se_over']})"

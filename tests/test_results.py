@@ -14,7 +14,7 @@ from eval.report import markdown_tables, write_report
 from eval.results import current_runs, left_out_line, results_json, split_by_settings
 from eval.stats import paired, variance_components
 from eval.tables import cell
-from eval.verdicts import decide
+from eval.verdicts import decide, describe
 
 
 def test_variance_components_by_hand():
@@ -80,6 +80,14 @@ def test_equivalence_needs_the_interval_on_zero_and_a_learned_concept():
     assert decide(above, 0, fidelity=0.8) == "refuted"
     # one base
     assert decide({**near, "se_over": "seeds of one base"}, 0, fidelity=0.8) == "unresolved"
+
+
+def test_paired_figures_show_the_first_two_digits_of_their_standard_error():
+    stat = lambda mean, se: {"stat": {"mean": mean, "se": se, "se_over": "bases"}}  # noqa: E731
+    assert describe(stat(-0.3182, 0.0414), 1000) == "-318.20 +- 41.40 (bases)"
+    assert describe(stat(0.01135, 0.002167), 1) == "+0.0114 +- 0.0022 (bases)"
+    assert describe(stat(-0.0086, 0.071), 1) == "-0.009 +- 0.071 (bases)"
+    assert describe(stat(5.0, None), 1) == "+5.00 +- - (bases)"
 
 
 def test_cells_say_which_spread_they_show():
