@@ -27,6 +27,7 @@ from eval.results import transfer_metrics
 from eval.stats import mean_sd
 from minigan.transfer import transfer_name, with_switches
 from pipeline.runs import stage_dir
+from pipeline.command import user_errors
 from pipeline.scheduler import Unit, default_jobs, run_units
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -63,9 +64,10 @@ def main():
     args, overrides = parser.parse_known_args()
     cfg = make_config(args.preset, overrides, ("evalnet", "gan"))
     bases = [int(b) for b in args.bases.split(",")]
-    run_units(sweep_units(cfg, bases), cfg, args.jobs or default_jobs(cfg.run.device), False,
-              [sys.executable, str(ROOT / "train.py")], stage_dir(cfg, "logs"),
-              cfg.run.threads or 1)
+    with user_errors(False):  # a failed unit or Ctrl-C: one line, finished units kept
+        run_units(sweep_units(cfg, bases), cfg, args.jobs or default_jobs(cfg.run.device), False,
+                  [sys.executable, str(ROOT / "train.py")], stage_dir(cfg, "logs"),
+                  cfg.run.threads or 1)
     result = {"preset": args.preset, "k_per_target": cfg.data.k_per_target, "bases": bases,
               "criterion": CRITERION, "overrides": overrides, "variants": {}}
     for variant, switches in VARIANTS.items():

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from core.cli import make_config
 from pipeline.runs import stage_dir
+from pipeline.command import user_errors
 from pipeline.scheduler import Unit, default_jobs, run_units
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -72,10 +73,11 @@ def main():
     if unknown:
         parser.error(f"unknown conditions {unknown}; choose from {', '.join(CONDITIONS)}")
     cfg = make_config(args.preset, overrides)
-    run_units(curve_units(cfg, args.bases, args.seeds, args.method, names), cfg,
-              args.jobs or default_jobs(cfg.run.device), False,
-              [sys.executable, str(ROOT / "train.py")], stage_dir(cfg, "logs"),
-              cfg.run.threads or 1)
+    with user_errors(False):  # a failed unit or Ctrl-C: one line, finished units kept
+        run_units(curve_units(cfg, args.bases, args.seeds, args.method, names), cfg,
+                  args.jobs or default_jobs(cfg.run.device), False,
+                  [sys.executable, str(ROOT / "train.py")], stage_dir(cfg, "logs"),
+                  cfg.run.threads or 1)
 
 
 if __name__ == "__main__":
