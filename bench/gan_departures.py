@@ -12,7 +12,8 @@ per control, mean +- std over the seeds (runs/<preset>/bench/gan_departures_<var
 the repository root:
 
     python -m bench.gan_departures --seeds 3 --run.out_dir=runs/gan-q --run.threads=1
-    python -m bench.gan_departures --variant finetune --seeds 2 --controls r1_gamma=10,augment=none,default
+    python -m bench.gan_departures --variant finetune --seeds 2
+        --controls r1_gamma=10,augment=none,default
     python -m bench.gan_departures --preset cifar10 --controls default,class_lr_mul=0.001
         <overrides>
 """
