@@ -23,6 +23,7 @@ from bench.common import save
 from core.cli import make_config
 from core.config import as_override
 from core.files import read_json
+from core.presets import LR_SWEEP_GAN_SEEDS
 from eval.results import transfer_metrics
 from eval.stats import mean_sd
 from minigan.transfer import transfer_name, with_switches
@@ -58,7 +59,7 @@ def sweep_units(cfg, bases) -> list[Unit]:
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0], allow_abbrev=False)
     parser.add_argument("--preset", default="quick")
-    parser.add_argument("--bases", default="100,101",
+    parser.add_argument("--bases", default=",".join(map(str, LR_SWEEP_GAN_SEEDS)),
                         help="gan.seed of each pretrained GAN swept on")
     parser.add_argument("--jobs", type=int, default=0)
     args, overrides = parser.parse_known_args()

@@ -118,6 +118,10 @@ TRANSFER_LR = {
 }
 
 
+# the pretrained GANs (gan.seed) that TRANSFER_LR was chosen on: no table or verdict uses their runs
+LR_SWEEP_GAN_SEEDS = (100, 101)
+
+
 def transfer_lr(cfg: "Config") -> float:
     """The generator's learning rate of a transfer: transfer.lr where set, else the preset's for its
     variant."""

@@ -22,10 +22,13 @@ from eval.tables import (PAPER1_APPEARANCE, PAPER1_MECHANISM, PAPER1_SEMANTIC, P
                          html_table, markdown_table, VERDICT_HEADER, rows, table_sentence, unpack,
                          verdict_body, verdict_markdown, verdict_sentences)
 
-STYLE = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;"
+STYLE = ("body{font-family:sans-serif;max-width:1700px;margin:2em auto;"
          "color:#222;line-height:1.4}\n"
-         "table{border-collapse:collapse;font-size:13px;margin:1em 0}"
-         "th,td{border:1px solid #ccc;padding:3px 7px;text-align:right}\n"
+         "table{border-collapse:collapse;font-size:12px;margin:1em 0}"
+         "th,td{border:1px solid #ccc;padding:3px 6px;text-align:right}"
+         "td{white-space:nowrap}\n"
+         ".pair{display:inline-block;white-space:nowrap;margin:0 2em 0.5em 0}"
+         ".wide{overflow-x:auto}\n"
          "th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}"
          ".note{color:#555;font-size:13px}\n"
          "figure{display:inline-block;margin:0.5em 1em 0.5em 0;vertical-align:top}"
@@ -242,16 +245,17 @@ def paper2_section(run: Path, data: dict) -> str:
         parts.append(bar_chart(
             ["per-class KID"], {c: [None if m is None else 1000 * m] for c, (m, _) in kid.items()},
             f"Per-class KID x1000 at k = {k} (lower is better; whisker: spread)",
-            errors={c: [None if e is None else 1000 * e] for c, (_, e) in kid.items()}, width=720))
+            errors={c: [None if e is None else 1000 * e] for c, (_, e) in kid.items()}, width=960))
     parts.append(f'<p class="note">{esc(GAN_NOTE)}</p>')
     parts.append(image(run / "gan-pretrain" / "b0" / "grid.png",
                        "pretrained unconditional generator b0", width=300))
     parts.append("<h3>Samples beside the k real training images (b0, seed 0)</h3>")
-    for folder in sorted((run / "gan-transfer").glob("b0-*-s0")):
-        parts.append(image(folder / "grid.png", f"{folder.name}: samples, one row per class",
-                           width=300))
-        parts.append(image(folder / "real.png", f"{folder.name}: its real training images",
-                           width=300))
+    for folder in sorted((run / "gan-transfer").glob("b0-*-s0")):  # each pair kept on one line
+        parts.append('<div class="pair">'
+                     + image(folder / "grid.png", f"{folder.name}: samples, one row per class",
+                             width=260)
+                     + image(folder / "real.png", "its real training images", width=260)
+                     + "</div>")
     return "\n".join(parts)
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from core.checkpoint import fingerprint
 from core.files import read_json
+from core.presets import LR_SWEEP_GAN_SEEDS
 from eval.drift import share_predicted_as
 from eval.stats import variance_components
 from eval.verdicts import paper1_claims, paper2_claims, verdicts
@@ -177,8 +178,13 @@ def transfer_metrics(r: dict) -> dict:
 
 
 def paper2_values(run: Path) -> tuple[dict, list]:
-    """({'<variant> k=<k>': {metric: {(base, seed): value}}}, left-out runs)."""
+    """({'<variant> k=<k>': {metric: {(base, seed): value}}}, left-out runs). Runs on the GANs
+    that chose the learning rates are left out: they are the sweep's validation data."""
     runs, left_out = current_runs(run / "gan-transfer", run.parent)
+    sweep = {f"b{seed}" for seed in LR_SWEEP_GAN_SEEDS}
+    left_out += [(r["name"], "on a pretrained GAN that chose the learning rates, "
+                             "bench/gan_lr_sweep.py") for r in runs if r["base"] in sweep]
+    runs = [r for r in runs if r["base"] not in sweep]
     grouped = split_by_settings(runs, lambda r: f"{r['variant']} k={r['k_per_target']}")
     return {name: collect(rs, transfer_metrics) for name, rs in grouped.items()}, left_out
 

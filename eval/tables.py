@@ -111,7 +111,8 @@ def html_table(head: list[str], body: list[list]) -> str:
     top = "".join(f"<th>{html.escape(h)}</th>" for h in head)
     rest = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>"
                    for row in body)
-    return f"<table><tr>{top}</tr>{rest}</table>"
+    # a table wider than the page scrolls on its own
+    return f'<div class="wide"><table><tr>{top}</tr>{rest}</table></div>'
 
 
 VERDICT_HEADER = ["claim", "world", "N (bases x seeds)", "paired difference +- SE", "bases won",

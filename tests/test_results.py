@@ -11,6 +11,7 @@ import torch
 from core import checkpoint
 from eval.drift import appearance_drift, semantic_drift
 from eval.report import markdown_tables, write_report
+from eval import results
 from eval.results import current_runs, left_out_line, results_json, split_by_settings
 from eval.stats import paired, variance_components
 from eval.tables import cell
@@ -153,6 +154,28 @@ def test_runs_of_a_retrained_base_are_left_out_and_named(run_folder):
     assert ("1 run left out (its base model has been retrained since): b1-full-none-s0"
             in markdown_tables(run_folder))
     assert left_out_line(data["left_out"]).startswith("1 run left out")
+
+
+def transfer_result(base: str, seed: int, kid: float) -> dict:
+    """A finished transfer's metrics.json with every field the tables read."""
+    quality = {"kid": kid, "fd_eval": 1.0, "fd_eval_floor": 0.1, "fd_eval_validation": 1.0,
+               "precision": 0.5, "recall": 0.5, "density": 0.5, "coverage": 0.5, "accuracy": 0.9,
+               "accuracy_among_targets": 0.9, "real_accuracy_among_targets": 1.0,
+               "nn_ratio": 1.0}
+    return {"name": f"{base}-finetune-k10-s{seed}", "base": base, "seed": seed,
+            "variant": "finetune", "k_per_target": 10, "quality": quality,
+            "class_separation": {"features": 2.0, "features_within": 5.0}, "start_check": None,
+            "class_spread": 5.0, "trainable_parameters": 10, "base_g_parameters": 10,
+            "train_seconds": 1.0, "run_key": {"transfer.seed": seed, "gan.seed": base}}
+
+
+def test_runs_on_the_learning_rate_sweeps_gans_stay_out_of_the_tables(monkeypatch, tmp_path):
+    runs = [transfer_result("b0", 0, 1.0), transfer_result("b1", 0, 3.0),
+            transfer_result("b100", 0, 100.0)]
+    monkeypatch.setattr(results, "current_runs", lambda folder, out_dir: (list(runs), []))
+    values, left = results.paper2_values(tmp_path / "quick")
+    assert values["finetune k=10"]["kid"] == {("b0", 0): 1.0, ("b1", 0): 3.0}
+    assert [name for name, _ in left] == ["b100-finetune-k10-s0"]
 
 
 def test_runs_with_other_settings_are_their_own_row():
