@@ -7,9 +7,9 @@ setting changed at a time, usually to the official code's value, with N transfer
 from the same pretrained GAN and evaluator (those of --run.out_dir, trained first if missing). Every
 control trains in its own folder, <out_dir>/departures/<control>/, which links to the shared
 pretrained GAN (the default shares the ablation's runs in <out_dir> itself); finished runs are
-skipped, so rerunning the command only adds what is missing. The JSON holds each run's figures and,
-per control, mean +- std over the seeds (runs/<preset>/bench/gan_departures_<variant>.json). From
-the repository root:
+skipped, so rerunning the command only adds what is missing. The JSON
+(runs/<preset>/bench/gan_departures_<variant>-b<gan.seed>.json) holds each run's figures and, per
+control, mean +- std over the seeds. From the repository root:
 
     python -m bench.gan_departures --seeds 3 --run.out_dir=runs/gan-q --run.threads=1
     python -m bench.gan_departures --variant finetune --seeds 2
@@ -107,7 +107,7 @@ def main():
             key: {"mean_sd": mean_sd([f(r) for r in runs]), "per_seed": [f(r) for r in runs]}
             for key, f in FIGURES.items()}}
         # after each control: partial runs count
-        save(stage_dir(cfg, "bench", f"gan_departures_{args.variant}.json"), result)
+        save(stage_dir(cfg, "bench", f"gan_departures_{args.variant}-b{cfg.gan.seed}.json"), result)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,9 @@ pipeline's (their names carry the setting: minidiff.train_customize.regularizer_
 regularizer's curve of held-out accuracy change against concept fidelity. CONDITIONS lists the
 settings: today's functional regularizer, the ones meant to reach prompts they do not name (random
 subjects, cross-paired anchors, classifier-score distillation), and the controls (no regularizer,
-replay of the anchors, the empty prompt's share at 0 and 1, weight-space L2).
+replay of the anchors, the empty prompt's share at 0 and 1, weight-space L2). At the end, every
+condition is paired with today's regularizer and with the floor on the base models and seeds both
+have (runs/<preset>/bench/regularizer_curves.json, and one line per condition).
 """
 from __future__ import annotations
 
@@ -20,9 +22,13 @@ import argparse
 import sys
 from pathlib import Path
 
+from bench.common import save
 from core.cli import make_config
-from pipeline.runs import stage_dir
+from eval.results import paper1_values
+from eval.stats import paired
+from eval.verdicts import describe
 from pipeline.command import user_errors
+from pipeline.runs import stage_dir
 from pipeline.scheduler import Unit, default_jobs, run_units
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -78,6 +84,29 @@ def main():
                   args.jobs or default_jobs(cfg.run.device), False,
                   [sys.executable, str(ROOT / "train.py")], stage_dir(cfg, "logs"),
                   cfg.run.threads or 1)
+    summary = against_today(paper1_values(Path(cfg.run.out_dir, args.preset))[0], args.method)
+    save(stage_dir(cfg, "bench", "regularizer_curves.json"), summary)
+    for name, row in summary.items():
+        print(f"{name}: " + "; ".join(f"{what} {describe({'stat': stat}, 100)}"
+                                       for what, stat in row.items() if stat))
+
+
+def against_today(values: dict, method: str) -> dict:
+    """Per condition of `method`, paired over the base models and seeds both have (eval.stats):
+    its held-out flip rate minus today's regularizer's (functional at its default weight) and
+    minus the floor, and its concept fidelity minus today's."""
+    today = values.get(f"{method} / functional", {})
+    out = {}
+    for name, v in values.items():
+        if not name.startswith(f"{method} / "):
+            continue
+        out[name] = {
+            "held-out flips - today's": paired(v.get("heldout_flip", {}),
+                                               today.get("heldout_flip", {})),
+            "held-out flips - floor": paired(v.get("heldout_flip", {}),
+                                             values.get("floor", {}).get("heldout_flip", {})),
+            "fidelity - today's": paired(v.get("fidelity", {}), today.get("fidelity", {}))}
+    return out
 
 
 if __name__ == "__main__":

@@ -217,3 +217,21 @@ def test_report_is_self_contained(run_folder):
     assert ("<svg" in page and "full / none" in page
             and "http" not in page.replace("http://www.w3.org", ""))
     assert "floor: base vs base" in page                                   # the chart's floor line
+
+
+def test_curve_conditions_are_paired_with_todays_regularizer_on_shared_runs():
+    from bench.regularizer_curves import against_today
+    runs = lambda *v: dict(zip([("b0", 0), ("b1", 0), ("b2", 0)], v))  # noqa: E731
+    values = {"full / functional": {"heldout_flip": runs(0.2, 0.3, 0.4),
+                                    "fidelity": runs(0.8, 0.9, 0.7)},
+              "full / functional-w10": {"heldout_flip": runs(0.1, 0.1),   # two bases only
+                                        "fidelity": runs(0.5, 0.6)},
+              "floor": {"heldout_flip": runs(0.05, 0.05, 0.05)},
+              "lora / none": {"heldout_flip": runs(0.9, 0.9, 0.9)}}
+    out = against_today(values, "full")
+    assert set(out) == {"full / functional", "full / functional-w10"}
+    stronger = out["full / functional-w10"]["held-out flips - today's"]
+    assert stronger["n_bases"] == 2 and stronger["mean"] == pytest.approx(-0.15)
+    assert stronger["se"] == pytest.approx(0.05)      # differences -0.1 and -0.2: sd 0.0707 / sqrt 2
+    assert out["full / functional-w10"]["held-out flips - floor"]["mean"] == pytest.approx(0.05)
+    assert out["full / functional-w10"]["fidelity - today's"]["mean"] == pytest.approx(-0.3)
