@@ -232,6 +232,6 @@ def test_curve_conditions_are_paired_with_todays_regularizer_on_shared_runs():
     assert set(out) == {"full / functional", "full / functional-w10"}
     stronger = out["full / functional-w10"]["held-out flips - today's"]
     assert stronger["n_bases"] == 2 and stronger["mean"] == pytest.approx(-0.15)
-    assert stronger["se"] == pytest.approx(0.05)      # differences -0.1 and -0.2: sd 0.0707 / sqrt 2
+    assert stronger["se"] == pytest.approx(0.05)  # differences -0.1, -0.2: sd 0.0707 / sqrt 2
     assert out["full / functional-w10"]["held-out flips - floor"]["mean"] == pytest.approx(0.05)
     assert out["full / functional-w10"]["fidelity - today's"]["mean"] == pytest.approx(-0.3)
