@@ -94,7 +94,8 @@ def main():
 def against_today(values: dict, method: str) -> dict:
     """Per condition of `method`, paired over the base models and seeds both have (eval.stats):
     its held-out flip rate minus today's regularizer's (functional at its default weight) and
-    minus the floor, and its concept fidelity minus today's."""
+    minus the floor, its held-out accuracy change minus the floor's, and its concept fidelity minus
+    today's."""
     today = values.get(f"{method} / functional", {})
     out = {}
     for name, v in values.items():
@@ -105,6 +106,8 @@ def against_today(values: dict, method: str) -> dict:
                                                today.get("heldout_flip", {})),
             "held-out flips - floor": paired(v.get("heldout_flip", {}),
                                              values.get("floor", {}).get("heldout_flip", {})),
+            "held-out accuracy change - floor's": paired(
+                v.get("heldout_change", {}), values.get("floor", {}).get("heldout_change", {})),
             "fidelity - today's": paired(v.get("fidelity", {}), today.get("fidelity", {}))}
     return out
 
