@@ -71,6 +71,25 @@ def save_untrained_evaluator(cfg) -> None:
     mark_finished(stage_dir(cfg, "eval-net"))
 
 
+def save_untrained_diffusion(out_dir) -> tuple[list[str], Path]:
+    """(overrides, path) of an untrained tiny text-to-image checkpoint, in the format
+    load_diffusion reads, written to out_dir/last.pt."""
+    from core import checkpoint
+    from minidiff.clip import TextEncoder
+    from minidiff.train_clip import build_tokenizer
+    from minidiff.train_diffusion import build_model
+    overrides = tiny_diffusion_overrides(out_dir)
+    cfg = make_config("quick", overrides)
+    tokenizer = build_tokenizer(cfg)
+    model = build_model(cfg, TextEncoder(len(tokenizer), cfg.clip), tokenizer)
+    path = Path(out_dir) / "last.pt"
+    checkpoint.save(path, {"kind": "diffusion", "config": cfg.to_dict(), "step": 0,
+                           "vocab": tokenizer.words, "text": model.text.state_dict(),
+                           "model": model.unet.state_dict(),
+                           "ema": {"model": model.unet.state_dict()}})
+    return overrides, path
+
+
 def tiny_base_model(out_dir, *extra):
     """Config, and a finished 2-step base diffusion run (plus CLIP and evaluator) under out_dir."""
     from core.cli import make_config

@@ -23,7 +23,7 @@ from core.cli import make_config
 from core.errors import DataError
 from core.user_images import folder_digest, load_image_folder
 from pipeline.command import user_errors
-from tests.conftest import tiny_diffusion_overrides
+from tests.conftest import save_untrained_diffusion
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ["--data.shapes_train_size=200", "--data.shapes_test_size=100"]
@@ -71,22 +71,8 @@ def concept_folder(folder: Path, n: int = 3) -> Path:
 
 @pytest.fixture(scope="module")
 def base(tmp_path_factory):
-    """(overrides, path) of an untrained tiny diffusion checkpoint
-    in the format load_diffusion reads."""
-    from minidiff.clip import TextEncoder
-    from minidiff.train_clip import build_tokenizer
-    from minidiff.train_diffusion import build_model
-    out = tmp_path_factory.mktemp("base")
-    overrides = tiny_diffusion_overrides(out)
-    cfg = make_config("quick", overrides)
-    tokenizer = build_tokenizer(cfg)
-    model = build_model(cfg, TextEncoder(len(tokenizer), cfg.clip), tokenizer)
-    path = out / "last.pt"
-    checkpoint.save(path, {"kind": "diffusion", "config": cfg.to_dict(), "step": 0,
-                           "vocab": tokenizer.words, "text": model.text.state_dict(),
-                           "model": model.unet.state_dict(),
-                           "ema": {"model": model.unet.state_dict()}})
-    return overrides, path
+    """(overrides, path) of an untrained tiny diffusion checkpoint."""
+    return save_untrained_diffusion(tmp_path_factory.mktemp("base"))
 
 
 # ------------------------------------------------------------------------------------------- files

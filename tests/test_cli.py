@@ -11,26 +11,14 @@ from core.cli import make_config
 from minigan.pretrain import build_generator
 from minigan.transfer import HyperModulatedGenerator
 from pipeline.command import build_parser
-from tests.conftest import tiny_diffusion_overrides
+from tests.conftest import save_untrained_diffusion
 
 GAN = ["--gan.channels=8", "--gan.d_channels=8", "--transfer.rank=2", "--transfer.embed_dim=8"]
 
 
 @pytest.fixture(scope="module")
 def diffusion_checkpoint(tmp_path_factory):
-    from minidiff.clip import TextEncoder
-    from minidiff.train_clip import build_tokenizer
-    from minidiff.train_diffusion import build_model
-    out = tmp_path_factory.mktemp("d")
-    cfg = make_config("quick", tiny_diffusion_overrides(out))
-    tokenizer = build_tokenizer(cfg)
-    model = build_model(cfg, TextEncoder(len(tokenizer), cfg.clip), tokenizer)
-    path = out / "last.pt"
-    checkpoint.save(path, {"kind": "diffusion", "config": cfg.to_dict(), "step": 0,
-                           "vocab": tokenizer.words, "text": model.text.state_dict(),
-                           "model": model.unet.state_dict(),
-                           "ema": {"model": model.unet.state_dict()}})
-    return path
+    return save_untrained_diffusion(tmp_path_factory.mktemp("d"))[1]
 
 
 def gan_checkpoint(out, kind: str):
