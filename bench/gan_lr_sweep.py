@@ -67,7 +67,7 @@ def main():
     bases = [int(b) for b in args.bases.split(",")]
     with user_errors(False):  # a failed unit or Ctrl-C: one line, finished units kept
         run_units(sweep_units(cfg, bases), cfg, args.jobs or default_jobs(cfg.run.device), False,
-                  [sys.executable, str(ROOT / "train.py")], stage_dir(cfg, "logs"),
+                  [sys.executable, str(ROOT / "train.py")], stage_dir(cfg, "logs", "bench"),
                   cfg.run.threads or 1)
     result = {"preset": args.preset, "k_per_target": cfg.data.k_per_target, "bases": bases,
               "criterion": CRITERION, "overrides": overrides, "variants": {}}

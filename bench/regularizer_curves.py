@@ -82,7 +82,7 @@ def main():
     with user_errors(False):  # a failed unit or Ctrl-C: one line, finished units kept
         run_units(curve_units(cfg, args.bases, args.seeds, args.method, names), cfg,
                   args.jobs or default_jobs(cfg.run.device), False,
-                  [sys.executable, str(ROOT / "train.py")], stage_dir(cfg, "logs"),
+                  [sys.executable, str(ROOT / "train.py")], stage_dir(cfg, "logs", "bench"),
                   cfg.run.threads or 1)
     summary = against_today(paper1_values(Path(cfg.run.out_dir, args.preset))[0], args.method)
     save(stage_dir(cfg, "bench", "regularizer_curves.json"), summary)
