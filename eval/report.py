@@ -153,7 +153,8 @@ def fidelity_curves(values: dict, metric: str, title: str) -> str:
         charts.append(curve_chart(
             series, f"{method}: {title}", "concept recognised (%)", "accuracy change (pts)",
             hline=None if floor is None else (100 * floor, "floor: base vs base"),
-            vline=None if none is None else (100 * none, "fidelity without a regularizer")))
+            vline=None if none is None else (100 * none, "fidelity without a regularizer"),
+            x_range=(0.0, 100.0)))
     return "\n".join(charts)
 
 

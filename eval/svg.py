@@ -1,4 +1,4 @@
-"""Grouped bar charts as inline SVG: the report's charts, with no plotting library
+"""Grouped bar charts and curves as inline SVG: the report's charts, with no plotting library
 and no network."""
 from __future__ import annotations
 
@@ -42,6 +42,19 @@ def whisker(value: float, offset: float) -> float:
     return max(end, 0.0) if value >= 0 else end
 
 
+def legend_rows(names: list[str], x_from: float, x_to: float) -> list[tuple[str, float, int]]:
+    """(name, x, row) of each legend entry: a swatch and its text (about 6.2 px a character), left
+    to right, a new row where the next entry would pass x_to."""
+    placed, x, row = [], x_from, 0
+    for name in names:
+        entry = 24 + 6.2 * len(name)
+        if x > x_from and x + entry - 10 > x_to:
+            x, row = x_from, row + 1
+        placed.append((name, x, row))
+        x += entry
+    return placed
+
+
 def bar_chart(categories: list[str], series: dict[str, list[float]], title: str, y_label: str = "",
               width: int = 720, height: int = 300, value_format: str = "{:.2f}",
               errors: dict | None = None, floor: list[float] | None = None,
@@ -62,7 +75,11 @@ def bar_chart(categories: list[str], series: dict[str, list[float]], title: str,
     group_w = (width - 68) / max(1, len(categories))
     # labels that do not fit: slanted
     rotate = max((len(c) for c in categories), default=0) * 6.5 > group_w
-    left, right, top = 56, 12, 44
+    left, right = 56, 12
+    legend = legend_rows(list(series) + ([f"- - {floor_label}"] if floor else []), left,
+                         width - right)
+    extra = 14 * max((row for _, _, row in legend), default=0)  # legend rows past the first
+    height, top = height + extra, 44 + extra
     bottom = 20 + (int(6.5 * max((len(c) for c in categories), default=0) * 0.55)
                    if rotate else 0) + 14
     plot_w, plot_h = width - left - right, height - top - bottom
@@ -108,25 +125,28 @@ def bar_chart(categories: list[str], series: dict[str, list[float]], title: str,
     if y_label:
         out.append(f'<text x="12" y="{top + plot_h / 2}" text-anchor="middle" '
                    f'transform="rotate(-90 12 {top + plot_h / 2})">{html.escape(y_label)}</text>')
-    legend, lx = list(series) + ([f"- - {floor_label}"] if floor else []), left
-    for s, name in enumerate(legend):  # one row under the title
+    for s, (name, lx, row) in enumerate(legend):  # rows under the title
+        ly = 24 + 14 * row
         if s < len(series):
-            out.append(f'<rect x="{lx}" y="24" width="10" height="10" '
+            out.append(f'<rect x="{lx:.1f}" y="{ly}" width="10" height="10" '
                        f'fill="{PALETTE[s % len(PALETTE)]}"/>')
-        out.append(f'<text x="{lx + 14}" y="33">{html.escape(name)}</text>')
-        lx += 24 + 6.2 * len(name)
+        out.append(f'<text x="{lx + 14:.1f}" y="{ly + 9}">{html.escape(name)}</text>')
     out.append("</svg>")
     return "\n".join(out)
 
 
 def curve_chart(series: dict[str, list[tuple]], title: str, x_label: str, y_label: str,
                 width: int = 720, height: int = 360, hline: tuple[float, str] | None = None,
-                vline: tuple[float, str] | None = None) -> str:
+                vline: tuple[float, str] | None = None,
+                x_range: tuple[float, float] = (-math.inf, math.inf)) -> str:
     """One line of points per series, each point (x, y, x_spread, y_spread, label) with whiskers on
     both axes, joined in order of x; hline / vline: a dashed reference line (value, name), e.g. the
-    floor, or the fidelity that an unregularized run reaches."""
+    floor, or the fidelity that an unregularized run reaches. x_range: the values x can take (a
+    rate: 0-100); a whisker stops at its ends."""
+    x_end = lambda v: min(max(v, x_range[0]), x_range[1])  # noqa: E731
     points = [p for ps in series.values() for p in ps if p[0] is not None and p[1] is not None]
-    xs = [p[0] + s * (p[2] or 0) for p in points for s in (-1, 1)] + ([vline[0]] if vline else [])
+    xs = [x_end(p[0] + s * (p[2] or 0)) for p in points for s in (-1, 1)] + \
+        ([vline[0]] if vline else [])
     ys = [p[1] + s * (p[3] or 0) for p in points for s in (-1, 1)] + ([hline[0]] if hline else [])
     xt, yt = (nice_ticks(min(xs, default=0.0), max(xs, default=1.0)),
               nice_ticks(min(ys, default=0.0), max(ys, default=1.0)))
@@ -160,7 +180,7 @@ def curve_chart(series: dict[str, list[tuple]], title: str, x_label: str, y_labe
                        + " ".join(f"{X(p[0]):.1f},{Y(p[1]):.1f}" for p in ps) + '"/>')
         for x, y, dx, dy, label in ps:
             if dx:
-                out.append(f'<path d="M{X(x - dx):.1f},{Y(y):.1f}H{X(x + dx):.1f}" '
+                out.append(f'<path d="M{X(x_end(x - dx)):.1f},{Y(y):.1f}H{X(x_end(x + dx)):.1f}" '
                            f'stroke="{colour}"/>')
             if dy:
                 out.append(f'<path d="M{X(x):.1f},{Y(y - dy):.1f}V{Y(y + dy):.1f}" '

@@ -1,11 +1,14 @@
 """Drift metrics: identical models drift by nothing, a colour shift is caught in the right channel,
-per-class bookkeeping is right; the bar chart draws spreads and the floor."""
+per-class bookkeeping is right; the charts draw spreads and the floor, wrap
+legends and keep whiskers in range."""
+import re
+
 import numpy as np
 import torch
 
 from eval.drift import (appearance_drift, class_distances, confusion_matrix, semantic_drift,
                         share_predicted_as)
-from eval.svg import bar_chart, nice_ticks
+from eval.svg import bar_chart, curve_chart, legend_rows, nice_ticks
 
 CLASSES = ["a", "b", "c"]
 
@@ -76,6 +79,29 @@ def test_svg_chart_draws_whiskers_the_floor_and_a_zero_bar():
     assert svg.count("stroke-dasharray") == 2               # the floor across both groups
     zero_bar = [line for line in svg.splitlines() if "s1 / y: 0.00" in line][0]
     assert 'height="2.0"' in zero_bar                       # 0 drawn as a value, not left out
+
+
+def test_legend_wraps_inside_the_chart():
+    """Eight long names do not fit one 720-px row: they wrap, every entry starts inside the plot's
+    width, and the chart grows by one 14-px row per extra legend row."""
+    names = [f"method {i} / regularizer-w{i}" for i in range(8)]
+    rows = legend_rows(names, 56, 708)
+    assert rows[0] == (names[0], 56, 0) and max(r for _, _, r in rows) >= 2
+    assert all(56 <= x and x + 24 + 6.2 * len(n) - 10 <= 708 for n, x, _ in rows)
+    svg = bar_chart(["g"], {n: [1.0] for n in names}, "t", height=300)
+    extra = 14 * max(r for _, _, r in rows)
+    assert f'height="{300 + extra}"' in svg.splitlines()[0]
+
+
+def test_curve_whiskers_stop_at_the_x_range():
+    """A fidelity of 95% with a spread of 10 is drawn from 85 to 100, not past 100%."""
+    svg = curve_chart({"a": [(95.0, 1.0, 10.0, None, "w1"), (50.0, 2.0, 5.0, None, "w2")]},
+                      "t", "x", "y", x_range=(0.0, 100.0))
+    unclipped = curve_chart({"a": [(95.0, 1.0, 10.0, None, "w1"), (50.0, 2.0, 5.0, None, "w2")]},
+                            "t", "x", "y")
+    ticks = lambda chart: [float(t) for t in re.findall(r'text-anchor="middle">([-\d.]+)</text>',
+                                                         chart)]
+    assert max(ticks(svg)) == 100 and max(ticks(unclipped)) > 100
 
 
 def test_share_predicted_as_counts_the_named_columns():
