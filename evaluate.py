@@ -39,44 +39,15 @@ from core.config import Config
 from core.data import class_names, load_split
 from core.errors import ConfigError, DataError
 from core.files import atomic_write, write_json
+from core.images import read_images
 from core.presets import PRESETS
 from core.training import pick_device, setup
 from core.validate import models_for, validate
-from pipeline.command import OneLineParser, split_overrides, user_errors
+from pipeline.command import (OneLineParser, non_negative, positive, split_overrides,
+                              user_errors)
 from pipeline.runs import stage_dir
 
 SPLITS = ("train", "test")
-
-
-def read_images(path: str) -> np.ndarray:
-    """uint8 (N, H, W, 3) from an .npz (key `x` or `images`) or a folder of .png files (sorted by
-    name)."""
-    p = Path(path)
-    if p.is_dir():
-        files = sorted(p.glob("*.png"))
-        if not files:
-            raise DataError(f"no .png files in {p}")
-        images = [np.asarray(Image.open(f).convert("RGB")) for f in files]
-        if len({im.shape for im in images}) > 1:
-            raise DataError(f"the images in {p} do not all have the same size")
-        x = np.stack(images)
-    elif p.suffix == ".npz" and p.exists():
-        try:
-            with np.load(p, allow_pickle=False) as f:
-                key = next((k for k in ("x", "images") if k in f), None)
-                if key is None:
-                    raise DataError(f"{p} has no array named 'x' or 'images' "
-                                    f"(it has {', '.join(f.files)})")
-                x = f[key]
-        except (ValueError, OSError) as err:   # a pickled object array, or not an npz at all
-            raise DataError(f"{p} is not an npz of plain arrays "
-                            f"({str(err).splitlines()[0]})") from None
-    else:
-        raise DataError(f"--images {path!r} is neither a folder of .png files "
-                        "nor an existing .npz file")
-    if x.dtype != np.uint8 or x.ndim != 4 or x.shape[-1] != 3:
-        raise DataError(f"{p}: expected uint8 images (N, H, W, 3), got {x.dtype} {x.shape}")
-    return x
 
 
 def parse_ref(ref: str) -> tuple[str, str, tuple[str, ...] | None]:
@@ -100,26 +71,6 @@ def preset_for(dataset: str) -> str:
         if make().data.dataset == dataset:
             return name
     raise ConfigError(f"no preset uses dataset {dataset!r}; presets: {', '.join(PRESETS)}")
-
-
-def positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, got {text}")
-    return value
-
-
-def non_negative(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not value >= 0:  # also refuses nan
-        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text}")
-    return value
 
 
 # ------------------------------------------------------------------------------------- subcommands

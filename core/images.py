@@ -1,4 +1,4 @@
-"""Image grids as PNG files."""
+"""Images on disk: PNG grids of samples, and a set of images read back from an .npz or a folder."""
 from __future__ import annotations
 
 import os
@@ -8,6 +8,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from core.errors import DataError
 from core.files import atomic_write
 
 
@@ -34,3 +35,34 @@ def save_grid(images, path: str | os.PathLike, nrow: int, scale: int = 2) -> Pat
     picture = Image.fromarray(grid(images, nrow, scale=scale))
     atomic_write(path, lambda f: picture.save(f, format="PNG"))
     return path
+
+
+def read_images(path: str) -> np.ndarray:
+    """uint8 (N, H, W, 3) from an .npz (key `x` or `images`) or a folder of .png files (sorted by
+    name)."""
+    p = Path(path)
+    if p.is_dir():
+        files = sorted(p.glob("*.png"))
+        if not files:
+            raise DataError(f"no .png files in {p}")
+        images = [np.asarray(Image.open(f).convert("RGB")) for f in files]
+        if len({im.shape for im in images}) > 1:
+            raise DataError(f"the images in {p} do not all have the same size")
+        x = np.stack(images)
+    elif p.suffix == ".npz" and p.exists():
+        try:
+            with np.load(p, allow_pickle=False) as f:
+                key = next((k for k in ("x", "images") if k in f), None)
+                if key is None:
+                    raise DataError(f"{p} has no array named 'x' or 'images' "
+                                    f"(it has {', '.join(f.files)})")
+                x = f[key]
+        except (ValueError, OSError) as err:   # a pickled object array, or not an npz at all
+            raise DataError(f"{p} is not an npz of plain arrays "
+                            f"({str(err).splitlines()[0]})") from None
+    else:
+        raise DataError(f"--images {path!r} is neither a folder of .png files "
+                        "nor an existing .npz file")
+    if x.dtype != np.uint8 or x.ndim != 4 or x.shape[-1] != 3:
+        raise DataError(f"{p}: expected uint8 images (N, H, W, 3), got {x.dtype} {x.shape}")
+    return x

@@ -72,6 +72,26 @@ def positive_ints(text: str, option: str) -> tuple[int, ...]:
     return values
 
 
+def positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, got {text}")
+    return value
+
+
+def non_negative(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value >= 0:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text}")
+    return value
+
+
 def split_overrides(argv: list[str]) -> tuple[list[str], list[str]]:
     """(options, overrides): `--section.field=value` and `--section.field value` go to overrides
     (with --method/--reg expanded), everything else stays for argparse."""

@@ -7,6 +7,7 @@ import torch
 import evaluate
 import train
 from core import checkpoint
+from core.images import read_images
 from core.cli import make_config
 from minigan.pretrain import build_generator
 from minigan.transfer import HyperModulatedGenerator
@@ -51,16 +52,16 @@ def test_sample_draws_from_a_gan(tmp_path):
     a pretrained one: unconditional."""
     transfer = gan_checkpoint(tmp_path, "gan-transfer")
     evaluate.main(["sample", "--ckpt", str(transfer), "--n", "3", "--out", str(tmp_path / "all")])
-    x = evaluate.read_images(str(tmp_path / "all.npz"))
+    x = read_images(str(tmp_path / "all.npz"))
     assert x.shape == (5 * 3, 16, 16, 3)                       # 5 target classes x 3
     evaluate.main(["sample", "--ckpt", str(transfer), "--class", "star", "--n", "4",
                    "--out", str(tmp_path / "one")])
-    assert evaluate.read_images(str(tmp_path / "one.npz")).shape[0] == 4
+    assert read_images(str(tmp_path / "one.npz")).shape[0] == 4
     with pytest.raises(SystemExit, match="this GAN draws star, cross, heart, crescent, arrow"):
         evaluate.main(["sample", "--ckpt", str(transfer), "--class", "circle"])
     pretrained = gan_checkpoint(tmp_path, "gan-pretrain")
     evaluate.main(["sample", "--ckpt", str(pretrained), "--n", "5", "--out", str(tmp_path / "u")])
-    assert evaluate.read_images(str(tmp_path / "u.npz")).shape[0] == 5
+    assert read_images(str(tmp_path / "u.npz")).shape[0] == 5
     with pytest.raises(SystemExit, match="unconditional"):
         evaluate.main(["sample", "--ckpt", str(pretrained), "--class", "star"])
 

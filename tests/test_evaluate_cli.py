@@ -10,6 +10,7 @@ import evaluate
 from core.cli import make_config
 from core.data import load_split
 from core.cache import cache_root
+from core.images import read_images
 from tests.conftest import save_untrained_evaluator
 
 OVERRIDES = ["--data.shapes_train_size=300", "--data.shapes_test_size=100",
@@ -39,18 +40,18 @@ def test_parse_ref():
 def test_read_images_npz_and_png_folder(tmp_path):
     x = np.random.default_rng(0).integers(0, 256, (3, 8, 8, 3), dtype=np.uint8)
     np.savez(tmp_path / "a.npz", x=x)
-    assert np.array_equal(evaluate.read_images(str(tmp_path / "a.npz")), x)
+    assert np.array_equal(read_images(str(tmp_path / "a.npz")), x)
     folder = tmp_path / "pngs"
     folder.mkdir()
     for i, img in enumerate(x):
         Image.fromarray(img).save(folder / f"{i:03d}.png")
-    assert np.array_equal(evaluate.read_images(str(folder)), x)
+    assert np.array_equal(read_images(str(folder)), x)
     np.savez(tmp_path / "b.npz", x=x.astype(np.float32))
     with pytest.raises(ValueError, match="uint8"):
-        evaluate.read_images(str(tmp_path / "b.npz"))
+        read_images(str(tmp_path / "b.npz"))
     np.savez(tmp_path / "c.npz", pics=x)
     with pytest.raises(ValueError, match="no array named 'x' or 'images'"):
-        evaluate.read_images(str(tmp_path / "c.npz"))
+        read_images(str(tmp_path / "c.npz"))
 
 
 def test_fid_end_to_end(tmp_path):
