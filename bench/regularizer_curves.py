@@ -14,7 +14,8 @@ settings: today's functional regularizer, the ones meant to reach prompts they d
 subjects, cross-paired anchors, classifier-score distillation), and the controls (no regularizer,
 replay of the anchors, the empty prompt's share at 0 and 1, weight-space L2). At the end, every
 condition is paired with today's regularizer and with the floor on the base models and seeds both
-have (runs/<preset>/bench/regularizer_curves.json, and one line per condition).
+have (runs/<preset>/bench/regularizer_curves.json, and one line per condition), and a line fitted
+over every run says how much of the held-out margin change the per-prompt split explains.
 """
 from __future__ import annotations
 
@@ -84,11 +85,17 @@ def main():
                   args.jobs or default_jobs(cfg.run.device), False,
                   [sys.executable, str(ROOT / "train.py")], stage_dir(cfg, "logs", "bench"),
                   cfg.run.threads or 1)
-    summary = against_today(paper1_values(Path(cfg.run.out_dir, args.preset))[0], args.method)
-    save(stage_dir(cfg, "bench", "regularizer_curves.json"), summary)
+    values = paper1_values(Path(cfg.run.out_dir, args.preset))[0]
+    summary = against_today(values, args.method)
+    fit = gap_explains_margin(values)
+    save(stage_dir(cfg, "bench", "regularizer_curves.json"), {**summary, "gap_fit": fit})
     for name, row in summary.items():
         print(f"{name}: " + "; ".join(f"{what} {describe({'stat': stat}, 100)}"
                                        for what, stat in row.items() if stat))
+    if fit:
+        print(f"held-out margin change = {1000 * fit['intercept']:+.2f}e-3 + {fit['slope']:.2f} x "
+              f"(held-out minus anchored prompts' own error change), r = {fit['r']:.2f} over "
+              f"{fit['n_runs']} customizations")
 
 
 def against_today(values: dict, method: str) -> dict:
@@ -110,6 +117,36 @@ def against_today(values: dict, method: str) -> dict:
                 v.get("heldout_change", {}), values.get("floor", {}).get("heldout_change", {})),
             "fidelity - today's": paired(v.get("fidelity", {}), today.get("fidelity", {}))}
     return out
+
+
+def gap_explains_margin(values: dict) -> dict | None:
+    """Least squares over every customization run (all conditions, the floor left out): each run's
+    held-out margin change y against its gap x, the held-out prompts' own error change minus the
+    anchored prompts' (the per-prompt split of the drift protocol). A slope near 1 with a high r
+    says the held-out images lose their margin because their own prompts lost ground against the
+    anchored prompts, not through per-image effects."""
+    xs, ys = [], []
+    for name, v in values.items():
+        if name == "floor":
+            continue
+        for run, y in v.get("heldout_margin", {}).items():
+            held, anchored = (v.get(k, {}).get(run) for k in ("heldout_specific",
+                                                              "anchored_specific"))
+            if None not in (y, held, anchored):
+                xs.append(held - anchored)
+                ys.append(y)
+    n = len(xs)
+    if n < 3:
+        return None
+    mx, my = sum(xs) / n, sum(ys) / n
+    sxx = sum((x - mx) ** 2 for x in xs)
+    syy = sum((y - my) ** 2 for y in ys)
+    sxy = sum((x - mx) * (y - my) for x, y in zip(xs, ys))
+    if sxx == 0 or syy == 0:
+        return None
+    slope = sxy / sxx
+    return {"n_runs": n, "slope": slope, "intercept": my - slope * mx,
+            "r": sxy / (sxx * syy) ** 0.5}
 
 
 if __name__ == "__main__":

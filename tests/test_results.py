@@ -235,3 +235,23 @@ def test_curve_conditions_are_paired_with_todays_regularizer_on_shared_runs():
     assert stronger["se"] == pytest.approx(0.05)  # differences -0.1, -0.2: sd 0.0707 / sqrt 2
     assert out["full / functional-w10"]["held-out flips - floor"]["mean"] == pytest.approx(0.05)
     assert out["full / functional-w10"]["fidelity - today's"]["mean"] == pytest.approx(-0.3)
+
+
+def test_gap_fit_recovers_a_known_line_and_leaves_out_the_floor():
+    from bench.regularizer_curves import gap_explains_margin
+    runs = lambda *v: dict(zip(["b0/s0", "b1/s0", "b2/s0"], v))  # noqa: E731
+    # margin = 0.5e-3 + 2 x (held-out own part - anchored own part), exactly
+    values = {"full / none": {"heldout_specific": runs(1e-3, 2e-3, 0.0),
+                              "anchored_specific": runs(0.0, 0.0, 1e-3),
+                              "heldout_margin": runs(2.5e-3, 4.5e-3, -1.5e-3)},
+              "full / functional": {"heldout_specific": runs(3e-3, None, 0.0),
+                                    "anchored_specific": runs(0.0, 0.0, 0.0),
+                                    "heldout_margin": runs(6.5e-3, 9.0, 0.5e-3)},
+              "floor": {"heldout_specific": runs(0.0), "anchored_specific": runs(0.0),
+                        "heldout_margin": runs(1.0)}}   # off the line: must not count
+    fit = gap_explains_margin(values)
+    assert fit["n_runs"] == 5                            # the run without a split is left out
+    assert fit["slope"] == pytest.approx(2.0) and fit["intercept"] == pytest.approx(0.5e-3)
+    assert fit["r"] == pytest.approx(1.0)
+    assert gap_explains_margin({"floor": values["floor"]}) is None
+
