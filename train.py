@@ -1,6 +1,6 @@
 """Train both papers' models and measure them: the whole experiment, or one stage of it.
 
-    # both papers, quick preset (shapes, 2 CPU cores, ~20 min), report
+    # both papers, quick preset (shapes, 2 CPU cores, ~14 min), report
     python train.py
     # 3 base models and 3 pretrained GANs x 2 seeds each: the verdicts
     python train.py --bases 3 --seeds 2
