@@ -95,11 +95,12 @@ def main(argv=None) -> None:
         if opts.worker is not None:  # a worker of the pipeline below: units come from its parent
             return serve(STAGES, opts.worker)
         cfg = make_config(opts.preset, overrides, models_for(opts.stage))
-        if opts.stage:               # under torchrun too: leave the process group cleanly
+        if opts.stage:
             try:
-                return STAGES[opts.stage](cfg, opts.force)
-            finally:
+                STAGES[opts.stage](cfg, opts.force)
+            finally:                 # under torchrun: leave the process group either way
                 distributed.shutdown()
+            return distributed.exit_rank()
         units = ((paper1(cfg, opts) if "1" in opts.papers else [])
                  + (paper2(cfg, opts) if "2" in opts.papers else []))
         # per worker, whatever --jobs is: the results do not depend on it

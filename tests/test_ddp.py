@@ -37,7 +37,7 @@ spec = LoopSpec(steps=2, batch_size=4, lr_g=1e-2, lr_d=1e-2, r1_gamma=0.0, r1_ev
                 ema_decay=0.9, augment=())
 real = torch.rand(16, 3, 8, 8) * 2 - 1
 GanTrainer(G, D, G.parameters(), 8, real, None, 0, spec, "unsynced").train(lambda s: None, False)
-os._exit(0)  # no interpreter teardown: gloo's threads can abort it (core.distributed.shutdown)
+os._exit(0)  # no interpreter teardown: it can abort a rank (core.distributed.exit_rank)
 """
 
 
