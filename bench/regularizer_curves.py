@@ -26,7 +26,7 @@ from pathlib import Path
 from bench.common import save
 from core.cli import make_config
 from eval.results import paper1_values
-from eval.stats import paired
+from eval.stats import line_fit, paired
 from eval.verdicts import describe
 from pipeline.command import user_errors
 from pipeline.runs import stage_dir
@@ -135,18 +135,8 @@ def gap_explains_margin(values: dict) -> dict | None:
             if None not in (y, held, anchored):
                 xs.append(held - anchored)
                 ys.append(y)
-    n = len(xs)
-    if n < 3:
-        return None
-    mx, my = sum(xs) / n, sum(ys) / n
-    sxx = sum((x - mx) ** 2 for x in xs)
-    syy = sum((y - my) ** 2 for y in ys)
-    sxy = sum((x - mx) * (y - my) for x, y in zip(xs, ys))
-    if sxx == 0 or syy == 0:
-        return None
-    slope = sxy / sxx
-    return {"n_runs": n, "slope": slope, "intercept": my - slope * mx,
-            "r": sxy / (sxx * syy) ** 0.5}
+    fit = line_fit(xs, ys)
+    return fit and {"n_runs": fit.pop("n"), **fit}
 
 
 if __name__ == "__main__":

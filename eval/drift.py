@@ -16,6 +16,7 @@ import torch
 from eval.colour import (colour_drift_index, gram_distance, mean_colour_delta_e, psnr,
                          set_colour_distance)
 from eval.metrics import fd_from_features, kernel_inception_distance
+from eval.stats import line_fit
 
 
 def confusion_matrix(labels: torch.Tensor, preds: torch.Tensor, n_classes: int) -> torch.Tensor:
@@ -63,7 +64,8 @@ def semantic_drift(labels, preds_before, preds_after, class_names, concept_dista
         dist = torch.tensor([concept_distance[c] for c in class_names],
                             dtype=torch.float64)[present]
         result["concept_distance"] = dict(concept_distance)
-        result["change_vs_distance_correlation"] = _pearson(dist, change[present])
+        fit = line_fit(dist.tolist(), change[present].tolist())  # None: under 3 classes or constant
+        result["change_vs_distance_correlation"] = fit and fit["r"]
     return result
 
 
@@ -75,12 +77,6 @@ def share_predicted_as(confusion, classes, names) -> float:
     classifier compares prompts."""
     cm = torch.as_tensor(confusion, dtype=torch.float64)
     return (cm[:, [list(classes).index(n) for n in names]].sum() / cm.sum()).item()
-
-
-def _pearson(x: torch.Tensor, y: torch.Tensor) -> float:
-    x, y = x - x.mean(), y - y.mean()
-    denominator = (x.norm() * y.norm()).item()
-    return (x @ y).item() / denominator if denominator > 0 else 0.0
 
 
 def class_distances(features: torch.Tensor, labels: torch.Tensor, class_names,

@@ -18,6 +18,10 @@ A result is a value per (base, seed). Two summaries:
                         sign. The seeds of one base share that base, so they are not independent
                         draws of the experiment: the bases are. With a single base, SE is over its
                         seeds and says so.
+
+One more for a relation between two measures:
+
+  line_fit              least squares y = intercept + slope x, and Pearson's r = s_xy / sqrt(s_xx s_yy).
 """
 from __future__ import annotations
 
@@ -91,3 +95,19 @@ def paired(a: dict, b: dict) -> dict | None:
             "negative": sum(v < 0 for v in per_base.values()),
             "per_base": per_base,
             "differences": {f"{base}/{seed}": v for (base, seed), v in d.items()}}
+
+
+def line_fit(xs, ys) -> dict | None:
+    """Least-squares line through the points (xs, ys) and Pearson's r; None where fewer than 3 points
+    or either variable is constant."""
+    n = len(xs)
+    if n < 3:
+        return None
+    mx, my = sum(xs) / n, sum(ys) / n
+    sxx = sum((x - mx) ** 2 for x in xs)
+    syy = sum((y - my) ** 2 for y in ys)
+    sxy = sum((x - mx) * (y - my) for x, y in zip(xs, ys))
+    if sxx == 0 or syy == 0:
+        return None
+    slope = sxy / sxx
+    return {"n": n, "slope": slope, "intercept": my - slope * mx, "r": sxy / math.sqrt(sxx * syy)}

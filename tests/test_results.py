@@ -13,7 +13,7 @@ from eval.drift import appearance_drift, semantic_drift
 from eval.report import markdown_tables, write_report
 from eval import results
 from eval.results import current_runs, left_out_line, results_json, split_by_settings
-from eval.stats import paired, variance_components
+from eval.stats import line_fit, paired, variance_components
 from eval.tables import cell
 from eval.verdicts import decide, describe
 
@@ -255,3 +255,10 @@ def test_gap_fit_recovers_a_known_line_and_leaves_out_the_floor():
     assert fit["r"] == pytest.approx(1.0)
     assert gap_explains_margin({"floor": values["floor"]}) is None
 
+
+def test_line_fit_by_hand():
+    # x deviations -1.5 -0.5 0.5 1.5, y deviations -0.5 0.5 -0.5 0.5: s_xy 1, s_xx 5, s_yy 1
+    fit = line_fit([0, 1, 2, 3], [0, 1, 0, 1])
+    assert fit["slope"] == pytest.approx(0.2) and fit["intercept"] == pytest.approx(0.2)
+    assert fit["r"] == pytest.approx(1 / 5 ** 0.5) and fit["n"] == 4
+    assert line_fit([0, 1], [0, 1]) is None and line_fit([1, 1, 1], [0, 1, 2]) is None
