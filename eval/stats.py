@@ -21,7 +21,8 @@ A result is a value per (base, seed). Two summaries:
 
 One more for a relation between two measures:
 
-  line_fit              least squares y = intercept + slope x, and Pearson's r = s_xy / sqrt(s_xx s_yy).
+  line_fit              least squares y = intercept + slope x, and Pearson's
+                        r = s_xy / sqrt(s_xx s_yy).
 """
 from __future__ import annotations
 
@@ -98,8 +99,8 @@ def paired(a: dict, b: dict) -> dict | None:
 
 
 def line_fit(xs, ys) -> dict | None:
-    """Least-squares line through the points (xs, ys) and Pearson's r; None where fewer than 3 points
-    or either variable is constant."""
+    """Least-squares line through the points (xs, ys) and Pearson's r; None where fewer than 3
+    points or either variable is constant."""
     n = len(xs)
     if n < 3:
         return None
